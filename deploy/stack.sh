@@ -1,0 +1,617 @@
+#!/usr/bin/env bash
+# The f2stream local service stack, without Docker: Kafka (one KRaft node),
+# two PostgreSQL clusters (device parameters, time series) and Mosquitto.
+#
+# Usage: deploy/stack.sh install|up|down|status|clean|env
+#
+# All state lives under $F2_VAR_DIR (default <repo>/var). Every port is a
+# setting, so a test suite can run a second, isolated stack beside the first:
+#   F2_VAR_DIR                <repo>/var
+#   F2_KAFKA_PORT             9092
+#   F2_KAFKA_CONTROLLER_PORT  9093
+#   F2_MQTT_PORT              1883
+#   F2_MQTT_TLS_PORT          8883   (devices, mTLS: not enabled yet)
+#   F2_PARAMS_PORT            5432
+#   F2_TIMESERIES_PORT        5433
+#   F2_STACK_PG_BIN           newest /usr/lib/postgresql/*/bin
+#   F2_STACK_TIMEOUT          90     (seconds to wait for each service)
+# `up` writes $F2_VAR_DIR/stack.env with the F2_* settings the workers read.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEPLOY=$ROOT/deploy
+VAR=$(realpath -m "${F2_VAR_DIR:-$ROOT/var}")
+KAFKA_PORT=${F2_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${F2_KAFKA_CONTROLLER_PORT:-9093}
+MQTT_PORT=${F2_MQTT_PORT:-1883}
+MQTT_TLS_PORT=${F2_MQTT_TLS_PORT:-8883}
+PARAMS_PORT=${F2_PARAMS_PORT:-5432}
+TIMESERIES_PORT=${F2_TIMESERIES_PORT:-5433}
+TIMEOUT=${F2_STACK_TIMEOUT:-90}
+
+RUN=$VAR/run
+LOG=$VAR/log
+DATA=$VAR/data
+SECRETS=$VAR/secrets
+STACK_ENV=$VAR/stack.env
+# Marks a directory as a stack var dir, so `clean` never removes anything else.
+MARKER=$VAR/.f2stack
+
+KAFKA_DATA=$DATA/kafka
+KAFKA_PROPS=$VAR/kafka/server.properties
+KAFKA_CP=$VAR/kafka/classpath.txt
+KAFKA_PID=$RUN/kafka.pid
+KAFKA_LOG=$LOG/kafka.log
+MQTT_CONF=$VAR/mosquitto/mosquitto.conf
+MQTT_PID=$RUN/mosquitto.pid
+MQTT_LOG=$LOG/mosquitto.log
+
+SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password db_password)
+
+log() { printf 'stack: %s\n' "$*"; }
+die() {
+    printf 'stack: error: %s\n' "$*" >&2
+    exit 1
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if is_root; then "$@"; else sudo "$@"; fi
+}
+
+# PostgreSQL refuses to run as root: as root, run its tools as "postgres".
+PG_USER=$(id -un)
+is_root && PG_USER=postgres
+as_pg() {
+    if is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+check_settings() {
+    local name value
+    for name in F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT \
+        F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT; do
+        value=${!name:-}
+        [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
+    done
+    local ports=("$KAFKA_PORT" "$CONTROLLER_PORT" "$MQTT_PORT" "$MQTT_TLS_PORT" "$PARAMS_PORT" "$TIMESERIES_PORT")
+    if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
+        die "two services share a port (${ports[*]}): give each F2_*_PORT its own value"
+    fi
+}
+
+pg_bin() {
+    if [[ -n ${F2_STACK_PG_BIN:-} ]]; then
+        printf '%s\n' "$F2_STACK_PG_BIN"
+        return
+    fi
+    local dir
+    dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $dir && -x $dir/initdb ]] && printf '%s\n' "$dir"
+}
+
+mosquitto_bin() {
+    command -v mosquitto 2>/dev/null || { [[ -x /usr/sbin/mosquitto ]] && echo /usr/sbin/mosquitto; }
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# Fails with one line when a port we are about to use belongs to someone else.
+require_free_port() { # port service setting
+    if port_open "$1"; then
+        die "port $1 ($2) is already in use by another process: set $3 to a free port"
+    fi
+}
+
+# Prints the pid in $1 when that process is alive and its command line
+# contains $2 (guards against a stale pid file and a reused pid).
+live_pid() { # pidfile pattern
+    local pid
+    [[ -s $1 ]] || return 1
+    pid=$(head -n 1 "$1")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2" || return 1
+    printf '%s\n' "$pid"
+}
+
+kafka_pid() { live_pid "$KAFKA_PID" "$KAFKA_PROPS"; }
+mqtt_pid() { live_pid "$MQTT_PID" "$MQTT_CONF"; }
+pg_pid() { live_pid "$DATA/pg-$1/postmaster.pid" "$DATA/pg-$1"; }
+pg_pid_params() { pg_pid params; }
+pg_pid_timeseries() { pg_pid timeseries; }
+
+# Waits until "$@" succeeds; fails pointing at the log when the service's
+# process dies or the timeout passes.
+wait_for() { # name logfile pid-function command...
+    local name=$1 logfile=$2 alive=$3
+    shift 3
+    local deadline=$((SECONDS + TIMEOUT))
+    until "$@" >/dev/null 2>&1; do
+        if ! "$alive" >/dev/null; then
+            tail -n 20 "$logfile" >&2 2>/dev/null || true
+            die "$name exited during start-up: see $logfile"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$logfile" >&2 2>/dev/null || true
+            die "$name did not answer within ${TIMEOUT}s (F2_STACK_TIMEOUT): see $logfile"
+        fi
+        sleep 0.25
+    done
+}
+
+# Stops a process with SIGTERM, then SIGKILL after $3 seconds.
+stop_pid() { # name pid grace-seconds
+    local name=$1 pid=$2 grace=$3 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < grace * 4; i++)); do
+        [[ -d /proc/$pid ]] || return 0
+        sleep 0.25
+    done
+    log "$name (pid $pid) did not stop within ${grace}s: killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# Fills @NAME@ placeholders of a template: fill TEMPLATE OUT NAME=value...
+fill() {
+    local template=$1 out=$2 script=() pair value
+    shift 2
+    for pair in "$@"; do
+        value=${pair#*=}
+        value=${value//\\/\\\\}
+        value=${value//|/\\|}
+        value=${value//&/\\&}
+        script+=(-e "s|@${pair%%=*}@|${value}|g")
+    done
+    sed "${script[@]}" "$template" >"$out.tmp"
+    mv "$out.tmp" "$out"
+}
+
+# --- install ----------------------------------------------------------------
+
+classpath_ok() {
+    [[ -s $KAFKA_CP ]] || return 1
+    local jar
+    local -a jars
+    IFS=: read -r -a jars <"$KAFKA_CP"
+    for jar in "${jars[@]}"; do
+        [[ -f $jar ]] || return 1
+    done
+}
+
+missing_packages() {
+    command -v python3 >/dev/null || echo python3
+    python3 -c 'import ensurepip, venv' 2>/dev/null || echo python3-venv
+    [[ -n $(pg_bin) ]] || echo postgresql
+    command -v psql >/dev/null || echo postgresql-client
+    [[ -n $(mosquitto_bin) ]] || echo mosquitto
+    command -v mosquitto_sub >/dev/null || echo mosquitto-clients
+    command -v kcat >/dev/null || echo kcat
+    command -v prometheus >/dev/null || echo prometheus
+    command -v java >/dev/null || echo default-jre-headless
+    command -v mvn >/dev/null || echo maven
+    command -v curl >/dev/null || echo curl
+}
+
+# Debian starts a package's service on install: a system PostgreSQL on 5432,
+# Mosquitto on 1883 and Prometheus on 9090 would take the stack's ports.
+# Stop and disable those we have just installed.
+stop_system_services() {
+    local pkg unit units=()
+    for pkg in "$@"; do
+        case $pkg in
+        postgresql | mosquitto | prometheus) units+=("$pkg") ;;
+        esac
+    done
+    ((${#units[@]})) || return 0
+    log "stopping the system services that apt-get started: ${units[*]}"
+    if [[ -d /run/systemd/system ]]; then
+        as_root systemctl disable --now "${units[@]}" >/dev/null 2>&1 || true
+    else
+        for unit in "${units[@]}"; do
+            [[ -x /etc/init.d/$unit ]] && { as_root "/etc/init.d/$unit" stop >/dev/null 2>&1 || true; }
+        done
+    fi
+}
+
+resolve_classpath() {
+    classpath_ok && return 0
+    command -v mvn >/dev/null || die "mvn not found: run deploy/stack.sh install"
+    # Maven resolution takes seconds even offline; every var dir (the test
+    # suite makes one per session) shares one result per pom version.
+    local pom=$DEPLOY/kafka/pom.xml cache key
+    key=$(sha256sum "$pom" | cut -c1-16)
+    cache=${XDG_CACHE_HOME:-$HOME/.cache}/f2stream/kafka-$key.classpath
+    claim_var
+    mkdir -p "$VAR/kafka" "$(dirname "$cache")"
+    if [[ -s $cache ]] && cp "$cache" "$KAFKA_CP" && classpath_ok; then
+        return 0
+    fi
+    log "resolving the Kafka classpath with Maven (jars cached in ~/.m2)"
+    local mvn=(mvn -q -B -Dstyle.color=never -f "$pom" dependency:build-classpath "-Dmdep.outputFile=$KAFKA_CP.tmp")
+    "${mvn[@]}" -o >/dev/null 2>&1 || "${mvn[@]}" || die "Maven could not resolve $pom"
+    mv "$KAFKA_CP.tmp" "$KAFKA_CP"
+    classpath_ok || die "Maven left an incomplete classpath in $KAFKA_CP"
+    cp "$KAFKA_CP" "$cache.tmp" && mv "$cache.tmp" "$cache"
+}
+
+cmd_install() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    if ((${#missing[@]})); then
+        log "installing with apt-get: ${missing[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+        stop_system_services "${missing[@]}"
+    fi
+    resolve_classpath
+}
+
+installed() {
+    [[ -z $(missing_packages) ]] && classpath_ok
+}
+
+# --- state directories and secrets ------------------------------------------
+
+# The postgres user must be able to reach the data and socket dirs: give
+# "search" (o+x, not listing) on any ancestor that lacks it, e.g. a 0700
+# temporary directory.
+make_traversable() {
+    is_root || return 0
+    local dir=$VAR
+    runuser -u postgres -- test -x "$dir" && return 0
+    while [[ $dir != / ]]; do
+        if ! runuser -u postgres -- test -x "$dir" 2>/dev/null && [[ -d $dir ]]; then
+            log "granting search permission (o+x) on $dir so that postgres can reach $VAR"
+            chmod o+x "$dir"
+        fi
+        dir=$(dirname "$dir")
+    done
+    runuser -u postgres -- test -x "$VAR" || die "user postgres cannot reach $VAR: choose another F2_VAR_DIR"
+}
+
+# Creates the var dir, or accepts it when empty or already a stack's.
+claim_var() {
+    if [[ -e $VAR && ! -e $MARKER && -n $(ls -A "$VAR" 2>/dev/null) ]]; then
+        die "$VAR exists, is not empty and is not a stack var dir: set F2_VAR_DIR to a new or empty directory"
+    fi
+    mkdir -p "$VAR"
+    touch "$MARKER"
+}
+
+prepare_dirs() {
+    claim_var
+    mkdir -p "$VAR" "$LOG" "$RUN" "$DATA" "$DATA/faust" "$DATA/mosquitto" "$KAFKA_DATA" \
+        "$VAR/kafka" "$VAR/mosquitto"
+    chmod 755 "$VAR" "$DATA" "$RUN"
+    (umask 077 && mkdir -p "$SECRETS" "$VAR/pki")
+    chmod 700 "$SECRETS" "$VAR/pki"
+    if is_root; then
+        make_traversable
+        chown postgres: "$RUN"
+    fi
+}
+
+new_secret() {
+    python3 -c 'import secrets; print(secrets.token_urlsafe(24))' 2>/dev/null ||
+        openssl rand -hex 24
+}
+
+ensure_secrets() {
+    local name file
+    for name in "${SECRET_NAMES[@]}"; do
+        file=$SECRETS/$name
+        [[ -s $file ]] && continue
+        (umask 077 && new_secret >"$file.tmp") && mv "$file.tmp" "$file"
+    done
+    chmod 600 "$SECRETS"/*
+}
+
+secret() { head -n 1 "$SECRETS/$1"; }
+
+# --- Kafka ------------------------------------------------------------------
+
+# The JVM command line, without the main class.
+kafka_java() {
+    local cp
+    cp=$(<"$KAFKA_CP")
+    JAVA_CMD=(java -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+        -Djava.awt.headless=true "-Dlog4j2.configurationFile=$DEPLOY/kafka/log4j2.properties"
+        -cp "$cp")
+}
+
+kafka_ready() {
+    port_open "$KAFKA_PORT" && kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 3 >/dev/null 2>&1
+}
+
+start_kafka() {
+    local pid
+    if pid=$(kafka_pid); then
+        log "kafka already running (pid $pid)"
+        return 0
+    fi
+    require_free_port "$KAFKA_PORT" Kafka F2_KAFKA_PORT
+    require_free_port "$CONTROLLER_PORT" "Kafka controller" F2_KAFKA_CONTROLLER_PORT
+    fill "$DEPLOY/kafka/server.properties.tmpl" "$KAFKA_PROPS" \
+        "KAFKA_PORT=$KAFKA_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$KAFKA_DATA"
+    kafka_java
+    if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+        local id
+        id=$("${JAVA_CMD[@]}" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)
+        [[ $id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka: could not generate a cluster id: see $KAFKA_LOG"
+        log "kafka: formatting $KAFKA_DATA (cluster id $id)"
+        "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 ||
+            die "kafka: formatting the storage failed: see $KAFKA_LOG"
+    fi
+    log "kafka: starting on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT)"
+    nohup "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 </dev/null &
+    printf '%s\n' "$!" >"$KAFKA_PID"
+}
+
+stop_kafka() {
+    local pid
+    if pid=$(kafka_pid); then
+        log "kafka: stopping (pid $pid)"
+        stop_pid kafka "$pid" 60
+    fi
+    rm -f "$KAFKA_PID"
+}
+
+# --- PostgreSQL -------------------------------------------------------------
+
+PG_BIN=
+
+pg() { # tool args...: a PostgreSQL tool, as the server owner
+    local tool=$1
+    shift
+    as_pg "$PG_BIN/$tool" "$@"
+}
+
+pg_ready() { # port
+    "$PG_BIN/pg_isready" -q -h "$RUN" -p "$1" -t 2
+}
+
+init_pg() { # name port
+    local dir=$DATA/pg-$1 port=$2
+    if [[ ! -f $dir/PG_VERSION ]]; then
+        log "pg-$1: initdb $dir"
+        mkdir -p "$dir"
+        is_root && chown postgres: "$dir"
+        chmod 700 "$dir"
+        pg initdb -D "$dir" -U "$PG_USER" --no-locale -E UTF8 --auth-local=trust \
+            --auth-host=scram-sha-256 >>"$LOG/pg-$1.log" 2>&1 ||
+            die "pg-$1: initdb failed: see $LOG/pg-$1.log"
+        printf "\ninclude = 'f2stream.conf'\n" | as_pg tee -a "$dir/postgresql.conf" >/dev/null
+    fi
+    # Rewritten on every start, so that changed ports or dirs take effect.
+    as_pg tee "$dir/f2stream.conf" >/dev/null <<EOF
+# Written by deploy/stack.sh on every start: edit the script, not this file.
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$RUN'
+# pg_hba trusts the server owner on the socket: only the owner may open it.
+unix_socket_permissions = 0700
+password_encryption = scram-sha-256
+shared_buffers = 128MB
+max_connections = 100
+# We promise durability: these stay on even on a dev box.
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+EOF
+    as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
+# Written by deploy/stack.sh. TYPE DATABASE USER ADDRESS METHOD
+local all $PG_USER trust
+host all all 127.0.0.1/32 scram-sha-256
+EOF
+}
+
+start_pg() { # name port setting
+    local name=$1 port=$2 pid
+    if pid=$(pg_pid "$name"); then
+        log "pg-$name already running (pid $pid)"
+        return 0
+    fi
+    require_free_port "$port" "PostgreSQL $name" "$3"
+    init_pg "$name" "$port"
+    touch "$LOG/pg-$name.log"
+    is_root && chown postgres: "$LOG/pg-$name.log"
+    log "pg-$name: starting on 127.0.0.1:$port"
+    pg pg_ctl start -D "$DATA/pg-$name" -l "$LOG/pg-$name.log" -W >/dev/null
+}
+
+# Role f2 (password from secrets/db_password) and its database; safe to rerun.
+setup_pg() { # name port database
+    local name=$1 port=$2 db=$3
+    wait_for "pg-$name" "$LOG/pg-$name.log" "pg_pid_$name" pg_ready "$port"
+    # The password goes through stdin, never on a command line.
+    {
+        printf "\\set pw '%s'\n" "$(secret db_password)"
+        cat <<EOF
+SELECT format('CREATE ROLE f2 LOGIN PASSWORD %L', :'pw')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'f2') \gexec
+SELECT format('ALTER ROLE f2 LOGIN PASSWORD %L', :'pw') \gexec
+SELECT 'CREATE DATABASE $db OWNER f2'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \gexec
+EOF
+    } | pg psql -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$port" -U "$PG_USER" -d postgres >/dev/null ||
+        die "pg-$name: creating role f2 and database $db failed: see $LOG/pg-$name.log"
+}
+
+stop_pg() { # name
+    local pid
+    if pid=$(pg_pid "$1"); then
+        log "pg-$1: stopping (pid $pid)"
+        pg pg_ctl stop -D "$DATA/pg-$1" -m fast -w -t 60 >/dev/null
+    fi
+}
+
+# --- Mosquitto --------------------------------------------------------------
+
+mqtt_ready() { port_open "$MQTT_PORT"; }
+
+start_mqtt() {
+    local pid
+    if pid=$(mqtt_pid); then
+        log "mosquitto already running (pid $pid)"
+        return 0
+    fi
+    require_free_port "$MQTT_PORT" "MQTT" F2_MQTT_PORT
+    local conf_dir=$VAR/mosquitto
+    fill "$DEPLOY/mosquitto/mosquitto.conf.tmpl" "$MQTT_CONF" \
+        "USER=$(id -un)" "VAR_DIR=$VAR" "MQTT_PORT=$MQTT_PORT" "MQTT_TLS_PORT=$MQTT_TLS_PORT"
+    cp "$DEPLOY/mosquitto/acl.tmpl" "$conf_dir/acl"
+    # Plain "user:password" lines hashed in place by mosquitto_passwd -U:
+    # no password on a command line.
+    (
+        umask 077
+        printf 'f2-ingest:%s\nf2-simulator:%s\nf2-monitor:%s\n' \
+            "$(secret mqtt_ingest_password)" "$(secret mqtt_simulator_password)" \
+            "$(secret mqtt_monitor_password)" >"$conf_dir/passwd.tmp"
+    )
+    mosquitto_passwd -U "$conf_dir/passwd.tmp"
+    mv "$conf_dir/passwd.tmp" "$conf_dir/passwd"
+    chmod 600 "$conf_dir/passwd" "$conf_dir/acl" "$MQTT_CONF"
+    log "mosquitto: starting on 127.0.0.1:$MQTT_PORT"
+    rm -f "$MQTT_PID"
+    "$(mosquitto_bin)" -c "$MQTT_CONF" -d >>"$MQTT_LOG" 2>&1 ||
+        die "mosquitto did not start: see $MQTT_LOG"
+}
+
+stop_mqtt() {
+    local pid
+    if pid=$(mqtt_pid); then
+        log "mosquitto: stopping (pid $pid)"
+        stop_pid mosquitto "$pid" 15
+    fi
+    rm -f "$MQTT_PID"
+}
+
+# --- stack.env ----------------------------------------------------------------
+
+write_stack_env() {
+    (
+        umask 077
+        cat >"$STACK_ENV.tmp" <<EOF
+F2_KAFKA_BROKER=kafka://127.0.0.1:$KAFKA_PORT
+F2_MQTT_HOST=127.0.0.1
+F2_MQTT_PORT=$MQTT_PORT
+F2_MQTT_TLS_PORT=$MQTT_TLS_PORT
+F2_MQTT_USERNAME=f2-ingest
+F2_MQTT_PASSWORD_FILE=$SECRETS/mqtt_ingest_password
+F2_SIM_MQTT_USERNAME=f2-simulator
+F2_SIM_MQTT_PASSWORD_FILE=$SECRETS/mqtt_simulator_password
+F2_PARAMS_DSN=postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params
+F2_PARAMS_PASSWORD_FILE=$SECRETS/db_password
+F2_TIMESERIES_DSN=postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries
+F2_TIMESERIES_PASSWORD_FILE=$SECRETS/db_password
+F2_PKI_DIR=$VAR/pki
+F2_DATA_DIR=$DATA/faust
+F2_LOG_DIR=$LOG
+F2_VAR_DIR=$VAR
+F2_STACK_PG_BIN=$PG_BIN
+F2_STACK_SOCKET_DIR=$RUN
+EOF
+    )
+    chmod 600 "$STACK_ENV.tmp"
+    mv "$STACK_ENV.tmp" "$STACK_ENV"
+}
+
+# --- commands ---------------------------------------------------------------
+
+cmd_up() {
+    check_settings
+    installed || cmd_install
+    PG_BIN=$(pg_bin)
+    [[ -n $PG_BIN ]] || die "PostgreSQL binaries not found: set F2_STACK_PG_BIN"
+    prepare_dirs
+    ensure_secrets
+    # Kafka takes longest: launch it first, set up the rest while it boots.
+    start_kafka
+    start_pg params "$PARAMS_PORT" F2_PARAMS_PORT
+    start_pg timeseries "$TIMESERIES_PORT" F2_TIMESERIES_PORT
+    start_mqtt
+    setup_pg params "$PARAMS_PORT" f2_params
+    setup_pg timeseries "$TIMESERIES_PORT" f2_timeseries
+    wait_for mosquitto "$MQTT_LOG" mqtt_pid mqtt_ready
+    wait_for kafka "$KAFKA_LOG" kafka_pid kafka_ready
+    write_stack_env
+    log "up: settings in $STACK_ENV"
+}
+
+cmd_down() {
+    PG_BIN=$(pg_bin)
+    stop_mqtt
+    stop_kafka
+    if [[ -n $PG_BIN ]]; then
+        stop_pg params
+        stop_pg timeseries
+    fi
+}
+
+cmd_status() {
+    status_line() { # name port pid-or-empty
+        if [[ -n $3 ]]; then
+            printf '%-14s running  127.0.0.1:%-6s pid %s\n' "$1" "$2" "$3"
+        else
+            printf '%-14s stopped  127.0.0.1:%-6s -\n' "$1" "$2"
+        fi
+    }
+    status_line kafka "$KAFKA_PORT" "$(kafka_pid || true)"
+    status_line pg-params "$PARAMS_PORT" "$(pg_pid params || true)"
+    status_line pg-timeseries "$TIMESERIES_PORT" "$(pg_pid timeseries || true)"
+    status_line mosquitto "$MQTT_PORT" "$(mqtt_pid || true)"
+}
+
+cmd_clean() {
+    case $VAR in
+    / | "$ROOT" | "$HOME" | "$(dirname "$ROOT")") die "refusing to remove $VAR: check F2_VAR_DIR" ;;
+    esac
+    [[ -e $VAR ]] || {
+        log "clean: $VAR does not exist, nothing to remove"
+        return 0
+    }
+    [[ -e $MARKER ]] || die "$VAR is not a stack var dir: not removing it"
+    cmd_down
+    log "clean: removing $VAR (databases, Kafka and Mosquitto data, logs, secrets, PKI, stack.env)"
+    rm -rf -- "$VAR"
+}
+
+cmd_env() {
+    printf '%s\n' "$STACK_ENV"
+    [[ -f $STACK_ENV ]] || die "$STACK_ENV does not exist yet: run deploy/stack.sh up"
+}
+
+usage() {
+    cat <<EOF
+usage: deploy/stack.sh install|up|down|status|clean|env
+  install  apt-get install what is missing, resolve the Kafka jars
+  up       start Kafka, PostgreSQL (params, timeseries) and Mosquitto
+  down     stop them
+  status   one line per service
+  clean    down, then remove $VAR
+  env      print the path of stack.env
+EOF
+}
+
+main() {
+    case ${1:-} in
+    install) check_settings && cmd_install ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    clean) cmd_clean ;;
+    env) cmd_env ;;
+    -h | --help | help) usage ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
