@@ -1,0 +1,116 @@
+# f2stream: developer entry points. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+STACK := deploy/stack.sh
+VAR := $(abspath $(or $(F2_VAR_DIR),var))
+STACK_ENV := $(VAR)/stack.env
+FAUST := $(VENV)/bin/faust
+# Loads the running stack's settings (ports, DSNs, secret file paths).
+LOAD_ENV = test -f $(STACK_ENV) || { echo "$(STACK_ENV) not found: run make up" >&2; exit 1; }; \
+	set -a; . $(STACK_ENV); set +a
+
+.PHONY: help venv stack-install up down status clean health logs logs-kafka logs-mosquitto \
+	logs-pipeline logs-ingest logs-simulator db-params db-timescale kafka-topics kafka-raw \
+	kafka-decoded kafka-dead mqtt-monitor migrate demo test lint
+
+help: ## list the targets
+	@awk -F ':.*## ' '/^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+venv: $(VENV)/.installed ## create the venv and pip install -e '.[dev]' (again when setup.cfg changes)
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+stack-install: ## apt-get install the missing services, resolve the Kafka jars
+	$(STACK) install
+
+up: ## start the local stack (Kafka, PostgreSQL x2, Mosquitto)
+	$(STACK) up
+
+down: ## stop the local stack
+	$(STACK) down
+
+status: ## one line per service of the local stack
+	@$(STACK) status
+
+clean: ## stop the local stack and remove var/ (data, logs, secrets, PKI)
+	$(STACK) clean
+
+health: ## the workers' /health (pipeline :6066, ingest :6067)
+	@for port in 6066 6067; do \
+		printf ':%s ' "$$port"; \
+		curl -fsS --max-time 3 "http://127.0.0.1:$$port/health" 2>/dev/null || printf 'not answering'; \
+		echo; \
+	done
+
+logs: ## the last 50 lines of every log in var/log
+	@shopt -s nullglob; files=($(VAR)/log/*.log); \
+	if (($${#files[@]})); then tail -n 50 "$${files[@]}"; else echo "no logs in $(VAR)/log"; fi
+
+logs-kafka: ## the last 50 lines of the Kafka log
+	tail -n 50 $(VAR)/log/kafka.log
+
+logs-mosquitto: ## the last 50 lines of the Mosquitto log
+	tail -n 50 $(VAR)/log/mosquitto.log
+
+logs-pipeline: ## the last 50 lines of the pipeline worker's log
+	tail -n 50 $(VAR)/log/pipeline.log
+
+logs-ingest: ## the last 50 lines of the ingest worker's log
+	tail -n 50 $(VAR)/log/ingest.log
+
+logs-simulator: ## the last 50 lines of the simulator's log
+	tail -n 50 $(VAR)/log/simulator.log
+
+# The password goes through the environment, never on a command line.
+db-params: ## psql into f2_params as f2
+	@$(LOAD_ENV); PGPASSWORD=$$(head -n 1 "$$F2_PARAMS_PASSWORD_FILE") \
+		"$$F2_STACK_PG_BIN/psql" "$$F2_PARAMS_DSN"
+
+db-timescale: ## psql into f2_timeseries as f2
+	@$(LOAD_ENV); PGPASSWORD=$$(head -n 1 "$$F2_TIMESERIES_PASSWORD_FILE") \
+		"$$F2_STACK_PG_BIN/psql" "$$F2_TIMESERIES_DSN"
+
+kafka-topics: ## Kafka topics and their partition counts
+	@$(LOAD_ENV); kcat -b "$${F2_KAFKA_BROKER#kafka://}" -L | \
+		sed -n 's/^ *topic "\(.*\)" with \([0-9]*\) partitions:/\1 \2/p' | sort | \
+		awk '{ printf "%-40s %s partitions\n", $$1, $$2 }'
+
+kafka-raw: venv ## follow raw_iot_data, one JSON record per line
+	@$(LOAD_ENV); $(FAUST) -A f2stream tail raw_iot_data
+
+kafka-decoded: venv ## follow decoded_iot_data
+	@$(LOAD_ENV); $(FAUST) -A f2stream tail decoded_iot_data
+
+kafka-dead: venv ## follow iot_dead_letter
+	@$(LOAD_ENV); $(FAUST) -A f2stream tail iot_dead_letter
+
+# mosquitto_sub reads extra options from $XDG_CONFIG_HOME/mosquitto_sub: the
+# password stays off the command line.
+mqtt-monitor: ## every MQTT message on the service listener, as f2-monitor
+	@$(LOAD_ENV); cfg=$$(mktemp -d); trap 'rm -rf "$$cfg"' EXIT; \
+	printf -- '-u f2-monitor\n-P %s\n' "$$(head -n 1 "$$F2_VAR_DIR/secrets/mqtt_monitor_password")" \
+		>"$$cfg/mosquitto_sub"; \
+	XDG_CONFIG_HOME=$$cfg mosquitto_sub -h "$$F2_MQTT_HOST" -p "$$F2_MQTT_PORT" -v -t '#'
+
+migrate: venv ## apply the database migrations to both databases
+	@$(LOAD_ENV); $(FAUST) -A f2stream migrate
+
+demo: ## fresh machine to rows arriving: stack, migrations, devices, workers, simulator
+	bash deploy/demo.sh
+
+test: stack-install venv ## the whole test suite (it starts its own stack on free ports)
+	$(if $(CI),CI=$(CI)) $(VENV)/bin/pytest
+
+lint: venv ## ruff check, ruff format --check, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy f2stream
