@@ -1,0 +1,580 @@
+"""Static checks of the container deployment: docker-compose.yml,
+deploy/docker/Dockerfile, deploy/compose/ (Mosquitto config, init-secrets.sh).
+
+No Docker engine is needed. `docker compose config -q` runs when the compose
+plugin is installed (it parses locally) and is skipped otherwise. The CLI
+checks run `python -m faust -A APP COMMAND --help` and so need f2stream
+installed (`pip install -e .`) in the interpreter running pytest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml  # PyYAML, a dev dependency
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
+DOCKERFILE_REL = "deploy/docker/Dockerfile"
+ENTRYPOINT = REPO / "deploy" / "docker" / "entrypoint.sh"
+INIT_SECRETS = REPO / "deploy" / "compose" / "init-secrets.sh"
+MOSQUITTO_DIR = REPO / "deploy" / "compose" / "mosquitto"
+
+# The settings f2stream reads (ARCHITECTURE.md "Ports and settings", plus the
+# simulator's own MQTT login). Compose may set no other F2_* variable.
+KNOWN_SETTINGS = {
+    "F2_KAFKA_BROKER",
+    "F2_MQTT_HOST",
+    "F2_MQTT_PORT",
+    "F2_MQTT_TLS_PORT",
+    "F2_MQTT_USERNAME",
+    "F2_MQTT_PASSWORD_FILE",
+    "F2_SIM_MQTT_USERNAME",
+    "F2_SIM_MQTT_PASSWORD_FILE",
+    "F2_PARAMS_DSN",
+    "F2_PARAMS_PASSWORD_FILE",
+    "F2_TIMESERIES_DSN",
+    "F2_TIMESERIES_PASSWORD_FILE",
+    "F2_DATA_DIR",
+    "F2_PKI_DIR",
+}
+
+# ARCHITECTURE.md "Ports and settings": host port -> service publishing it.
+ARCHITECTURE_PORTS = {
+    9092: "kafka",
+    1883: "mosquitto",
+    5432: "params-db",
+    5433: "timescaledb",
+    6066: "pipeline",
+    6067: "ingest",
+}
+# Published only once the service exists (monitoring issue) / the listener
+# exists (security issue).
+OPTIONAL_PORTS = {9090: "prometheus", 3000: "grafana", 8883: "mosquitto"}
+
+F2_APPS = ("f2stream", "f2stream.ingest")
+
+# An exact version: at least major.minor (postgres 15.10), usually a patch
+# too, optionally a variant suffix (2.17.2-pg15, 3.11.11-slim-bookworm).
+PINNED_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([-.][A-Za-z0-9.-]+)?$")
+IMAGE_REF = re.compile(
+    r"^(?P<name>[a-z0-9][a-z0-9._/-]*)(:(?P<tag>[A-Za-z0-9._-]+))?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    with COMPOSE_FILE.open() as fh:
+        data = yaml.safe_load(fh)
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def services(compose: dict) -> dict[str, dict]:
+    return compose["services"]
+
+
+def is_f2stream_service(svc: dict) -> bool:
+    return "build" in svc or str(svc.get("image", "")).startswith("f2stream:")
+
+
+def f2_commands(compose: dict) -> list[tuple[str, list[str]]]:
+    return [
+        (name, svc.get("command"))
+        for name, svc in services(compose).items()
+        if is_f2stream_service(svc)
+    ]
+
+
+def env_of(svc: dict) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", ...]
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def secret_names(svc: dict) -> list[str]:
+    return [s if isinstance(s, str) else s["source"] for s in svc.get("secrets") or []]
+
+
+def published_ports(svc: dict) -> list[tuple[int, int]]:
+    """(host port, container port) of a service's `ports:`."""
+    out = []
+    for entry in svc.get("ports") or []:
+        if isinstance(entry, dict):
+            out.append((int(entry["published"]), int(entry["target"])))
+            continue
+        spec = str(entry).split("/")[0]
+        parts = spec.split(":")
+        if len(parts) == 1:
+            out.append((int(parts[0]), int(parts[0])))
+        else:
+            out.append((int(parts[-2]), int(parts[-1])))
+    return out
+
+
+def resolve_secret_path(path: str, secrets_dir: Path | None) -> Path:
+    """Apply compose's ${F2STREAM_SECRETS_DIR:-default} interpolation."""
+
+    def repl(m: re.Match) -> str:
+        var, default = m.group(1), m.group(2) or ""
+        if var == "F2STREAM_SECRETS_DIR" and secrets_dir is not None:
+            return str(secrets_dir)
+        return os.environ.get(var) or default
+
+    expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}", repl, path)
+    p = Path(expanded)
+    return p if p.is_absolute() else REPO / p
+
+
+def run_init_secrets(target: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["sh", str(INIT_SECRETS), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def compose_cli() -> list[str] | None:
+    """`docker compose` (plugin) or `docker-compose` v2, if one works here."""
+    candidates = []
+    if shutil.which("docker"):
+        candidates.append(["docker", "compose"])
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for cmd in candidates:
+        try:
+            r = subprocess.run(
+                cmd + ["version"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0 and "Docker Compose" in r.stdout and " 1." not in r.stdout:
+            return cmd
+    return None
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_every_service_has_pinned_image_or_our_build(compose):
+    for name, svc in services(compose).items():
+        if "build" in svc:
+            build = svc["build"]
+            assert isinstance(build, dict), f"{name}: use the long build syntax"
+            assert build.get("context") in (".", "./"), (
+                f"{name}: build context must be the repo root"
+            )
+            assert build.get("dockerfile") == DOCKERFILE_REL, (
+                f"{name}: must build {DOCKERFILE_REL}"
+            )
+            if "image" in svc:  # the name the built image gets: a version, not latest
+                m = IMAGE_REF.match(str(svc["image"]))
+                assert m and m.group("tag") and m.group("tag") != "latest", (
+                    f"{name}: {svc['image']!r}"
+                )
+            continue
+        image = svc.get("image")
+        assert image, f"{name}: neither image nor build"
+        m = IMAGE_REF.match(str(image))
+        assert m, f"{name}: malformed image reference {image!r}"
+        tag = m.group("tag")
+        assert tag, f"{name}: image {image!r} has no tag (bare name means latest)"
+        assert PINNED_TAG.match(tag), (
+            f"{name}: image tag {tag!r} is not an exact version"
+        )
+
+
+def test_no_image_uses_latest(compose):
+    for name, svc in services(compose).items():
+        image = str(svc.get("image", ""))
+        assert not image.endswith(":latest") and "latest" not in image.split(":")[-1], (
+            f"{name}: {image!r}"
+        )
+
+
+def test_dockerfile_base_image_is_pinned():
+    text = DOCKERFILE.read_text()
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.MULTILINE))
+    stages: set[str] = set()
+    bases = []
+    for line in re.findall(r"^FROM\s+(.+)$", text, re.MULTILINE):
+        words = [w for w in line.split() if not w.startswith("--")]
+        ref = re.sub(
+            r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0]
+        )
+        if ref not in stages:
+            bases.append(ref)
+        if len(words) >= 3 and words[1].lower() == "as":
+            stages.add(words[2])
+    assert bases, "Dockerfile has no FROM"
+    for ref in bases:
+        m = IMAGE_REF.match(ref)
+        assert m and m.group("tag"), f"base image {ref!r} is not pinned"
+        assert m.group("name") == "python", f"base image {ref!r}: expected python"
+        assert re.match(r"^3\.11\.\d+-slim-[a-z]+$", m.group("tag")), (
+            f"base image {ref!r}: expected python:3.11.<patch>-slim-<debian release>"
+        )
+
+
+def test_dockerfile_runs_commands_as_non_root_and_installs_package():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"pip install --no-cache-dir \.", text)
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    if users and users[-1].split(":")[0] not in ("root", "0"):
+        return
+    # starts as root: the entrypoint must drop to the f2 user before exec
+    assert re.search(
+        r'^ENTRYPOINT \["/usr/local/bin/f2-entrypoint"\]', text, re.MULTILINE
+    )
+    assert "COPY deploy/docker/entrypoint.sh /usr/local/bin/f2-entrypoint" in text
+    script = ENTRYPOINT.read_text()
+    assert re.search(r"^RUN_AS=\$\{RUN_AS:-f2\}$", script, re.MULTILINE)
+    assert re.search(r"^exec setpriv --reuid=", script, re.MULTILINE)
+    assert "useradd --system --uid 10001" in text
+
+
+def test_dockerfile_sets_only_known_settings():
+    for var in re.findall(r"\b(F2_[A-Z_]+)=", DOCKERFILE.read_text()):
+        assert var in KNOWN_SETTINGS, f"Dockerfile sets unknown setting {var}"
+
+
+def test_entrypoint_hands_secrets_to_the_run_user(tmp_path):
+    """Runs deploy/docker/entrypoint.sh here, as root, with RUN_AS=nobody."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) on this machine")
+    secret = tmp_path / "params_db_password"
+    secret.write_text("s3cret-value")
+    secret.chmod(0o600)
+    # the run user must reach the copies: pytest's tmp_path sits in a 0700 folder
+    scratch = Path(tempfile.mkdtemp(prefix="f2-entrypoint-"))
+    scratch.chmod(0o755)
+    copy_dir = scratch / "copies"
+    probe = (
+        'id -u; cat "$F2_PARAMS_PASSWORD_FILE"; echo; '
+        'stat -c %a "$F2_PARAMS_PASSWORD_FILE"; '
+        f"cat {secret} 2>/dev/null && echo ORIGINAL-READABLE; "
+        "grep NoNewPrivs /proc/self/status"
+    )
+    r = subprocess.run(
+        ["sh", str(ENTRYPOINT), "sh", "-c", probe],
+        check=False,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "RUN_AS": "nobody",
+            "SECRETS_COPY_DIR": str(copy_dir),
+            "F2_PARAMS_PASSWORD_FILE": str(secret),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    shutil.rmtree(scratch)
+    lines = r.stdout.splitlines()
+    assert lines[:3] == [str(pwd_uid("nobody")), "s3cret-value", "400"], (
+        r.stdout,
+        r.stderr,
+    )
+    assert "ORIGINAL-READABLE" not in r.stdout
+    assert re.search(r"NoNewPrivs:\s+1", r.stdout)
+
+
+def pwd_uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_f2stream_commands_use_the_faust_cli(compose):
+    cmds = f2_commands(compose)
+    assert {n for n, _ in cmds} >= {"migrate", "pipeline", "ingest", "simulator"}
+    for name, cmd in cmds:
+        assert isinstance(cmd, list), f"{name}: write command as a list (exec form)"
+        assert cmd[:2] == ["faust", "-A"] and cmd[2] in F2_APPS, (
+            f"{name}: command must start with `faust -A f2stream` or `faust -A f2stream.ingest`: {cmd}"
+        )
+        assert len(cmd) >= 4 and not cmd[3].startswith("-"), (
+            f"{name}: no command after the app: {cmd}"
+        )
+
+
+def _cli_cases() -> list:
+    with COMPOSE_FILE.open() as fh:
+        data = yaml.safe_load(fh)
+    cases = []
+    for name, cmd in f2_commands(data):
+        if isinstance(cmd, list) and len(cmd) >= 4:
+            options = [w.split("=")[0] for w in cmd[4:] if w.startswith("--")]
+            cases.append(
+                pytest.param(cmd[2], cmd[3], options, id=f"{name}:{cmd[2]}:{cmd[3]}")
+            )
+    return cases
+
+
+@pytest.mark.parametrize(("app", "command", "options"), _cli_cases())
+def test_cli_has_command__needs_f2stream_installed(app, command, options):
+    """Needs the f2stream package installed in this interpreter (pip install -e .)
+    and the command implemented: fails, by design, until both are there."""
+    if importlib.util.find_spec("faust") is None:
+        pytest.fail("faust-streaming is not installed in this interpreter")
+    r = subprocess.run(
+        [sys.executable, "-m", "faust", "-A", app, command, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert r.returncode == 0, (
+        f"`faust -A {app} {command} --help` exited {r.returncode} "
+        f"(is f2stream installed and does it have this command?)\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    )
+    for opt in options:
+        assert opt in r.stdout, (
+            f"`faust -A {app} {command}` has no option {opt}:\n{r.stdout}"
+        )
+
+
+def test_worker_web_ports_match_published_and_healthcheck(compose):
+    for name, port in (("pipeline", 6066), ("ingest", 6067)):
+        svc = services(compose)[name]
+        cmd = svc["command"]
+        assert cmd[cmd.index("--web-port") + 1] == str(port), (
+            f"{name}: --web-port {port}"
+        )
+        assert (port, port) in published_ports(svc), f"{name}: publish {port}:{port}"
+        assert str(port) in " ".join(svc["healthcheck"]["test"]), (
+            f"{name}: healthcheck on {port}"
+        )
+
+
+# --------------------------------------------------------------------------- settings and secrets
+
+
+def test_only_known_f2_settings(compose):
+    for name, svc in services(compose).items():
+        for key in env_of(svc):
+            if key.startswith("F2_"):
+                assert key in KNOWN_SETTINGS, f"{name}: unknown setting {key}"
+
+
+def test_password_files_point_at_the_services_own_secrets(compose):
+    declared = set((compose.get("secrets") or {}).keys())
+    for name, svc in services(compose).items():
+        own = set(secret_names(svc))
+        assert own <= declared, f"{name}: undeclared secrets {own - declared}"
+        for key, value in env_of(svc).items():
+            if key.endswith("_FILE") and value.startswith("/run/secrets/"):
+                secret = value.removeprefix("/run/secrets/")
+                assert secret in own, (
+                    f"{name}: {key} -> {value}, but the service lacks secret {secret}"
+                )
+        # no plain passwords in the environment
+        for key in env_of(svc):
+            assert not re.search(r"PASSWORD$", key), (
+                f"{name}: {key}: use the *_FILE form"
+            )
+
+
+def test_every_secret_file_exists_after_init_secrets(compose, tmp_path):
+    target = tmp_path / "compose-secrets"
+    first = run_init_secrets(target)
+    assert first.returncode == 0, first.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    contents = {}
+    for name, spec in (compose.get("secrets") or {}).items():
+        assert "file" in spec, f"secret {name}: expected a file secret"
+        path = resolve_secret_path(spec["file"], target)
+        assert path.parent == target, (
+            f"secret {name}: {spec['file']} is outside the secrets folder"
+        )
+        assert path.is_file() and path.stat().st_size >= 32, (
+            f"secret {name}: {path} missing or short"
+        )
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path}: expected mode 0600"
+        value = path.read_text()
+        assert re.fullmatch(r"[0-9a-f]+", value), f"{path}: expected hex, no newline"
+        contents[name] = value
+    # never echoed
+    for value in contents.values():
+        assert value not in first.stdout and value not in first.stderr
+    # idempotent: a second run keeps every secret
+    second = run_init_secrets(target)
+    assert second.returncode == 0, second.stderr
+    for name, spec in compose["secrets"].items():
+        assert resolve_secret_path(spec["file"], target).read_text() == contents[name]
+
+
+def test_default_secrets_folder_is_git_ignored(compose):
+    for name, spec in (compose.get("secrets") or {}).items():
+        path = resolve_secret_path(spec["file"], None)
+        rel = path.relative_to(REPO)
+        assert rel.parts[0] == "var", f"secret {name}: default {rel} must be under var/"
+    assert "/var/" in (REPO / ".gitignore").read_text().split()
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def test_depends_on_targets_exist(compose):
+    names = set(services(compose))
+    for name, svc in services(compose).items():
+        deps = svc.get("depends_on") or []
+        targets = list(deps) if isinstance(deps, (list, dict)) else []
+        for target in targets:
+            assert target in names, f"{name} depends on unknown service {target}"
+
+
+def test_start_order(compose):
+    s = services(compose)
+    assert s["migrate"]["depends_on"]["params-db"]["condition"] == "service_healthy"
+    assert s["migrate"]["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    assert s["pipeline"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert (
+        s["pipeline"]["depends_on"]["migrate"]["condition"]
+        == "service_completed_successfully"
+    )
+    assert set(s["ingest"]["depends_on"]) >= {"kafka", "mosquitto"}
+    for server in ("kafka", "mosquitto", "params-db", "timescaledb"):
+        assert "healthcheck" in s[server], f"{server}: needs a healthcheck"
+
+
+def test_named_volumes_are_declared(compose):
+    declared = set((compose.get("volumes") or {}).keys())
+    for name, svc in services(compose).items():
+        for vol in svc.get("volumes") or []:
+            source = vol["source"] if isinstance(vol, dict) else str(vol).split(":")[0]
+            if not source.startswith((".", "/", "~", "$")):
+                assert source in declared, f"{name}: volume {source} not declared"
+
+
+def test_architecture_ports_are_published(compose):
+    s = services(compose)
+    for port, service in ARCHITECTURE_PORTS.items():
+        assert service in s, f"service {service} missing"
+        hosts = [h for h, _ in published_ports(s[service])]
+        assert port in hosts, f"{service} must publish host port {port}"
+    for port, service in OPTIONAL_PORTS.items():
+        if service in s and port != 8883:
+            assert port in [h for h, _ in published_ports(s[service])], (
+                f"{service}: publish {port}"
+            )
+
+
+def test_mqtt_tls_port_published_iff_listener_enabled(compose):
+    conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
+    enabled = re.search(r"^\s*listener\s+8883\b", conf, re.MULTILINE) is not None
+    published = 8883 in [h for h, _ in published_ports(services(compose)["mosquitto"])]
+    assert enabled == published, (
+        "mosquitto.conf listener 8883 and the published port 8883 go together "
+        f"(listener enabled: {enabled}, published: {published})"
+    )
+
+
+# --------------------------------------------------------------------------- mosquitto
+
+
+def test_mosquitto_config():
+    conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
+    directives = {
+        tuple(line.split(None, 1))
+        for line in conf.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    }
+    for expected in (
+        ("listener", "1883"),
+        ("allow_anonymous", "false"),
+        ("persistence", "true"),
+        ("max_queued_messages", "1000000"),
+        ("max_queued_bytes", "0"),
+        ("set_tcp_nodelay", "true"),
+    ):
+        assert expected in directives, f"mosquitto.conf lacks `{' '.join(expected)}`"
+    acl = (MOSQUITTO_DIR / "acl").read_text()
+    for kind in ("cmnd", "stat", "tele"):
+        assert re.search(rf"user f2-ingest\n(topic .*\n)*topic read {kind}/#", acl)
+        assert re.search(rf"user f2-simulator\n(topic .*\n)*topic write {kind}/#", acl)
+
+
+def test_mosquitto_entrypoint_uses_the_services_secrets(compose):
+    script = (MOSQUITTO_DIR / "entrypoint.sh").read_text()
+    svc = services(compose)["mosquitto"]
+    used = set(re.findall(r'"f2-[a-z]+:(\w+)"', script))
+    assert used == set(secret_names(svc))
+    assert "mosquitto_passwd" in script
+
+
+def test_mosquitto_entrypoint_builds_a_password_file(tmp_path):
+    """Runs the password part of the entrypoint with the local mosquitto_passwd."""
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed on this machine")
+    secrets = tmp_path / "secrets"
+    assert run_init_secrets(secrets).returncode == 0
+    script = (MOSQUITTO_DIR / "entrypoint.sh").read_text()
+    # run it against a scratch root: no chown, paths under tmp_path
+    script = script.replace("/mosquitto/", f"{tmp_path}/mosquitto/")
+    script = re.sub(r"^\s*chown .*$", ":", script, flags=re.MULTILINE)
+    (tmp_path / "mosquitto" / "config").mkdir(parents=True)
+    shutil.copy(MOSQUITTO_DIR / "acl", tmp_path / "mosquitto" / "config" / "acl")
+    (tmp_path / "ep.sh").write_text(script)
+    r = subprocess.run(
+        ["sh", str(tmp_path / "ep.sh"), "true"],
+        check=False,
+        env={**os.environ, "SECRETS_DIR": str(secrets)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    passwd = (tmp_path / "mosquitto" / "auth" / "passwd").read_text().splitlines()
+    assert [line.split(":")[0] for line in passwd] == ["f2-ingest", "f2-simulator"]
+    for line in passwd:
+        assert line.split(":", 1)[1].startswith("$"), "password not hashed"
+    for value in (p.read_text() for p in secrets.iterdir()):
+        assert value not in r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- docker compose
+
+
+def test_docker_compose_config_is_valid(tmp_path):
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip(
+            "no Docker Compose v2 here: `docker compose version` fails (compose CLI "
+            "plugin not installed) and no `docker-compose` v2 binary on PATH"
+        )
+    secrets = tmp_path / "compose-secrets"
+    assert run_init_secrets(secrets).returncode == 0
+    r = subprocess.run(
+        cli + ["-f", str(COMPOSE_FILE), "config", "-q"],
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "F2STREAM_SECRETS_DIR": str(secrets)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
