@@ -1,0 +1,1 @@
+"""Agents of the pipeline app: decode (raw to decoded) and sink (decoded to the database)."""

@@ -1,0 +1,63 @@
+"""What both Faust apps share: settings at start-up, topic creation, common config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from f2stream.errors import ConfigError, F2StreamError
+from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC, ensure_topics
+from f2stream.records import Measurement
+from f2stream.settings import Settings
+
+__all__ = ["F2App", "PipelineTopics", "load_settings"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_settings() -> Settings:
+    """Read the settings once at start; a bad setting ends the process with one line."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"f2stream: bad setting {exc}") from None
+
+
+class F2App(faust.App):
+    """A Faust app that creates the pipeline's topics before anything subscribes."""
+
+    def __init__(self, app_id: str, settings: Settings, **options: Any) -> None:
+        super().__init__(
+            app_id,
+            broker=settings.kafka_broker,
+            topic_partitions=settings.topic_partitions,
+            datadir=str(settings.data_dir / app_id),
+            producer_acks=-1,
+            producer_linger=0.005,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=True,
+            web_host="0.0.0.0",
+            **options,
+        )
+        self.settings = settings
+
+    async def on_first_start(self) -> None:
+        """Create raw_iot_data, decoded_iot_data and iot_dead_letter if missing."""
+        await super().on_first_start()
+        try:
+            await ensure_topics(self.settings.kafka_bootstrap, self.settings.topic_partitions)
+        except F2StreamError as exc:
+            raise SystemExit(f"f2stream: {exc}") from None
+
+
+class PipelineTopics:
+    """The three pipeline topics, declared on one app."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.raw = app.topic(RAW_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.decoded = app.topic(DECODED_TOPIC, key_type=bytes, value_type=Measurement, key_serializer="raw")
+        self.dead = app.topic(
+            DEAD_LETTER_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )

@@ -1,0 +1,30 @@
+"""Dead letters: the original bytes plus headers that say why and where from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["dead_letter_headers", "header_map"]
+
+
+def dead_letter_headers(
+    *, reason: str, detail: str, stage: str, mqtt_topic: str | None, received_at: str | None, source: str
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter; the value is the message exactly as it arrived."""
+    headers = [
+        ("reason", reason.encode()),
+        ("detail", detail.encode("utf-8", "replace")[:1024]),
+        ("stage", stage.encode()),
+        ("source", source.encode()),
+    ]
+    if mqtt_topic is not None:
+        headers.append(("mqtt_topic", mqtt_topic.encode("utf-8", "replace")))
+    if received_at is not None:
+        headers.append(("received_at", received_at.encode()))
+    return headers
+
+
+def header_map(headers: object) -> dict[str, str]:
+    """Kafka headers (a list of pairs or a mapping, values bytes) as text."""
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
+    return {str(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in pairs}  # type: ignore[union-attr]

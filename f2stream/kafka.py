@@ -1,0 +1,74 @@
+"""Kafka topics of the pipeline and their creation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Final
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from f2stream.errors import F2StreamError
+
+__all__ = ["DEAD_LETTER_TOPIC", "DECODED_TOPIC", "PIPELINE_TOPICS", "RAW_TOPIC", "TopicSetupError", "ensure_topics"]
+
+logger = logging.getLogger(__name__)
+
+RAW_TOPIC: Final = "raw_iot_data"
+DECODED_TOPIC: Final = "decoded_iot_data"
+DEAD_LETTER_TOPIC: Final = "iot_dead_letter"
+PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC)
+_TOPIC_ALREADY_EXISTS: Final = 36
+
+
+class TopicSetupError(F2StreamError):
+    """The pipeline's topics could not be created or have the wrong shape."""
+
+
+async def ensure_topics(
+    bootstrap: str, partitions: int, *, replication: int = 1, wait_s: float = 60.0
+) -> None:
+    """Create the pipeline's topics that do not exist yet (Faust creates only its own).
+
+    Waits up to `wait_s` for Kafka to answer.
+
+    Raises:
+        TopicSetupError: Kafka did not answer, or refused to create a topic.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-admin")
+        try:
+            await admin.start()
+            await _create_missing(admin, partitions, replication)
+            return
+        except KafkaConnectionError as exc:
+            if time.monotonic() > deadline:
+                raise TopicSetupError(
+                    f"Kafka at {bootstrap} did not answer within {wait_s:.0f}s: start it (make up) "
+                    "or set F2_KAFKA_BROKER"
+                ) from exc
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, partitions: int, replication: int) -> None:
+    existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(PIPELINE_TOPICS)) if t["error_code"] == 0}
+    for name, count in existing.items():
+        if count != partitions:
+            logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)
+    missing = [NewTopic(name, partitions, replication) for name in PIPELINE_TOPICS if name not in existing]
+    if not missing:
+        return
+    try:
+        response = await admin.create_topics(missing)
+    except KafkaError as exc:
+        raise TopicSetupError(f"creating topics {[t.name for t in missing]} failed: {exc}") from exc
+    for name, code, *rest in response.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise TopicSetupError(f"creating topic {name} failed with Kafka error {code}: {rest[0] if rest else ''}")
+        if code == 0:
+            logger.info("Created topic %s with %d partitions", name, partitions)

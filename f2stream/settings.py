@@ -1,0 +1,157 @@
+"""Settings: read once at start from the environment, frozen, validated, secrets masked.
+
+Every secret can also come from a file named by the same variable with
+`_FILE` appended (Docker-secrets style). No code below start-up reads the
+environment: the settings object is passed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from f2stream.errors import ConfigError
+
+__all__ = ["Secret", "Settings"]
+
+logger = logging.getLogger(__name__)
+
+
+class Secret:
+    """A secret value that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret itself, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the workers and commands need, from `F2_*` variables."""
+
+    kafka_broker: str = "kafka://localhost:9092"
+    topic_partitions: int = 8
+    mqtt_host: str = "localhost"
+    mqtt_port: int = 1883
+    mqtt_tls_port: int = 8883
+    mqtt_username: str = "f2-ingest"
+    mqtt_password: Secret | None = None
+    mqtt_client_id: str = "f2stream-ingest"
+    mqtt_share_group: str = "f2stream-ingest"
+    mqtt_max_inflight: int = 1000
+    sim_mqtt_username: str = "f2-simulator"
+    sim_mqtt_password: Secret | None = None
+    params_dsn: str = "postgresql://f2@localhost:5432/f2_params"
+    params_password: Secret | None = None
+    params_refresh_s: float = 30.0
+    timeseries_dsn: str = "postgresql://f2@localhost:5433/f2_timeseries"
+    timeseries_password: Secret | None = None
+    sink_batch_size: int = 5000
+    sink_batch_window_ms: int = 200
+    data_dir: Path = Path("var/data/faust")
+    pki_dir: Path = Path("var/pki")
+    log_dir: Path = Path("var/log")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `F2_*` variables (default: the process environment).
+
+        Raises:
+            ConfigError: a value is invalid or a secret file cannot be read.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            name = "F2_" + field.name.upper()
+            if field.type in ("Secret | None",):
+                secret = _read_secret(env, name)
+                if secret is not None:
+                    values[field.name] = secret
+            elif name in env:
+                values[field.name] = _convert(name, env[name], field.type)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check values that make sense only together.
+
+        Raises:
+            ConfigError: naming the setting and what to change.
+        """
+        if urlsplit(self.kafka_broker).scheme not in ("kafka", "aiokafka"):
+            raise ConfigError("F2_KAFKA_BROKER", f"{self.kafka_broker!r} must look like kafka://host:9092")
+        for name, dsn in (("F2_PARAMS_DSN", self.params_dsn), ("F2_TIMESERIES_DSN", self.timeseries_dsn)):
+            parts = urlsplit(dsn)
+            if parts.scheme not in ("postgresql", "postgres"):
+                raise ConfigError(name, "must look like postgresql://user@host:5432/database")
+            if parts.password:
+                raise ConfigError(name, "holds a password; put it in the _PASSWORD or _PASSWORD_FILE setting instead")
+        for name, number in (
+            ("F2_TOPIC_PARTITIONS", self.topic_partitions),
+            ("F2_MQTT_MAX_INFLIGHT", self.mqtt_max_inflight),
+            ("F2_SINK_BATCH_SIZE", self.sink_batch_size),
+            ("F2_SINK_BATCH_WINDOW_MS", self.sink_batch_window_ms),
+        ):
+            if number < 1:
+                raise ConfigError(name, f"is {number}, must be at least 1")
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """`host:port` for clients that take no URL scheme."""
+        return ",".join(url.split("://", 1)[-1] for url in self.kafka_broker.split(";"))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({shown})"
+
+
+def _convert(name: str, text: str, kind: object) -> object:
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "Path":
+            return Path(text)
+    except ValueError as exc:
+        raise ConfigError(name, f"{text!r} is not a valid {kind}") from exc
+    return text
+
+
+def _read_secret(env: Mapping[str, str], name: str) -> Secret | None:
+    path_text = env.get(name + "_FILE")
+    if path_text:
+        path = Path(path_text)
+        try:
+            mode = path.stat().st_mode
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(name + "_FILE", f"cannot read {path}: {exc.strerror}") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            logger.warning("%s_FILE %s is readable by others; run chmod 600 on it", name, path)
+        return Secret(value)
+    if name in env:
+        return Secret(env[name])
+    return None

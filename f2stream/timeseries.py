@@ -1,0 +1,124 @@
+"""Writes measurements to `iot_measurements`: batched, idempotent, retried until durable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from f2stream.db import create_pool, describe_dsn
+from f2stream.records import Measurement
+from f2stream.settings import Settings
+
+__all__ = ["MeasurementWriter", "Rejected"]
+
+logger = logging.getLogger(__name__)
+
+# One statement per batch; the database parses the ISO times. ON CONFLICT
+# absorbs re-delivered messages (and duplicates inside one batch).
+_INSERT = """
+INSERT INTO iot_measurements
+    (time, device_id, mode, connector, component, data_point,
+     value, text_value, unit, source_topic, received_at)
+SELECT t::timestamptz, d, m, c, co, dp, v, tv, u, st, r::timestamptz
+FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[],
+            $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[])
+     AS u(t, d, m, c, co, dp, v, tv, u, st, r)
+ON CONFLICT DO NOTHING
+"""
+_BACKOFF_FIRST_S = 0.2
+_BACKOFF_MAX_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A measurement the database refused for its content (never for an outage)."""
+
+    measurement: Measurement
+    detail: str
+
+
+class MeasurementWriter:
+    """Inserts batches of measurements; see :meth:`write`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self.last_error: str | None = None
+
+    async def close(self) -> None:
+        """Close the pool; safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def write(self, batch: Sequence[Measurement]) -> tuple[int, list[Rejected]]:
+        """Write a batch and return (rows inserted, measurements rejected).
+
+        Retries outages with capped, jittered backoff until the batch is
+        committed: the caller acknowledges the batch only after this returns.
+        A batch the database refuses for its content (SQLSTATE class 22 or 23)
+        is written row by row and the rows it refuses are returned.
+        """
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                try:
+                    inserted, rejected = await self._insert(batch), []
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+                    inserted, rejected = await self._insert_one_by_one(batch)
+                self.last_error = None
+                return inserted, rejected
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Keep trying even while stopping: returning would acknowledge
+                # rows that are not in the database.
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                logger.warning(
+                    "Writing %d rows to %s failed (%s); retrying in %.1fs",
+                    len(batch), describe_dsn(self.settings.timeseries_dsn), self.last_error, delay,
+                )
+                if isinstance(exc, asyncpg.UndefinedTableError):
+                    logger.error("Table iot_measurements is missing: run `faust -A f2stream migrate`")
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _insert(self, batch: Sequence[Measurement]) -> int:
+        pool = await self._get_pool()
+        columns = _columns(batch)
+        async with pool.acquire() as conn:
+            status = await conn.execute(_INSERT, *columns)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _insert_one_by_one(self, batch: Sequence[Measurement]) -> tuple[int, list[Rejected]]:
+        inserted, rejected = 0, []
+        for measurement in batch:
+            try:
+                inserted += await self._insert([measurement])
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                rejected.append(Rejected(measurement, f"{exc.sqlstate} {exc.__class__.__name__}: {exc}"))
+        return inserted, rejected
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await create_pool(self.settings.timeseries_dsn, self.settings.timeseries_password)
+        return self._pool
+
+
+def _columns(batch: Sequence[Measurement]) -> list[list[object]]:
+    return [
+        [m.time for m in batch],
+        [m.device_id for m in batch],
+        [m.mode for m in batch],
+        [m.connector for m in batch],
+        [m.component for m in batch],
+        [m.data_point for m in batch],
+        [m.value for m in batch],
+        [m.text_value for m in batch],
+        [m.unit for m in batch],
+        [m.source_topic for m in batch],
+        [m.received_at for m in batch],
+    ]

@@ -1,0 +1,1 @@
+"""Device PKI: the CA, the broker's certificate, device certificates and revocation."""

@@ -1,0 +1,1 @@
+"""Tables of the pipeline app: what the agents look things up in."""
