@@ -262,14 +262,15 @@ installed() {
 # temporary directory.
 make_traversable() {
     is_root || return 0
-    local dir=$VAR
-    runuser -u postgres -- test -x "$dir" && return 0
-    while [[ $dir != / ]]; do
-        if ! runuser -u postgres -- test -x "$dir" 2>/dev/null && [[ -d $dir ]]; then
-            log "granting search permission (o+x) on $dir so that postgres can reach $VAR"
-            chmod o+x "$dir"
-        fi
-        dir=$(dirname "$dir")
+    runuser -u postgres -- test -x "$VAR" && return 0
+    local dir path=
+    local -a parts
+    IFS=/ read -r -a parts <<<"${VAR#/}"
+    for dir in "${parts[@]}"; do
+        path=$path/$dir
+        runuser -u postgres -- test -x "$path" && continue
+        log "granting search permission (o+x) on $path so that postgres can reach $VAR"
+        chmod o+x "$path"
     done
     runuser -u postgres -- test -x "$VAR" || die "user postgres cannot reach $VAR: choose another F2_VAR_DIR"
 }
@@ -334,8 +335,6 @@ start_kafka() {
         log "kafka already running (pid $pid)"
         return 0
     fi
-    require_free_port "$KAFKA_PORT" Kafka F2_KAFKA_PORT
-    require_free_port "$CONTROLLER_PORT" "Kafka controller" F2_KAFKA_CONTROLLER_PORT
     fill "$DEPLOY/kafka/server.properties.tmpl" "$KAFKA_PROPS" \
         "KAFKA_PORT=$KAFKA_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$KAFKA_DATA"
     kafka_java
@@ -410,13 +409,12 @@ host all all 127.0.0.1/32 scram-sha-256
 EOF
 }
 
-start_pg() { # name port setting
+start_pg() { # name port
     local name=$1 port=$2 pid
     if pid=$(pg_pid "$name"); then
         log "pg-$name already running (pid $pid)"
         return 0
     fi
-    require_free_port "$port" "PostgreSQL $name" "$3"
     init_pg "$name" "$port"
     touch "$LOG/pg-$name.log"
     is_root && chown postgres: "$LOG/pg-$name.log"
@@ -460,7 +458,6 @@ start_mqtt() {
         log "mosquitto already running (pid $pid)"
         return 0
     fi
-    require_free_port "$MQTT_PORT" "MQTT" F2_MQTT_PORT
     local conf_dir=$VAR/mosquitto
     fill "$DEPLOY/mosquitto/mosquitto.conf.tmpl" "$MQTT_CONF" \
         "USER=$(id -un)" "VAR_DIR=$VAR" "MQTT_PORT=$MQTT_PORT" "MQTT_TLS_PORT=$MQTT_TLS_PORT"
@@ -523,8 +520,21 @@ EOF
 
 # --- commands ---------------------------------------------------------------
 
+# Every port of a service that is not running must be free, checked before
+# anything starts, so a conflict leaves nothing half-started.
+preflight() {
+    if ! kafka_pid >/dev/null; then
+        require_free_port "$KAFKA_PORT" Kafka F2_KAFKA_PORT
+        require_free_port "$CONTROLLER_PORT" "Kafka controller" F2_KAFKA_CONTROLLER_PORT
+    fi
+    pg_pid params >/dev/null || require_free_port "$PARAMS_PORT" "PostgreSQL params" F2_PARAMS_PORT
+    pg_pid timeseries >/dev/null || require_free_port "$TIMESERIES_PORT" "PostgreSQL timeseries" F2_TIMESERIES_PORT
+    mqtt_pid >/dev/null || require_free_port "$MQTT_PORT" MQTT F2_MQTT_PORT
+}
+
 cmd_up() {
     check_settings
+    preflight
     installed || cmd_install
     PG_BIN=$(pg_bin)
     [[ -n $PG_BIN ]] || die "PostgreSQL binaries not found: set F2_STACK_PG_BIN"
@@ -532,8 +542,8 @@ cmd_up() {
     ensure_secrets
     # Kafka takes longest: launch it first, set up the rest while it boots.
     start_kafka
-    start_pg params "$PARAMS_PORT" F2_PARAMS_PORT
-    start_pg timeseries "$TIMESERIES_PORT" F2_TIMESERIES_PORT
+    start_pg params "$PARAMS_PORT"
+    start_pg timeseries "$TIMESERIES_PORT"
     start_mqtt
     setup_pg params "$PARAMS_PORT" f2_params
     setup_pg timeseries "$TIMESERIES_PORT" f2_timeseries
@@ -553,6 +563,14 @@ cmd_down() {
     fi
 }
 
+# The port a service was configured with at its last start (the settings
+# may differ now), else the current setting.
+configured_port() { # file sed-expression default
+    local port
+    port=$(sed -n "$2" "$1" 2>/dev/null | head -n 1)
+    printf '%s\n' "${port:-$3}"
+}
+
 cmd_status() {
     status_line() { # name port pid-or-empty
         if [[ -n $3 ]]; then
@@ -561,10 +579,15 @@ cmd_status() {
             printf '%-14s stopped  127.0.0.1:%-6s -\n' "$1" "$2"
         fi
     }
-    status_line kafka "$KAFKA_PORT" "$(kafka_pid || true)"
-    status_line pg-params "$PARAMS_PORT" "$(pg_pid params || true)"
-    status_line pg-timeseries "$TIMESERIES_PORT" "$(pg_pid timeseries || true)"
-    status_line mosquitto "$MQTT_PORT" "$(mqtt_pid || true)"
+    local pg_port='s/^port = \([0-9]*\)$/\1/p'
+    status_line kafka "$(configured_port "$KAFKA_PROPS" 's/^advertised.listeners=.*:\([0-9]*\)$/\1/p' "$KAFKA_PORT")" \
+        "$(kafka_pid || true)"
+    status_line pg-params "$(configured_port "$DATA/pg-params/f2stream.conf" "$pg_port" "$PARAMS_PORT")" \
+        "$(pg_pid params || true)"
+    status_line pg-timeseries "$(configured_port "$DATA/pg-timeseries/f2stream.conf" "$pg_port" "$TIMESERIES_PORT")" \
+        "$(pg_pid timeseries || true)"
+    status_line mosquitto "$(configured_port "$MQTT_CONF" 's/^listener \([0-9]*\) .*/\1/p' "$MQTT_PORT")" \
+        "$(mqtt_pid || true)"
 }
 
 cmd_clean() {
