@@ -101,12 +101,12 @@ async def tail_topic(
     except KafkaConnectionError as exc:
         raise CommandError(f"Kafka at {settings.kafka_bootstrap} does not answer: start it (make up) or set F2_KAFKA_BROKER") from exc
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            known = sorted(await consumer.topics())
-            hint = ", ".join(t for t in known if not t.startswith("__")) or ", ".join(PIPELINE_TOPICS)
+        known = await consumer.topics()
+        if topic not in known:
+            hint = ", ".join(sorted(t for t in known if not t.startswith("__"))) or ", ".join(PIPELINE_TOPICS)
             raise CommandError(f"topic {topic!r} does not exist; known topics: {hint}")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001  # the public call drops it
+        assigned = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         consumer.assign(assigned)
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)

@@ -159,6 +159,7 @@ async def run_simulation(
     if register_params:
         await register_demo_parameters(settings, ids)
         logger.info("Registered demo parameters for %d devices", len(ids))
+        await asyncio.sleep(1.0)  # the pipeline reloads on the change notification; give it a moment
     rng = random.Random(seed)
     source = messages(ids, rng, lambda: datetime.now(UTC))
     password = settings.sim_mqtt_password

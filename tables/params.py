@@ -1,40 +1,43 @@
-"""The device-parameter cache: loaded from PostgreSQL, refreshed in the background.
+"""The device-parameter cache: loaded from PostgreSQL, reloaded on change.
 
 Agents read :attr:`ParameterCache.index` from memory and never wait on the
-database per message. While PostgreSQL is down the last loaded index stays
-in use.
+database per message. A trigger (migration params/002) sends a notification
+on every change; the cache LISTENs and reloads within moments, and also
+reloads every `params_refresh_s` and after every reconnect, because
+notifications sent while nobody listened are lost. While PostgreSQL is down
+the last loaded index stays in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from typing import Any
 
+import asyncpg
 from mode import Service
 
 from f2stream.db import connect, describe_dsn
 from f2stream.parameters import Parameter, ParameterIndex
 from f2stream.settings import Settings
 
-__all__ = ["ParameterCache", "load_parameters"]
+__all__ = ["CHANNEL", "ParameterCache", "build_index"]
 
 logger = logging.getLogger(__name__)
 
+CHANNEL = "f2stream_parameters"
 _SELECT = """
 SELECT device_id, mode, component_type, component_number, encoding, unit, scale_factor
 FROM device_parameters
 """
-_FIRST_LOAD_RETRY_S = 2.0
+_RETRY_S = 2.0
+_DEBOUNCE_S = 0.05
 
 
-async def load_parameters(settings: Settings) -> tuple[ParameterIndex, int]:
-    """Read every parameter row; return the index and how many rows were invalid."""
-    conn = await connect(settings.params_dsn, settings.params_password)
-    try:
-        rows = await conn.fetch(_SELECT)
-    finally:
-        await conn.close()
+def build_index(rows: list[Any]) -> tuple[ParameterIndex, int]:
+    """Index the valid rows; return the index and how many rows were invalid (logged)."""
     parameters, invalid = [], 0
     for row in rows:
         try:
@@ -46,10 +49,10 @@ async def load_parameters(settings: Settings) -> tuple[ParameterIndex, int]:
 
 
 class ParameterCache(Service):
-    """Holds the current :class:`ParameterIndex`; reloads it every `params_refresh_s`."""
+    """Holds the current :class:`ParameterIndex` and keeps it in step with the database."""
 
-    def __init__(self, settings: Settings, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.settings = settings
         self.index = ParameterIndex()
         self.loaded_at: float | None = None
@@ -60,30 +63,40 @@ class ParameterCache(Service):
         """Wait until the first load succeeded."""
         await self._ready.wait()
 
-    async def reload(self) -> None:
-        """Load the parameters now and swap the index in."""
-        index, invalid = await load_parameters(self.settings)
-        self.index = index
-        self.loaded_at = time.time()
-        self.last_error = None
-        if not self._ready.is_set():
-            logger.info(
-                "Loaded %d parameters of %d devices from %s (%d invalid rows skipped)",
-                index.size, index.device_count, describe_dsn(self.settings.params_dsn), invalid,
-            )
-            self._ready.set()
-
     @Service.task
-    async def _refresh(self) -> None:
+    async def _follow(self) -> None:
+        where = describe_dsn(self.settings.params_dsn)
         while not self.should_stop:
             try:
-                await self.reload()
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001  # any failure: keep the last index
+                await self._listen_and_reload()
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning(
-                    "Cannot load device parameters from %s (%s); %s",
-                    describe_dsn(self.settings.params_dsn), self.last_error,
-                    "keeping the last ones" if self._ready.is_set() else "decoding waits",
+                    "Device parameters from %s unavailable (%s); %s", where, self.last_error,
+                    "decoding goes on with the last ones" if self._ready.is_set() else "decoding waits",
                 )
-            delay = self.settings.params_refresh_s if self._ready.is_set() else _FIRST_LOAD_RETRY_S
-            await self.sleep(delay)
+            await self.sleep(_RETRY_S)
+
+    async def _listen_and_reload(self) -> None:
+        changed = asyncio.Event()
+        conn = await connect(self.settings.params_dsn, self.settings.params_password)
+        try:
+            await conn.add_listener(CHANNEL, lambda *_: changed.set())
+            while not self.should_stop:
+                changed.clear()
+                await self._reload(conn)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=self.settings.params_refresh_s)
+                await asyncio.sleep(_DEBOUNCE_S)  # one reload for a burst of changes
+        finally:
+            await conn.close()
+
+    async def _reload(self, conn: asyncpg.Connection) -> None:
+        index, invalid = build_index(await conn.fetch(_SELECT))
+        first = not self._ready.is_set()
+        self.index, self.loaded_at, self.last_error = index, time.time(), None
+        self._ready.set()
+        logger.log(
+            logging.INFO if first else logging.DEBUG,
+            "Loaded %d parameters of %d devices (%d invalid rows skipped)", index.size, index.device_count, invalid,
+        )
