@@ -130,9 +130,12 @@ pg_pid_timeseries() { pg_pid timeseries; }
 wait_for() { # name logfile pid-function command...
     local name=$1 logfile=$2 alive=$3
     shift 3
-    local deadline=$((SECONDS + TIMEOUT))
+    local start=$SECONDS
+    local deadline=$((start + TIMEOUT))
     until "$@" >/dev/null 2>&1; do
-        if ! "$alive" >/dev/null; then
+        # pg_ctl -W and mosquitto -d return before the server writes its pid
+        # file: judge liveness only after a few seconds.
+        if ((SECONDS - start >= 3)) && ! "$alive" >/dev/null; then
             tail -n 20 "$logfile" >&2 2>/dev/null || true
             die "$name exited during start-up: see $logfile"
         fi
@@ -284,8 +287,14 @@ claim_var() {
     touch "$MARKER"
 }
 
+# One stack.sh at a time per var dir (e.g. parallel test sessions). The
+# servers are started with fd 9 closed, or they would hold the lock forever.
+lock_var() {
+    exec 9>"$VAR/.lock"
+    flock -w "$TIMEOUT" 9 || die "another deploy/stack.sh is still working on $VAR"
+}
+
 prepare_dirs() {
-    claim_var
     mkdir -p "$VAR" "$LOG" "$RUN" "$DATA" "$DATA/faust" "$DATA/mosquitto" "$KAFKA_DATA" \
         "$VAR/kafka" "$VAR/mosquitto"
     chmod 755 "$VAR" "$DATA" "$RUN"
@@ -347,7 +356,7 @@ start_kafka() {
             die "kafka: formatting the storage failed: see $KAFKA_LOG"
     fi
     log "kafka: starting on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT)"
-    nohup "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 </dev/null &
+    nohup "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
     printf '%s\n' "$!" >"$KAFKA_PID"
 }
 
@@ -419,7 +428,7 @@ start_pg() { # name port
     touch "$LOG/pg-$name.log"
     is_root && chown postgres: "$LOG/pg-$name.log"
     log "pg-$name: starting on 127.0.0.1:$port"
-    pg pg_ctl start -D "$DATA/pg-$name" -l "$LOG/pg-$name.log" -W >/dev/null
+    pg pg_ctl start -D "$DATA/pg-$name" -l "$LOG/pg-$name.log" -W >/dev/null 9>&-
 }
 
 # Role f2 (password from secrets/db_password) and its database; safe to rerun.
@@ -475,7 +484,7 @@ start_mqtt() {
     chmod 600 "$conf_dir/passwd" "$conf_dir/acl" "$MQTT_CONF"
     log "mosquitto: starting on 127.0.0.1:$MQTT_PORT"
     rm -f "$MQTT_PID"
-    "$(mosquitto_bin)" -c "$MQTT_CONF" -d >>"$MQTT_LOG" 2>&1 ||
+    "$(mosquitto_bin)" -c "$MQTT_CONF" -d >>"$MQTT_LOG" 2>&1 9>&- ||
         die "mosquitto did not start: see $MQTT_LOG"
 }
 
@@ -534,6 +543,8 @@ preflight() {
 
 cmd_up() {
     check_settings
+    claim_var
+    lock_var
     preflight
     installed || cmd_install
     PG_BIN=$(pg_bin)
@@ -554,6 +565,8 @@ cmd_up() {
 }
 
 cmd_down() {
+    [[ -d $VAR ]] || return 0
+    lock_var
     PG_BIN=$(pg_bin)
     stop_mqtt
     stop_kafka
