@@ -96,7 +96,7 @@ kafka-dead: venv ## follow iot_dead_letter
 # mosquitto_sub reads extra options from $XDG_CONFIG_HOME/mosquitto_sub: the
 # password stays off the command line.
 mqtt-monitor: ## every MQTT message on the service listener, as f2-monitor
-	@$(LOAD_ENV); cfg=$$(mktemp -d); trap 'rm -rf "$$cfg"' EXIT; \
+	@$(LOAD_ENV); cfg=$$(mktemp -d); trap 'rm -rf "$$cfg"' EXIT INT TERM HUP; \
 	printf -- '-u f2-monitor\n-P %s\n' "$$(head -n 1 "$$F2_VAR_DIR/secrets/mqtt_monitor_password")" \
 		>"$$cfg/mosquitto_sub"; \
 	XDG_CONFIG_HOME=$$cfg mosquitto_sub -h "$$F2_MQTT_HOST" -p "$$F2_MQTT_PORT" -v -t '#'
