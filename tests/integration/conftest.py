@@ -1,0 +1,66 @@
+"""The real services, started once per session on free ports: Kafka, PostgreSQL, Mosquitto.
+
+`deploy/stack.sh up` starts them under a throwaway var dir, exactly as
+`make up` does for users; the two workers run as subprocesses with the
+stack's settings. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import PORT_SETTINGS, ROOT, Stack, Worker, Workers, free_ports, read_env_file
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """Kafka, two PostgreSQL clusters and Mosquitto on free ports, migrated."""
+    var_dir = Path(tempfile.mkdtemp(prefix="f2stream-test-"))
+    var_dir.chmod(0o755)  # the postgres user must reach its data dir below
+    env = {"F2_VAR_DIR": str(var_dir), **dict(zip(PORT_SETTINGS, map(str, free_ports(len(PORT_SETTINGS)))))}
+    script = str(ROOT / "deploy" / "stack.sh")
+    up = subprocess.run(["bash", script, "up"], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
+        running = Stack(var_dir, {**read_env_file(var_dir / "stack.env"), "F2_DATA_DIR": str(var_dir / "data" / "faust")})
+        migrate = running.faust("migrate")
+        assert migrate.returncode == 0, migrate.stderr
+        yield running
+    finally:
+        subprocess.run(["bash", script, "down"], env={**os.environ, **env}, capture_output=True, timeout=300)
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def workers(stack: Stack) -> Iterator[Workers]:
+    """The pipeline and ingest workers, running against the stack, healthy."""
+    pipeline_port, ingest_port = free_ports(2)
+    running = Workers(
+        pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline"),
+        ingest=Worker(stack, "f2stream.ingest", ingest_port, "ingest"),
+    )
+    running.pipeline.start()
+    running.ingest.start()
+    try:
+        running.pipeline.wait_healthy()
+        running.ingest.wait_healthy()
+        yield running
+    finally:
+        running.ingest.stop()
+        running.pipeline.stop()
+
+
+_next_device = [100]
+
+
+@pytest.fixture
+def device_numbers() -> Iterator[int]:
+    """A block of 100 device numbers no other test uses (ids f2-02f2000000NN)."""
+    _next_device[0] += 100
+    yield _next_device[0]

@@ -1,0 +1,128 @@
+"""Helpers of the integration tests: free ports, the stack, worker subprocesses.
+
+`deploy/stack.sh up` starts them under a throwaway var dir, exactly as
+`make up` does for users; the two workers run as subprocesses with the
+stack's settings. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from f2stream.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT_SETTINGS = (
+    "F2_KAFKA_PORT", "F2_KAFKA_CONTROLLER_PORT", "F2_MQTT_PORT", "F2_MQTT_TLS_PORT",
+    "F2_PARAMS_PORT", "F2_TIMESERIES_PORT",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a stack.env."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key] = value.strip().strip("'\"")
+    return env
+
+
+@dataclass
+class Stack:
+    """A running stack: its settings as environment variables and as Settings."""
+
+    var_dir: Path
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    def run_env(self, **extra: str) -> dict[str, str]:
+        """A process environment holding the stack's settings."""
+        return {**os.environ, **self.env, **extra}
+
+    def faust(self, *args: str, app: str = "f2stream", timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
+        """Run one `faust -A app ...` command to its end."""
+        return subprocess.run(
+            [sys.executable, "-m", "faust", "-A", app, *args],
+            env=self.run_env(**extra), capture_output=True, text=True, timeout=timeout, cwd=self.var_dir,
+        )
+
+
+class Worker:
+    """One faust worker subprocess, logging to a file."""
+
+    def __init__(self, stack: Stack, app: str, web_port: int, name: str) -> None:
+        self.stack, self.app, self.web_port, self.name = stack, app, web_port, name
+        self.log_path = stack.var_dir / "log" / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "faust", "-A", self.app, "worker", "-l", "info", "--web-port", str(self.web_port)],
+                env=self.stack.run_env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.stack.var_dir,
+            )
+
+    def health(self) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_healthy(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.log_tail()}"
+            try:
+                status, body = self.health()
+                if status == 200 and '"status":"ok"' in body.replace(" ", ""):
+                    return
+                last = body
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name} not healthy after {timeout_s}s: {last}\n{self.log_tail()}")
+
+    def stop(self, sig: int = 15) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
+
+
+@dataclass
+class Workers:
+    """The two workers of a test session."""
+
+    pipeline: Worker
+    ingest: Worker

@@ -1,0 +1,197 @@
+"""The pipeline end to end on the real Kafka, Mosquitto and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import aiomqtt
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from f2stream.codecs import encode_modbus_frame
+from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
+from f2stream.simulator import device_ids, register_demo_parameters
+from f2stream.verify import read_manifest, verify_database
+
+from harness import Stack, Workers
+
+pytestmark = pytest.mark.integration
+
+STAMP = "2025-03-01 10:00:00.000001"
+
+
+async def publish(stack: Stack, messages: Iterable[tuple[str, bytes]]) -> None:
+    """Publish as the simulator account, QoS 1, waiting for each PUBACK."""
+    settings = stack.settings
+    assert settings.sim_mqtt_password is not None
+    async with aiomqtt.Client(
+        settings.mqtt_host, settings.mqtt_port, username=settings.sim_mqtt_username,
+        password=settings.sim_mqtt_password.reveal(),
+    ) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+async def rows_for(stack: Stack, device: str, expected: int, timeout_s: float = 60) -> list[asyncpg.Record]:
+    """The rows of one device, waiting until there are `expected` of them (or the time is up)."""
+    settings = stack.settings
+    assert settings.timeseries_password is not None
+    conn = await asyncpg.connect(settings.timeseries_dsn, password=settings.timeseries_password.reveal())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await conn.fetch(
+                "SELECT * FROM iot_measurements WHERE device_id = $1 ORDER BY component, data_point", device
+            )
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.3)
+    finally:
+        await conn.close()
+
+
+async def dead_letters_about(stack: Stack, needle: str, expected: int, timeout_s: float = 60) -> list[dict[str, object]]:
+    """Dead letters whose MQTT topic contains `needle`, read from the beginning."""
+    consumer = AIOKafkaConsumer(
+        DEAD_LETTER_TOPIC, bootstrap_servers=stack.settings.kafka_bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )
+    await consumer.start()
+    found: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(found) < expected and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    headers = {k: v.decode() for k, v in record.headers}
+                    if needle in headers.get("mqtt_topic", ""):
+                        found.append({"headers": headers, "value": record.value})
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_simulated_traffic_lands_exactly_once(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    manifest = stack.var_dir / f"manifest-{device_numbers}.jsonl"
+    result = stack.faust(
+        "simulate", "--devices", "4", "--first-device", str(device_numbers), "--rate", "400", "--count", "700",
+        "--register-params", "--manifest", str(manifest),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "700 messages published" in result.stdout
+    verdict = await verify_database(stack.settings, read_manifest(manifest), timeout_s=60)
+    assert verdict.ok, str(verdict)
+    assert verdict.messages == 700
+    assert verdict.rows_found == verdict.rows_expected
+
+
+async def test_malformed_messages_are_dead_lettered_while_good_ones_land(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    device = device_ids(1, device_numbers)[0]
+    other = device_ids(1, device_numbers + 1)[0]  # never registered
+    await register_demo_parameters(stack.settings, [device])
+    await asyncio.sleep(1.0)  # parameters reach the worker through NOTIFY
+    good = orjson.dumps({"timestamp": STAMP, "state": "locked", "voltage": 12.1, "current": 1.5})
+    sensor = orjson.dumps({"timestamp": STAMP, "data": encode_modbus_frame(1, 3, (235).to_bytes(2, "big"))})
+    await publish(stack, [
+        (f"stat/{device}/access-control-mode/1/strike-1", good),
+        (f"stat/{device}/access-control-mode/1/door-sensors", b"{not json"),
+        (f"stat/{device}/no-such-mode/1/strike-1", good),
+        (f"stat/{other}/access-control-mode/1/strike-1", good),
+        (f"cmnd/{device}/sensor-mode/4/sensor-3", orjson.dumps({"timestamp": STAMP, "data": "01 03 02 00 EB 00 00"})),
+        (f"cmnd/{device}/sensor-mode/4/sensor-3", sensor),
+    ])
+    rows = await rows_for(stack, device, expected=4)
+    assert [(r["component"], r["data_point"], r["value"], r["text_value"], r["unit"]) for r in rows] == [
+        ("sensor-3", "data", pytest.approx(23.5), None, "celsius"),
+        ("strike-1", "current", 1.5, None, None),
+        ("strike-1", "state", 1.0, "locked", "state"),
+        ("strike-1", "voltage", 12.1, None, None),
+    ]
+    dead = await dead_letters_about(stack, device, expected=3) + await dead_letters_about(stack, other, expected=1)
+    reasons = sorted(str(d["headers"]["reason"]) for d in dead)
+    assert reasons == ["bad_crc", "bad_json", "bad_topic", "unknown_device"]
+    by_reason = {d["headers"]["reason"]: d for d in dead}
+    assert by_reason["bad_json"]["value"] == b"{not json"  # the original bytes
+    assert by_reason["unknown_device"]["value"] == good
+    assert by_reason["bad_topic"]["headers"]["mqtt_topic"] == f"stat/{device}/no-such-mode/1/strike-1"
+
+
+async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    device = device_ids(1, device_numbers)[0]
+    await register_demo_parameters(stack.settings, [device])
+    await asyncio.sleep(1.0)
+    topic = f"stat/{device}/alarm-mode/3/motion-sensor-1"
+    payload = orjson.dumps({"timestamp": STAMP, "motion_detected": True, "sensitivity": 7, "zone": "zone_1"})
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for _ in range(3):  # as after a crash between Kafka's ack and the MQTT ack
+            await producer.send_and_wait(
+                RAW_TOPIC, payload, key=device.encode(),
+                headers=[("mqtt_topic", topic.encode()), ("received_at", b"2025-03-01T10:00:01.000000+00:00")],
+            )
+    finally:
+        await producer.stop()
+    rows = await rows_for(stack, device, expected=3)
+    await asyncio.sleep(2.0)  # the later copies have had time to land, if they were going to
+    rows = await rows_for(stack, device, expected=3)
+    assert sorted((r["data_point"], r["value"], r["text_value"]) for r in rows) == [
+        ("motion_detected", 1.0, None), ("sensitivity", 7.0, None), ("zone", None, "zone_1"),
+    ]
+
+
+async def test_the_seed_insert_statement_works_as_written(stack: Stack) -> None:
+    settings = stack.settings
+    assert settings.params_password is not None
+    conn = await asyncpg.connect(settings.params_dsn, password=settings.params_password.reveal())
+    try:
+        async with conn.transaction():
+            await conn.execute("""INSERT INTO device_parameters VALUES
+('f2-e4fd45f654be', 'access-control-mode', 'door-sensors', NULL, 'boolean_map', 'state', 1.0),
+('f2-e4fd45f654be', 'access-control-mode', 'strike', '1', 'boolean', 'state', 1.0),
+('f2-e4fd45f654be', 'sensor-mode', 'sensor', '3', 'hex_to_float', 'celsius', 0.1),
+('f2-e4fd45f654be', 'alarm-mode', 'motion-sensor', '1', 'boolean', 'presence', 1.0),
+('f2-e4fd45f654be', 'access-control-mode', 'reader', '1', 'raw_string', 'text', 1.0);""")
+            count = await conn.fetchval("SELECT count(*) FROM device_parameters WHERE device_id = 'f2-e4fd45f654be'")
+            assert count == 5
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        await conn.close()
+
+
+class _Rollback(Exception):
+    """Leaves the seed rows out of the shared database."""
+
+
+def test_migrate_twice_applies_nothing_the_second_time(stack: Stack) -> None:
+    result = stack.faust("migrate")
+    assert result.returncode == 0, result.stderr
+    assert "params: 0 migration(s) applied" in result.stdout
+    assert "timeseries: 0 migration(s) applied" in result.stdout
+    assert "TimescaleDB not available: plain PostgreSQL tables" in result.stdout
+
+
+def test_tail_prints_one_json_record_per_line(stack: Stack, workers: Workers) -> None:
+    result = stack.faust("tail", "raw_iot_data", "--from-beginning", "--max-messages", "3", "--idle-timeout-s", "20")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        record = orjson.loads(line)
+        assert record["topic"] == "raw_iot_data"
+        assert "mqtt_topic" in record["headers"]
+
+
+def test_tail_of_an_unknown_topic_says_so_in_one_line(stack: Stack) -> None:
+    result = stack.faust("tail", "no_such_topic", "--idle-timeout-s", "1")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors == [errors[-1]] and "topic 'no_such_topic' does not exist; known topics:" in errors[-1]
