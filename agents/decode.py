@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from f2stream.tables.params import ParameterCache
 
 from f2stream.deadletter import dead_letter_headers, header_map
 from f2stream.decode import decode_message, format_time
 from f2stream.errors import BadMessage
 from f2stream.metrics import Metrics
-from f2stream.tables.params import ParameterCache
 
 __all__ = ["register"]
 
@@ -56,7 +56,11 @@ def register(
                 key=message.key,
                 value=payload,
                 headers=dead_letter_headers(
-                    reason=reason, detail=detail, stage="decode", mqtt_topic=topic, received_at=received_at,
+                    reason=reason,
+                    detail=detail,
+                    stage="decode",
+                    mqtt_topic=topic,
+                    received_at=received_at,
                     source=f"{message.topic}/{message.partition}/{message.offset}",
                 ),
             )

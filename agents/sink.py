@@ -48,8 +48,11 @@ def register(
                     key=item.measurement.device_id.encode(),
                     value=orjson.dumps(item.measurement.asdict()),
                     headers=dead_letter_headers(
-                        reason="sink_rejected", detail=item.detail, stage="sink",
-                        mqtt_topic=item.measurement.source_topic, received_at=item.measurement.received_at,
+                        reason="sink_rejected",
+                        detail=item.detail,
+                        stage="sink",
+                        mqtt_topic=item.measurement.source_topic,
+                        received_at=item.measurement.received_at,
                         source="decoded_iot_data",
                     ),
                 )

@@ -38,7 +38,7 @@ class F2App(faust.App):
             producer_linger=0.005,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
-            web_host="0.0.0.0",
+            web_bind="127.0.0.1",  # containers pass --web-bind 0.0.0.0
             **options,
         )
         self.settings = settings

@@ -46,10 +46,11 @@ def register(app: faust.App, settings: Settings) -> None:
     @_one_line_errors
     async def tail(self: Any, topic: str, from_beginning: bool, max_messages: int, idle_timeout_s: float) -> None:
         """Follow a Kafka topic, one JSON record per line."""
-        await tail_topic(settings, topic, from_beginning=from_beginning, max_messages=max_messages,
-                         idle_timeout_s=idle_timeout_s)
+        await tail_topic(
+            settings, topic, from_beginning=from_beginning, max_messages=max_messages, idle_timeout_s=idle_timeout_s
+        )
 
-    from f2stream import simulator, verify  # noqa: PLC0415  # they register their own commands
+    from f2stream import simulator, verify  # they register their own commands
 
     simulator.register(app, settings)
     verify.register(app, settings)
@@ -79,16 +80,20 @@ async def run_migrations(settings: Settings, report: Callable[[str], None]) -> N
         dsn, password, setting = targets[database]
         try:
             conn = await connect(dsn, password)
-        except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001  # asyncpg raises many kinds
+        except (TimeoutError, OSError, Exception) as exc:  # asyncpg raises many kinds
             raise CommandError(
                 f"cannot connect to the {database} database at {describe_dsn(dsn)} ({exc.__class__.__name__}: {exc}); "
                 f"start it (make up) or set {setting}"
             ) from exc
         try:
-            count = await apply_migrations(conn, load_migrations(database), lambda line, d=database: report(f"{d}: {line}"))
+            count = await apply_migrations(conn, load_migrations(database), _prefixed(report, database))
         finally:
             await conn.close()
         report(f"{database}: {count} migration(s) applied, {describe_dsn(dsn)} is up to date")
+
+
+def _prefixed(report: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda line: report(f"{prefix}: {line}")
 
 
 async def tail_topic(
@@ -99,7 +104,9 @@ async def tail_topic(
     try:
         await consumer.start()
     except KafkaConnectionError as exc:
-        raise CommandError(f"Kafka at {settings.kafka_bootstrap} does not answer: start it (make up) or set F2_KAFKA_BROKER") from exc
+        raise CommandError(
+            f"Kafka at {settings.kafka_bootstrap} does not answer: start it (make up) or set F2_KAFKA_BROKER"
+        ) from exc
     try:
         known = await consumer.topics()
         if topic not in known:

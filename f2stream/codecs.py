@@ -63,7 +63,9 @@ def parse_timestamp(value: object) -> datetime:
         BadMessage: `bad_timestamp`.
     """
     if not isinstance(value, str):
-        raise BadMessage("bad_timestamp", f"timestamp is {_kind(value)}, expected a string like 2025-01-31 12:00:00.000000")
+        raise BadMessage(
+            "bad_timestamp", f"timestamp is {_kind(value)}, expected a string like 2025-01-31 12:00:00.000000"
+        )
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -177,7 +179,10 @@ def parse_modbus_frame(text: object) -> ModbusFrame:
     if function not in _MODBUS_READ_FUNCTIONS:
         raise BadMessage("bad_frame", f"function {function:#04x} is not a register read (0x03 or 0x04)")
     if len(raw) != count + 5:
-        raise BadMessage("bad_frame", f"byte count says {count} data bytes, so {count + 5} bytes in all, but the frame has {len(raw)}")
+        raise BadMessage(
+            "bad_frame",
+            f"byte count says {count} data bytes, so {count + 5} bytes in all, but the frame has {len(raw)}",
+        )
     if count % 2:
         raise BadMessage("bad_frame", f"byte count {count} is odd; registers are 2 bytes each")
     expected = crc16_modbus(raw[:-2])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 __all__ = ["dead_letter_headers", "header_map"]
 
@@ -26,5 +26,7 @@ def dead_letter_headers(
 
 def header_map(headers: object) -> dict[str, str]:
     """Kafka headers (a list of pairs or a mapping, values bytes) as text."""
-    pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
-    return {str(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in pairs}  # type: ignore[union-attr]
+    pairs: Iterable[tuple[object, object]] = (
+        headers.items() if isinstance(headers, Mapping) else headers if isinstance(headers, list | tuple) else ()
+    )
+    return {str(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in pairs}

@@ -98,7 +98,9 @@ def _decode_fields(info: TopicInfo, parameter: Parameter, body: dict[str, Any]) 
     else:
         field = main or "state"
         if field not in body:
-            raise BadMessage("bad_payload", f"field {field!r} is missing for {info.component_type} ({parameter.encoding})")
+            raise BadMessage(
+                "bad_payload", f"field {field!r} is missing for {info.component_type} ({parameter.encoding})"
+            )
         points = [_decode_main(parameter, field, body[field])]
         decoded = {field}
     for field, value in body.items():

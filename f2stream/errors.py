@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "REASONS",
     "BadMessage",
     "ConfigError",
     "F2StreamError",
     "Reason",
-    "REASONS",
     "TransientError",
 ]
 

@@ -75,8 +75,9 @@ class MqttIngest(Service):
                 backoff = 1.0
             except (aiomqtt.MqttError, ProduceFailed, OSError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
-                logger.warning("MQTT session to %s:%d ended: %s", self.settings.mqtt_host,
-                               self.settings.mqtt_port, self.last_error)
+                logger.warning(
+                    "MQTT session to %s:%d ended: %s", self.settings.mqtt_host, self.settings.mqtt_port, self.last_error
+                )
             finally:
                 self._set_connected(False)
             await self.sleep(random.uniform(backoff / 2, backoff))
@@ -122,13 +123,19 @@ class MqttIngest(Service):
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             received_at = format_time(datetime.now(UTC))
             future = await producer.send(
-                RAW_TOPIC, device_key(topic), payload, None, None,
+                RAW_TOPIC,
+                device_key(topic),
+                payload,
+                None,
+                None,
                 [("mqtt_topic", topic.encode()), ("received_at", received_at.encode())],
             )
             received.labels(type=topic.split("/", 1)[0] if topic.split("/", 1)[0] in _TYPES else "other").inc()
             await pending.put((message.mid, message.qos, future))
 
-    async def _acknowledge(self, mqtt: paho.Client, pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]]) -> None:
+    async def _acknowledge(
+        self, mqtt: paho.Client, pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]]
+    ) -> None:
         produced = self.metrics.kafka_produced
         while True:
             mid, qos, future = await pending.get()
@@ -161,5 +168,6 @@ def _set_nodelay(sock: Any) -> None:
 settings = load_settings()
 app = F2App("f2stream-ingest", settings, web_port=6067)
 metrics = Metrics()
-ingest = app.service(MqttIngest(app, settings, metrics))
+ingest = MqttIngest(app, settings, metrics)
+app.service(ingest)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
 web.register(app, metrics, lambda: [ingest.health()])

@@ -27,9 +27,7 @@ class TopicSetupError(F2StreamError):
     """The pipeline's topics could not be created or have the wrong shape."""
 
 
-async def ensure_topics(
-    bootstrap: str, partitions: int, *, replication: int = 1, wait_s: float = 60.0
-) -> None:
+async def ensure_topics(bootstrap: str, partitions: int, *, replication: int = 1, wait_s: float = 60.0) -> None:
     """Create the pipeline's topics that do not exist yet (Faust creates only its own).
 
     Waits up to `wait_s` for Kafka to answer.
@@ -56,7 +54,11 @@ async def ensure_topics(
 
 
 async def _create_missing(admin: AIOKafkaAdminClient, partitions: int, replication: int) -> None:
-    existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(PIPELINE_TOPICS)) if t["error_code"] == 0}
+    existing = {
+        t["topic"]: len(t["partitions"])
+        for t in await admin.describe_topics(list(PIPELINE_TOPICS))
+        if t["error_code"] == 0
+    }
     for name, count in existing.items():
         if count != partitions:
             logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)

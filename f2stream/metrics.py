@@ -37,11 +37,15 @@ class Metrics:
             "f2_rows_duplicate_total", "Rows already present (re-deliveries absorbed by the primary key)", registry=r
         )
         self.sink_batch_size = Histogram(
-            "f2_sink_batch_rows", "Rows per sink batch", registry=r,
+            "f2_sink_batch_rows",
+            "Rows per sink batch",
+            registry=r,
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
         )
         self.sink_batch_seconds = Histogram(
-            "f2_sink_batch_duration_seconds", "Time to commit one sink batch", registry=r,
+            "f2_sink_batch_duration_seconds",
+            "Time to commit one sink batch",
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.parameters = Gauge("f2_parameters", "Device parameters held by the decoder", registry=r)

@@ -92,9 +92,7 @@ def load_migrations(database: Database) -> list[Migration]:
     return migrations
 
 
-async def apply_migrations(
-    conn: asyncpg.Connection, migrations: list[Migration], report: Callable[[str], None]
-) -> int:
+async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration], report: Callable[[str], None]) -> int:
     """Apply what is not applied yet; return how many were applied.
 
     Safe to run twice and from two places at once (an advisory lock orders runs).
@@ -107,10 +105,15 @@ async def apply_migrations(
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
         await conn.execute(_BOOKKEEPING)
-        applied = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM f2stream_migrations")}
+        applied = {
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM f2stream_migrations")
+        }
         timescaledb = await conn.fetchval("SELECT count(*) > 0 FROM pg_available_extensions WHERE name = 'timescaledb'")
-        report("TimescaleDB available: hypertable, compression, retention and hourly aggregate"
-               if timescaledb else "TimescaleDB not available: plain PostgreSQL tables")
+        report(
+            "TimescaleDB available: hypertable, compression, retention and hourly aggregate"
+            if timescaledb
+            else "TimescaleDB not available: plain PostgreSQL tables"
+        )
         count = 0
         for migration in migrations:
             label = f"{migration.version:03d}_{migration.name}"

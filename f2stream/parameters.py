@@ -44,7 +44,9 @@ class Parameter:
         if row["mode"] not in MODES:
             raise ValueError(f"mode {row['mode']!r} is not one of {', '.join(sorted(MODES))}")
         if row["component_type"] not in COMPONENT_TYPES:
-            raise ValueError(f"component type {row['component_type']!r} is not one of {', '.join(sorted(COMPONENT_TYPES))}")
+            raise ValueError(
+                f"component type {row['component_type']!r} is not one of {', '.join(sorted(COMPONENT_TYPES))}"
+            )
         number = row["component_number"]
         scale = row["scale_factor"]
         return cls(

@@ -21,13 +21,19 @@ settings = load_settings()
 app = F2App("f2stream", settings, web_port=6066)
 topics = PipelineTopics(app)
 metrics = Metrics()
-params = app.service(ParameterCache(settings))
+params = ParameterCache(settings)
+app.service(params)
 writer = MeasurementWriter(settings)
 
 decode_agent = decode.register(app, topics.raw, topics.decoded, topics.dead, params, metrics)
 sink_agent = sink.register(
-    app, topics.decoded, topics.dead, writer, metrics,
-    batch_size=settings.sink_batch_size, batch_window_s=settings.sink_batch_window_ms / 1000,
+    app,
+    topics.decoded,
+    topics.dead,
+    writer,
+    metrics,
+    batch_size=settings.sink_batch_size,
+    batch_window_s=settings.sink_batch_window_ms / 1000,
 )
 
 
@@ -38,8 +44,13 @@ def health_checks() -> list[Check]:
         checks.append(Check("parameters", "failing", f"not loaded yet: {params.last_error or 'loading'}"))
     else:
         age = time.time() - params.loaded_at
-        status = "degraded" if params.last_error else "ok"
-        checks.append(Check("parameters", status, f"{params.index.size} parameters, loaded {age:.0f}s ago"))
+        checks.append(
+            Check(
+                "parameters",
+                "degraded" if params.last_error else "ok",
+                f"{params.index.size} parameters, loaded {age:.0f}s ago",
+            )
+        )
     if writer.last_error:
         checks.append(Check("timeseries", "failing", "writes are failing and being retried"))
     else:

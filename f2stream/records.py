@@ -9,7 +9,7 @@ import faust
 __all__ = ["Measurement"]
 
 
-class Measurement(faust.Record, serializer="json", include_metadata=False):  # type: ignore[call-arg]
+class Measurement(faust.Record, serializer="json", include_metadata=False):
     """One decoded value: a row of `iot_measurements`, a record of `decoded_iot_data`.
 
     Times are ISO 8601 strings in UTC with microseconds, so that they survive

@@ -72,41 +72,65 @@ def _payload(component: str, rng: random.Random) -> tuple[str, str, dict[str, An
     """(type, mode/connector/component, fields) for one component type."""
     if component == "strike":
         locked = rng.random() < 0.8
-        return "stat", "access-control-mode/1/strike-1", {
-            "state": "locked" if locked else "unlocked",
-            "voltage": round(rng.gauss(12.0, 0.15), 2),
-            "current": round(rng.uniform(0.05, 0.2) if locked else rng.uniform(1.2, 1.8), 2),
-        }
+        return (
+            "stat",
+            "access-control-mode/1/strike-1",
+            {
+                "state": "locked" if locked else "unlocked",
+                "voltage": round(rng.gauss(12.0, 0.15), 2),
+                "current": round(rng.uniform(0.05, 0.2) if locked else rng.uniform(1.2, 1.8), 2),
+            },
+        )
     if component == "door-sensors":
-        return "stat", "access-control-mode/1/door-sensors", {
-            "door_1": rng.choice(["open", "closed", "closed", "closed"]),
-            "door_2": rng.choice(["open", "closed", "closed", "closed"]),
-            "tamper": rng.random() < 0.01,
-        }
+        return (
+            "stat",
+            "access-control-mode/1/door-sensors",
+            {
+                "door_1": rng.choice(["open", "closed", "closed", "closed"]),
+                "door_2": rng.choice(["open", "closed", "closed", "closed"]),
+                "tamper": rng.random() < 0.01,
+            },
+        )
     if component == "reader":
-        return "tele", "access-control-mode/1/reader-1", {
-            "card_id": f"{rng.getrandbits(32):08X}",
-            "read_type": rng.choice(["nfc", "rfid", "nfc"]),
-            "signal_strength": rng.randint(40, 100),
-        }
+        return (
+            "tele",
+            "access-control-mode/1/reader-1",
+            {
+                "card_id": f"{rng.getrandbits(32):08X}",
+                "read_type": rng.choice(["nfc", "rfid", "nfc"]),
+                "signal_strength": rng.randint(40, 100),
+            },
+        )
     if component == "exit-buttons":
-        return "stat", "access-control-mode/1/exit-buttons", {
-            "button_pressed": rng.random() < 0.3,
-            "button_id": rng.randint(1, 2),
-        }
+        return (
+            "stat",
+            "access-control-mode/1/exit-buttons",
+            {
+                "button_pressed": rng.random() < 0.3,
+                "button_id": rng.randint(1, 2),
+            },
+        )
     if component == "motion-sensor":
-        return "stat", "alarm-mode/3/motion-sensor-1", {
-            "motion_detected": rng.random() < 0.2,
-            "sensitivity": rng.randint(1, 10),
-            "zone": rng.choice(["zone_1", "zone_2"]),
-        }
+        return (
+            "stat",
+            "alarm-mode/3/motion-sensor-1",
+            {
+                "motion_detected": rng.random() < 0.2,
+                "sensitivity": rng.randint(1, 10),
+                "zone": rng.choice(["zone_1", "zone_2"]),
+            },
+        )
     if component == "siren":
         active = rng.random() < 0.05
-        return "stat", "alarm-mode/3/siren-1", {
-            "state": "active" if active else "inactive",
-            "volume": rng.randint(80, 110) if active else 0,
-            "pattern": rng.choice(["pulsing", "steady"]),
-        }
+        return (
+            "stat",
+            "alarm-mode/3/siren-1",
+            {
+                "state": "active" if active else "inactive",
+                "volume": rng.randint(80, 110) if active else 0,
+                "pattern": rng.choice(["pulsing", "steady"]),
+            },
+        )
     tenths = round(rng.gauss(215, 25))  # an RS-485 thermometer: 0.1 °C per unit, signed
     frame = encode_modbus_frame(1, 3, tenths.to_bytes(2, "big", signed=True))
     return "cmnd", "sensor-mode/4/sensor-3", {"data": frame}
@@ -151,8 +175,16 @@ async def register_demo_parameters(settings: Settings, devices: list[str]) -> No
 
 
 async def run_simulation(
-    settings: Settings, *, devices: int, rate: float, count: int, duration_s: float,
-    register_params: bool, manifest: Path | None, seed: int, first_device: int,
+    settings: Settings,
+    *,
+    devices: int,
+    rate: float,
+    count: int,
+    duration_s: float,
+    register_params: bool,
+    manifest: Path | None,
+    seed: int,
+    first_device: int,
 ) -> int:
     """Publish simulated telemetry; return how many messages were acknowledged by the broker."""
     ids = device_ids(devices, first_device)
@@ -168,20 +200,26 @@ async def run_simulation(
     window = asyncio.Semaphore(500)
     started = time.monotonic()
     try:
-        async with aiomqtt.Client(
-            settings.mqtt_host, settings.mqtt_port, username=settings.sim_mqtt_username,
-            password=None if password is None else password.reveal(),
-            identifier=f"f2stream-sim-{seed}-{first_device}", max_inflight_messages=1000, timeout=30,
-        ) as client:
-            async with asyncio.TaskGroup() as tasks:
-                while (not count or sent < count) and (not duration_s or time.monotonic() - started < duration_s):
-                    due = int((time.monotonic() - started) * rate) + 1 if rate else sent + 100
-                    while sent < due and (not count or sent < count):
-                        message = next(source)
-                        await window.acquire()
-                        tasks.create_task(_publish(client, message, window, out))
-                        sent += 1
-                    await asyncio.sleep(0.005)
+        async with (
+            aiomqtt.Client(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                username=settings.sim_mqtt_username,
+                password=None if password is None else password.reveal(),
+                identifier=f"f2stream-sim-{seed}-{first_device}",
+                max_inflight_messages=1000,
+                timeout=30,
+            ) as client,
+            asyncio.TaskGroup() as tasks,
+        ):
+            while (not count or sent < count) and (not duration_s or time.monotonic() - started < duration_s):
+                due = int((time.monotonic() - started) * rate) + 1 if rate else sent + 100
+                while sent < due and (not count or sent < count):
+                    message = next(source)
+                    await window.acquire()
+                    tasks.create_task(_publish(client, message, window, out))
+                    sent += 1
+                await asyncio.sleep(0.005)
     finally:
         if out is not None:
             out.close()
@@ -192,20 +230,35 @@ async def _publish(client: aiomqtt.Client, message: SimMessage, window: asyncio.
     try:
         await client.publish(message.topic, message.payload, qos=1)
         if out is not None:
-            out.write(orjson.dumps({"device_id": message.device_id, "component": message.component,
-                                    "time": message.time, "points": message.points}) + b"\n")
+            out.write(
+                orjson.dumps(
+                    {
+                        "device_id": message.device_id,
+                        "component": message.component,
+                        "time": message.time,
+                        "points": message.points,
+                    }
+                )
+                + b"\n"
+            )
     finally:
         window.release()
 
 
 def register(app: faust.App, settings: Settings) -> None:
     """Attach the `simulate` command."""
-    from f2stream.cli import CommandError  # noqa: PLC0415  # cli imports this module
+    from f2stream.cli import CommandError  # cli imports this module
 
     @app.command(
         option("--devices", type=int, default=5, show_default=True, help="How many controllers."),
         option("--first-device", type=int, default=1, show_default=True, help="Number of the first device id."),
-        option("--rate", type=float, default=20.0, show_default=True, help="Messages per second in all (0: as fast as possible)."),
+        option(
+            "--rate",
+            type=float,
+            default=20.0,
+            show_default=True,
+            help="Messages per second in all (0: as fast as possible).",
+        ),
         option("--count", type=int, default=0, help="Stop after this many messages (0: never)."),
         option("--duration-s", type=float, default=0.0, help="Stop after this many seconds (0: never)."),
         option("--register-params", is_flag=True, default=False, help="Write the demo devices' parameter rows first."),
@@ -213,8 +266,15 @@ def register(app: faust.App, settings: Settings) -> None:
         option("--seed", type=int, default=1, show_default=True, help="Random seed of the values."),
     )
     async def simulate(
-        self: Any, devices: int, first_device: int, rate: float, count: int, duration_s: float,
-        register_params: bool, manifest: str | None, seed: int,
+        self: Any,
+        devices: int,
+        first_device: int,
+        rate: float,
+        count: int,
+        duration_s: float,
+        register_params: bool,
+        manifest: str | None,
+        seed: int,
     ) -> None:
         """Publish simulated F2 controller telemetry over MQTT."""
         if devices < 1 or rate < 0 or count < 0:
@@ -222,14 +282,21 @@ def register(app: faust.App, settings: Settings) -> None:
             raise SystemExit(2)
         try:
             sent = await run_simulation(
-                settings, devices=devices, rate=rate, count=count, duration_s=duration_s,
-                register_params=register_params, manifest=Path(manifest) if manifest else None,
-                seed=seed, first_device=first_device,
+                settings,
+                devices=devices,
+                rate=rate,
+                count=count,
+                duration_s=duration_s,
+                register_params=register_params,
+                manifest=Path(manifest) if manifest else None,
+                seed=seed,
+                first_device=first_device,
             )
         except aiomqtt.MqttError as exc:
-            raise SystemExit(f"f2stream: MQTT at {settings.mqtt_host}:{settings.mqtt_port} refused or dropped the "
-                             f"simulator ({exc}); start the stack (make up) or check F2_SIM_MQTT_*") from None
+            raise SystemExit(
+                f"f2stream: MQTT at {settings.mqtt_host}:{settings.mqtt_port} refused or dropped the "
+                f"simulator ({exc}); start the stack (make up) or check F2_SIM_MQTT_*"
+            ) from None
         except CommandError as exc:
             raise SystemExit(f"f2stream: {exc}") from None
         print(f"simulate: {sent} messages published by {devices} devices", flush=True)
-

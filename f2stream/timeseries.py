@@ -68,18 +68,21 @@ class MeasurementWriter:
         while True:
             try:
                 try:
-                    inserted, rejected = await self._insert(batch), []
+                    inserted, rejected = await self._insert(batch), list[Rejected]()
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
                     inserted, rejected = await self._insert_one_by_one(batch)
                 self.last_error = None
                 return inserted, rejected
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Keep trying even while stopping: returning would acknowledge
                 # rows that are not in the database.
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning(
                     "Writing %d rows to %s failed (%s); retrying in %.1fs",
-                    len(batch), describe_dsn(self.settings.timeseries_dsn), self.last_error, delay,
+                    len(batch),
+                    describe_dsn(self.settings.timeseries_dsn),
+                    self.last_error,
+                    delay,
                 )
                 if isinstance(exc, asyncpg.UndefinedTableError):
                     logger.error("Table iot_measurements is missing: run `faust -A f2stream migrate`")
@@ -94,7 +97,7 @@ class MeasurementWriter:
         return int(status.rsplit(" ", 1)[-1])
 
     async def _insert_one_by_one(self, batch: Sequence[Measurement]) -> tuple[int, list[Rejected]]:
-        inserted, rejected = 0, []
+        inserted, rejected = 0, list[Rejected]()
         for measurement in batch:
             try:
                 inserted += await self._insert([measurement])

@@ -22,9 +22,7 @@ __all__ = [
 
 MessageType = Literal["cmnd", "stat", "tele"]
 Mode = Literal["access-control-mode", "alarm-mode", "sensor-mode"]
-ComponentType = Literal[
-    "strike", "door-sensors", "reader", "exit-buttons", "siren", "motion-sensor", "sensor"
-]
+ComponentType = Literal["strike", "door-sensors", "reader", "exit-buttons", "siren", "motion-sensor", "sensor"]
 MESSAGE_TYPES: Final = frozenset(get_args(MessageType))
 MODES: Final = frozenset(get_args(Mode))
 COMPONENT_TYPES: Final = frozenset(get_args(ComponentType))
@@ -66,8 +64,7 @@ def canonical_device_id(mac_or_id: str) -> str:
     digits = _MAC_SEPARATORS.sub("", text)
     if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
         raise ValueError(
-            f"{mac_or_id!r} is not a MAC address: expected 12 hex digits, "
-            "e.g. e4:fd:45:f6:54:be or f2-e4fd45f654be"
+            f"{mac_or_id!r} is not a MAC address: expected 12 hex digits, e.g. e4:fd:45:f6:54:be or f2-e4fd45f654be"
         )
     return "f2-" + digits
 

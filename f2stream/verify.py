@@ -110,10 +110,13 @@ def register(app: faust.App, settings: Settings) -> None:
     )
     async def verify(self: Any, manifest: str, timeout_s: float) -> None:
         """Check that every simulated message landed in the database exactly once."""
-        path = Path(manifest)
-        if not path.is_file():
-            raise SystemExit(f"f2stream: manifest {path} does not exist; run `simulate --manifest {path}` first")
-        verdict = await verify_database(settings, read_manifest(path), timeout_s)
+        try:
+            expected = read_manifest(Path(manifest))
+        except FileNotFoundError:
+            raise SystemExit(
+                f"f2stream: manifest {manifest} does not exist; run `simulate --manifest {manifest}` first"
+            ) from None
+        verdict = await verify_database(settings, expected, timeout_s)
         print(f"verify: {verdict}", flush=True)
         if not verdict.ok:
             raise SystemExit(1)

@@ -69,10 +69,12 @@ class ParameterCache(Service):
         while not self.should_stop:
             try:
                 await self._listen_and_reload()
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning(
-                    "Device parameters from %s unavailable (%s); %s", where, self.last_error,
+                    "Device parameters from %s unavailable (%s); %s",
+                    where,
+                    self.last_error,
                     "decoding goes on with the last ones" if self._ready.is_set() else "decoding waits",
                 )
             await self.sleep(_RETRY_S)
@@ -98,5 +100,8 @@ class ParameterCache(Service):
         self._ready.set()
         logger.log(
             logging.INFO if first else logging.DEBUG,
-            "Loaded %d parameters of %d devices (%d invalid rows skipped)", index.size, index.device_count, invalid,
+            "Loaded %d parameters of %d devices (%d invalid rows skipped)",
+            index.size,
+            index.device_count,
+            invalid,
         )

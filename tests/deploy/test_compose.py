@@ -67,9 +67,7 @@ F2_APPS = ("f2stream", "f2stream.ingest")
 # An exact version: at least major.minor (postgres 15.10), usually a patch
 # too, optionally a variant suffix (2.17.2-pg15, 3.11.11-slim-bookworm).
 PINNED_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([-.][A-Za-z0-9.-]+)?$")
-IMAGE_REF = re.compile(
-    r"^(?P<name>[a-z0-9][a-z0-9._/-]*)(:(?P<tag>[A-Za-z0-9._-]+))?(@sha256:[0-9a-f]{64})?$"
-)
+IMAGE_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._/-]*)(:(?P<tag>[A-Za-z0-9._-]+))?(@sha256:[0-9a-f]{64})?$")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -92,11 +90,7 @@ def is_f2stream_service(svc: dict) -> bool:
 
 
 def f2_commands(compose: dict) -> list[tuple[str, list[str]]]:
-    return [
-        (name, svc.get("command"))
-        for name, svc in services(compose).items()
-        if is_f2stream_service(svc)
-    ]
+    return [(name, svc.get("command")) for name, svc in services(compose).items() if is_f2stream_service(svc)]
 
 
 def env_of(svc: dict) -> dict[str, str]:
@@ -160,7 +154,7 @@ def compose_cli() -> list[str] | None:
     for cmd in candidates:
         try:
             r = subprocess.run(
-                cmd + ["version"],
+                [*cmd, "version"],
                 check=False,
                 capture_output=True,
                 text=True,
@@ -181,17 +175,11 @@ def test_every_service_has_pinned_image_or_our_build(compose):
         if "build" in svc:
             build = svc["build"]
             assert isinstance(build, dict), f"{name}: use the long build syntax"
-            assert build.get("context") in (".", "./"), (
-                f"{name}: build context must be the repo root"
-            )
-            assert build.get("dockerfile") == DOCKERFILE_REL, (
-                f"{name}: must build {DOCKERFILE_REL}"
-            )
+            assert build.get("context") in (".", "./"), f"{name}: build context must be the repo root"
+            assert build.get("dockerfile") == DOCKERFILE_REL, f"{name}: must build {DOCKERFILE_REL}"
             if "image" in svc:  # the name the built image gets: a version, not latest
                 m = IMAGE_REF.match(str(svc["image"]))
-                assert m and m.group("tag") and m.group("tag") != "latest", (
-                    f"{name}: {svc['image']!r}"
-                )
+                assert m and m.group("tag") and m.group("tag") != "latest", f"{name}: {svc['image']!r}"
             continue
         image = svc.get("image")
         assert image, f"{name}: neither image nor build"
@@ -199,17 +187,13 @@ def test_every_service_has_pinned_image_or_our_build(compose):
         assert m, f"{name}: malformed image reference {image!r}"
         tag = m.group("tag")
         assert tag, f"{name}: image {image!r} has no tag (bare name means latest)"
-        assert PINNED_TAG.match(tag), (
-            f"{name}: image tag {tag!r} is not an exact version"
-        )
+        assert PINNED_TAG.match(tag), f"{name}: image tag {tag!r} is not an exact version"
 
 
 def test_no_image_uses_latest(compose):
     for name, svc in services(compose).items():
         image = str(svc.get("image", ""))
-        assert not image.endswith(":latest") and "latest" not in image.split(":")[-1], (
-            f"{name}: {image!r}"
-        )
+        assert not image.endswith(":latest") and "latest" not in image.rsplit(":", maxsplit=1)[-1], f"{name}: {image!r}"
 
 
 def test_dockerfile_base_image_is_pinned():
@@ -219,9 +203,7 @@ def test_dockerfile_base_image_is_pinned():
     bases = []
     for line in re.findall(r"^FROM\s+(.+)$", text, re.MULTILINE):
         words = [w for w in line.split() if not w.startswith("--")]
-        ref = re.sub(
-            r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0]
-        )
+        ref = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), words[0])
         if ref not in stages:
             bases.append(ref)
         if len(words) >= 3 and words[1].lower() == "as":
@@ -243,9 +225,7 @@ def test_dockerfile_runs_commands_as_non_root_and_installs_package():
     if users and users[-1].split(":")[0] not in ("root", "0"):
         return
     # starts as root: the entrypoint must drop to the f2 user before exec
-    assert re.search(
-        r'^ENTRYPOINT \["/usr/local/bin/f2-entrypoint"\]', text, re.MULTILINE
-    )
+    assert re.search(r'^ENTRYPOINT \["/usr/local/bin/f2-entrypoint"\]', text, re.MULTILINE)
     assert "COPY deploy/docker/entrypoint.sh /usr/local/bin/f2-entrypoint" in text
     script = ENTRYPOINT.read_text()
     assert re.search(r"^RUN_AS=\$\{RUN_AS:-f2\}$", script, re.MULTILINE)
@@ -315,9 +295,7 @@ def test_f2stream_commands_use_the_faust_cli(compose):
         assert cmd[:2] == ["faust", "-A"] and cmd[2] in F2_APPS, (
             f"{name}: command must start with `faust -A f2stream` or `faust -A f2stream.ingest`: {cmd}"
         )
-        assert len(cmd) >= 4 and not cmd[3].startswith("-"), (
-            f"{name}: no command after the app: {cmd}"
-        )
+        assert len(cmd) >= 4 and not cmd[3].startswith("-"), f"{name}: no command after the app: {cmd}"
 
 
 def _cli_cases() -> list:
@@ -327,9 +305,7 @@ def _cli_cases() -> list:
     for name, cmd in f2_commands(data):
         if isinstance(cmd, list) and len(cmd) >= 4:
             options = [w.split("=")[0] for w in cmd[4:] if w.startswith("--")]
-            cases.append(
-                pytest.param(cmd[2], cmd[3], options, id=f"{name}:{cmd[2]}:{cmd[3]}")
-            )
+            cases.append(pytest.param(cmd[2], cmd[3], options, id=f"{name}:{cmd[2]}:{cmd[3]}"))
     return cases
 
 
@@ -352,22 +328,16 @@ def test_cli_has_command__needs_f2stream_installed(app, command, options):
         f"(is f2stream installed and does it have this command?)\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     )
     for opt in options:
-        assert opt in r.stdout, (
-            f"`faust -A {app} {command}` has no option {opt}:\n{r.stdout}"
-        )
+        assert opt in r.stdout, f"`faust -A {app} {command}` has no option {opt}:\n{r.stdout}"
 
 
 def test_worker_web_ports_match_published_and_healthcheck(compose):
     for name, port in (("pipeline", 6066), ("ingest", 6067)):
         svc = services(compose)[name]
         cmd = svc["command"]
-        assert cmd[cmd.index("--web-port") + 1] == str(port), (
-            f"{name}: --web-port {port}"
-        )
+        assert cmd[cmd.index("--web-port") + 1] == str(port), f"{name}: --web-port {port}"
         assert (port, port) in published_ports(svc), f"{name}: publish {port}:{port}"
-        assert str(port) in " ".join(svc["healthcheck"]["test"]), (
-            f"{name}: healthcheck on {port}"
-        )
+        assert str(port) in " ".join(svc["healthcheck"]["test"]), f"{name}: healthcheck on {port}"
 
 
 # --------------------------------------------------------------------------- settings and secrets
@@ -388,14 +358,10 @@ def test_password_files_point_at_the_services_own_secrets(compose):
         for key, value in env_of(svc).items():
             if key.endswith("_FILE") and value.startswith("/run/secrets/"):
                 secret = value.removeprefix("/run/secrets/")
-                assert secret in own, (
-                    f"{name}: {key} -> {value}, but the service lacks secret {secret}"
-                )
+                assert secret in own, f"{name}: {key} -> {value}, but the service lacks secret {secret}"
         # no plain passwords in the environment
         for key in env_of(svc):
-            assert not re.search(r"PASSWORD$", key), (
-                f"{name}: {key}: use the *_FILE form"
-            )
+            assert not re.search(r"PASSWORD$", key), f"{name}: {key}: use the *_FILE form"
 
 
 def test_every_secret_file_exists_after_init_secrets(compose, tmp_path):
@@ -407,12 +373,8 @@ def test_every_secret_file_exists_after_init_secrets(compose, tmp_path):
     for name, spec in (compose.get("secrets") or {}).items():
         assert "file" in spec, f"secret {name}: expected a file secret"
         path = resolve_secret_path(spec["file"], target)
-        assert path.parent == target, (
-            f"secret {name}: {spec['file']} is outside the secrets folder"
-        )
-        assert path.is_file() and path.stat().st_size >= 32, (
-            f"secret {name}: {path} missing or short"
-        )
+        assert path.parent == target, f"secret {name}: {spec['file']} is outside the secrets folder"
+        assert path.is_file() and path.stat().st_size >= 32, f"secret {name}: {path} missing or short"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path}: expected mode 0600"
         value = path.read_text()
         assert re.fullmatch(r"[0-9a-f]+", value), f"{path}: expected hex, no newline"
@@ -452,10 +414,7 @@ def test_start_order(compose):
     assert s["migrate"]["depends_on"]["params-db"]["condition"] == "service_healthy"
     assert s["migrate"]["depends_on"]["timescaledb"]["condition"] == "service_healthy"
     assert s["pipeline"]["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert (
-        s["pipeline"]["depends_on"]["migrate"]["condition"]
-        == "service_completed_successfully"
-    )
+    assert s["pipeline"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert set(s["ingest"]["depends_on"]) >= {"kafka", "mosquitto"}
     for server in ("kafka", "mosquitto", "params-db", "timescaledb"):
         assert "healthcheck" in s[server], f"{server}: needs a healthcheck"
@@ -478,9 +437,7 @@ def test_architecture_ports_are_published(compose):
         assert port in hosts, f"{service} must publish host port {port}"
     for port, service in OPTIONAL_PORTS.items():
         if service in s and port != 8883:
-            assert port in [h for h, _ in published_ports(s[service])], (
-                f"{service}: publish {port}"
-            )
+            assert port in [h for h, _ in published_ports(s[service])], f"{service}: publish {port}"
 
 
 def test_mqtt_tls_port_published_iff_listener_enabled(compose):
@@ -499,9 +456,7 @@ def test_mqtt_tls_port_published_iff_listener_enabled(compose):
 def test_mosquitto_config():
     conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
     directives = {
-        tuple(line.split(None, 1))
-        for line in conf.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
+        tuple(line.split(None, 1)) for line in conf.splitlines() if line.strip() and not line.lstrip().startswith("#")
     }
     for expected in (
         ("listener", "1883"),
@@ -569,7 +524,7 @@ def test_docker_compose_config_is_valid(tmp_path):
     secrets = tmp_path / "compose-secrets"
     assert run_init_secrets(secrets).returncode == 0
     r = subprocess.run(
-        cli + ["-f", str(COMPOSE_FILE), "config", "-q"],
+        [*cli, "-f", str(COMPOSE_FILE), "config", "-q"],
         check=False,
         cwd=REPO,
         env={**os.environ, "F2STREAM_SECRETS_DIR": str(secrets)},

@@ -23,12 +23,15 @@ def stack() -> Iterator[Stack]:
     """Kafka, two PostgreSQL clusters and Mosquitto on free ports, migrated."""
     var_dir = Path(tempfile.mkdtemp(prefix="f2stream-test-"))
     var_dir.chmod(0o755)  # the postgres user must reach its data dir below
-    env = {"F2_VAR_DIR": str(var_dir), **dict(zip(PORT_SETTINGS, map(str, free_ports(len(PORT_SETTINGS)))))}
+    ports = map(str, free_ports(len(PORT_SETTINGS)))
+    env = {"F2_VAR_DIR": str(var_dir), **dict(zip(PORT_SETTINGS, ports, strict=True))}
     script = str(ROOT / "deploy" / "stack.sh")
     up = subprocess.run(["bash", script, "up"], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     try:
         assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
-        running = Stack(var_dir, {**read_env_file(var_dir / "stack.env"), "F2_DATA_DIR": str(var_dir / "data" / "faust")})
+        running = Stack(
+            var_dir, {**read_env_file(var_dir / "stack.env"), "F2_DATA_DIR": str(var_dir / "data" / "faust")}
+        )
         migrate = running.faust("migrate")
         assert migrate.returncode == 0, migrate.stderr
         yield running

@@ -20,8 +20,12 @@ from f2stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT_SETTINGS = (
-    "F2_KAFKA_PORT", "F2_KAFKA_CONTROLLER_PORT", "F2_MQTT_PORT", "F2_MQTT_TLS_PORT",
-    "F2_PARAMS_PORT", "F2_TIMESERIES_PORT",
+    "F2_KAFKA_PORT",
+    "F2_KAFKA_CONTROLLER_PORT",
+    "F2_MQTT_PORT",
+    "F2_MQTT_TLS_PORT",
+    "F2_PARAMS_PORT",
+    "F2_TIMESERIES_PORT",
 )
 
 
@@ -62,11 +66,17 @@ class Stack:
         """A process environment holding the stack's settings."""
         return {**os.environ, **self.env, **extra}
 
-    def faust(self, *args: str, app: str = "f2stream", timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
+    def faust(
+        self, *args: str, app: str = "f2stream", timeout: float = 120, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run one `faust -A app ...` command to its end."""
         return subprocess.run(
             [sys.executable, "-m", "faust", "-A", app, *args],
-            env=self.run_env(**extra), capture_output=True, text=True, timeout=timeout, cwd=self.var_dir,
+            env=self.run_env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.var_dir,
         )
 
 
@@ -81,8 +91,22 @@ class Worker:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "faust", "-A", self.app, "worker", "-l", "info", "--web-port", str(self.web_port)],
-                env=self.stack.run_env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.stack.var_dir,
+                [
+                    sys.executable,
+                    "-m",
+                    "faust",
+                    "-A",
+                    self.app,
+                    "worker",
+                    "-l",
+                    "info",
+                    "--web-port",
+                    str(self.web_port),
+                ],
+                env=self.stack.run_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.stack.var_dir,
             )
 
     def health(self) -> tuple[int, str]:
@@ -117,7 +141,9 @@ class Worker:
                 self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
+        return (
+            "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
+        )
 
 
 @dataclass

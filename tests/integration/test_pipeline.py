@@ -11,13 +11,12 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from harness import Stack, Workers
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.simulator import device_ids, register_demo_parameters
 from f2stream.verify import read_manifest, verify_database
-
-from harness import Stack, Workers
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +28,9 @@ async def publish(stack: Stack, messages: Iterable[tuple[str, bytes]]) -> None:
     settings = stack.settings
     assert settings.sim_mqtt_password is not None
     async with aiomqtt.Client(
-        settings.mqtt_host, settings.mqtt_port, username=settings.sim_mqtt_username,
+        settings.mqtt_host,
+        settings.mqtt_port,
+        username=settings.sim_mqtt_username,
         password=settings.sim_mqtt_password.reveal(),
     ) as client:
         for topic, payload in messages:
@@ -54,11 +55,16 @@ async def rows_for(stack: Stack, device: str, expected: int, timeout_s: float = 
         await conn.close()
 
 
-async def dead_letters_about(stack: Stack, needle: str, expected: int, timeout_s: float = 60) -> list[dict[str, object]]:
+async def dead_letters_about(
+    stack: Stack, needle: str, expected: int, timeout_s: float = 60
+) -> list[dict[str, object]]:
     """Dead letters whose MQTT topic contains `needle`, read from the beginning."""
     consumer = AIOKafkaConsumer(
-        DEAD_LETTER_TOPIC, bootstrap_servers=stack.settings.kafka_bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        DEAD_LETTER_TOPIC,
+        bootstrap_servers=stack.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     found: list[dict[str, object]] = []
@@ -78,8 +84,18 @@ async def dead_letters_about(stack: Stack, needle: str, expected: int, timeout_s
 async def test_simulated_traffic_lands_exactly_once(stack: Stack, workers: Workers, device_numbers: int) -> None:
     manifest = stack.var_dir / f"manifest-{device_numbers}.jsonl"
     result = stack.faust(
-        "simulate", "--devices", "4", "--first-device", str(device_numbers), "--rate", "400", "--count", "700",
-        "--register-params", "--manifest", str(manifest),
+        "simulate",
+        "--devices",
+        "4",
+        "--first-device",
+        str(device_numbers),
+        "--rate",
+        "400",
+        "--count",
+        "700",
+        "--register-params",
+        "--manifest",
+        str(manifest),
     )
     assert result.returncode == 0, result.stderr
     assert "700 messages published" in result.stdout
@@ -98,14 +114,20 @@ async def test_malformed_messages_are_dead_lettered_while_good_ones_land(
     await asyncio.sleep(1.0)  # parameters reach the worker through NOTIFY
     good = orjson.dumps({"timestamp": STAMP, "state": "locked", "voltage": 12.1, "current": 1.5})
     sensor = orjson.dumps({"timestamp": STAMP, "data": encode_modbus_frame(1, 3, (235).to_bytes(2, "big"))})
-    await publish(stack, [
-        (f"stat/{device}/access-control-mode/1/strike-1", good),
-        (f"stat/{device}/access-control-mode/1/door-sensors", b"{not json"),
-        (f"stat/{device}/no-such-mode/1/strike-1", good),
-        (f"stat/{other}/access-control-mode/1/strike-1", good),
-        (f"cmnd/{device}/sensor-mode/4/sensor-3", orjson.dumps({"timestamp": STAMP, "data": "01 03 02 00 EB 00 00"})),
-        (f"cmnd/{device}/sensor-mode/4/sensor-3", sensor),
-    ])
+    await publish(
+        stack,
+        [
+            (f"stat/{device}/access-control-mode/1/strike-1", good),
+            (f"stat/{device}/access-control-mode/1/door-sensors", b"{not json"),
+            (f"stat/{device}/no-such-mode/1/strike-1", good),
+            (f"stat/{other}/access-control-mode/1/strike-1", good),
+            (
+                f"cmnd/{device}/sensor-mode/4/sensor-3",
+                orjson.dumps({"timestamp": STAMP, "data": "01 03 02 00 EB 00 00"}),
+            ),
+            (f"cmnd/{device}/sensor-mode/4/sensor-3", sensor),
+        ],
+    )
     rows = await rows_for(stack, device, expected=4)
     assert [(r["component"], r["data_point"], r["value"], r["text_value"], r["unit"]) for r in rows] == [
         ("sensor-3", "data", pytest.approx(23.5), None, "celsius"),
@@ -133,7 +155,9 @@ async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Worke
     try:
         for _ in range(3):  # as after a crash between Kafka's ack and the MQTT ack
             await producer.send_and_wait(
-                RAW_TOPIC, payload, key=device.encode(),
+                RAW_TOPIC,
+                payload,
+                key=device.encode(),
                 headers=[("mqtt_topic", topic.encode()), ("received_at", b"2025-03-01T10:00:01.000000+00:00")],
             )
     finally:
@@ -142,7 +166,9 @@ async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Worke
     await asyncio.sleep(2.0)  # the later copies have had time to land, if they were going to
     rows = await rows_for(stack, device, expected=3)
     assert sorted((r["data_point"], r["value"], r["text_value"]) for r in rows) == [
-        ("motion_detected", 1.0, None), ("sensitivity", 7.0, None), ("zone", None, "zone_1"),
+        ("motion_detected", 1.0, None),
+        ("sensitivity", 7.0, None),
+        ("zone", None, "zone_1"),
     ]
 
 
