@@ -104,7 +104,7 @@ mqtt-monitor: ## every MQTT message on the service listener, as f2-monitor
 migrate: venv ## apply the database migrations to both databases
 	@$(LOAD_ENV); $(FAUST) -A f2stream migrate
 
-demo: ## fresh machine to rows arriving: stack, migrations, devices, workers, simulator
+demo: stack-install venv ## fresh machine to rows arriving: stack, migrations, devices, workers, simulator
 	bash deploy/demo.sh
 
 test: stack-install venv ## the whole test suite (it starts its own stack on free ports)

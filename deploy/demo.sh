@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# make demo: from a fresh clone to rows arriving in the database.
+#
+# Starts the local stack, applies the migrations, runs both workers and the
+# simulator (demo devices registered with --register-params), and shows rows
+# arriving until Ctrl-C (or DEMO_SECONDS, when set). On stop it checks every
+# message the broker acknowledged against the database and prints a summary.
+# The stack stays up afterwards: `make down` stops it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=${VENV:-.venv}
+FAUST="$VENV/bin/faust"
+DEVICES=${DEMO_DEVICES:-5}
+RATE=${DEMO_RATE:-20}
+SECONDS_TO_RUN=${DEMO_SECONDS:-0}
+
+say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+
+deploy/stack.sh up
+set -a; . "$(deploy/stack.sh env)"; set +a
+LOG=$F2_LOG_DIR
+mkdir -p "$LOG" "$F2_VAR_DIR/run"
+
+say "migrating both databases"
+"$FAUST" -A f2stream migrate
+
+pids=()
+start() { # name, then the command
+    local name=$1; shift
+    "$@" >>"$LOG/$name.log" 2>&1 &
+    pids+=($!)
+    echo $! >"$F2_VAR_DIR/run/$name.pid"
+    say "$name started (pid $!, log $LOG/$name.log)"
+}
+stop_all() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+
+start pipeline "$FAUST" -A f2stream worker -l info --web-port 6066
+start ingest "$FAUST" -A f2stream.ingest worker -l info --web-port 6067
+for port in 6066 6067; do
+    for _ in $(seq 120); do
+        curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+        sleep 1
+    done
+    curl -fsS --max-time 2 "http://127.0.0.1:$port/health" >/dev/null || {
+        say "worker on :$port is not healthy; see $LOG"; exit 1; }
+done
+say "both workers healthy: http://127.0.0.1:6066/health, http://127.0.0.1:6067/health, /metrics on both"
+
+manifest="$F2_VAR_DIR/demo-manifest.jsonl"
+: >"$manifest"
+start simulator "$FAUST" -A f2stream simulate --devices "$DEVICES" --rate "$RATE" --register-params \
+    --manifest "$manifest"
+sim_pid=${pids[-1]}
+
+psql_ts() {
+    PGPASSWORD=$(head -n 1 "$F2_TIMESERIES_PASSWORD_FILE") "$F2_STACK_PG_BIN/psql" "$F2_TIMESERIES_DSN" \
+        -X -q -v ON_ERROR_STOP=1 "$@"
+}
+stopping=0
+trap 'stopping=1' INT TERM
+say "rows arriving in iot_measurements (Ctrl-C to stop):"
+started=$(date +%s)
+while ((stopping == 0)); do
+    sleep 3 || true
+    ((stopping)) && break
+    psql_ts -At -c "SELECT 'rows: ' || count(*) || ', devices: ' || count(DISTINCT device_id)
+                           || ', newest: ' || coalesce(max(written_at)::text, '-') FROM iot_measurements" || true
+    psql_ts -c "SELECT time, device_id, component, data_point, value, text_value, unit
+                FROM iot_measurements ORDER BY written_at DESC, time DESC LIMIT 5" || true
+    if ((SECONDS_TO_RUN > 0 && $(date +%s) - started >= SECONDS_TO_RUN)); then break; fi
+done
+trap - INT TERM
+
+say "stopping the simulator, then checking every acknowledged message against the database"
+kill "$sim_pid" 2>/dev/null || true
+wait "$sim_pid" 2>/dev/null || true
+"$FAUST" -A f2stream verify --manifest "$manifest" --timeout-s 30 || status=$?
+psql_ts -At -c "SELECT 'rows in iot_measurements: ' || count(*) FROM iot_measurements"
+say "dead letters so far: $(kcat -b "${F2_KAFKA_BROKER#kafka://}" -C -t iot_dead_letter -e -q -f 'x\n' 2>/dev/null | wc -l)"
+say "stopping the workers; the stack stays up (make down stops it, make clean removes var/)"
+exit "${status:-0}"
