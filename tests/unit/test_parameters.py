@@ -1,0 +1,138 @@
+"""f2stream.parameters: parameter rows and the in-memory index."""
+
+from __future__ import annotations
+
+import pytest
+
+from f2stream.errors import BadMessage
+from f2stream.parameters import ENCODINGS, Parameter, ParameterIndex
+from f2stream.topics import parse_topic
+
+DEVICE = "f2-e4fd45f654be"
+
+
+def row(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "device_id": DEVICE,
+        "mode": "access-control-mode",
+        "component_type": "strike",
+        "component_number": "1",
+        "encoding": "boolean",
+        "unit": "state",
+        "scale_factor": 1.0,
+    }
+    return base | changes
+
+
+def test_encodings() -> None:
+    assert {"boolean", "boolean_map", "hex_to_float", "raw_string"} == ENCODINGS
+
+
+def test_the_seed_rows_load_as_they_are(seed_rows: list[dict[str, object]]) -> None:
+    assert [Parameter.from_row(r) for r in seed_rows] == [
+        Parameter(DEVICE, "access-control-mode", "door-sensors", None, "boolean_map", "state", 1.0),
+        Parameter(DEVICE, "access-control-mode", "strike", "1", "boolean", "state", 1.0),
+        Parameter(DEVICE, "sensor-mode", "sensor", "3", "hex_to_float", "celsius", 0.1),
+        Parameter(DEVICE, "alarm-mode", "motion-sensor", "1", "boolean", "presence", 1.0),
+        Parameter(DEVICE, "access-control-mode", "reader", "1", "raw_string", "text", 1.0),
+    ]
+
+
+def test_from_row_converts_types() -> None:
+    parameter = Parameter.from_row(row(component_number=3, scale_factor=1, unit=None))
+    assert parameter.component_number == "3"
+    assert parameter.unit is None
+    assert parameter.scale == 1.0
+    assert type(parameter.scale) is float
+
+
+def test_missing_scale_is_one() -> None:
+    assert Parameter.from_row(row(scale_factor=None)).scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"encoding": "float"}, "encoding 'float' is not one of boolean, boolean_map, hex_to_float, raw_string"),
+        ({"encoding": None}, "encoding None is not one of"),
+        ({"mode": "door-mode"}, "mode 'door-mode' is not one of access-control-mode, alarm-mode, sensor-mode"),
+        (
+            {"component_type": "door-sensor"},
+            "component type 'door-sensor' is not one of door-sensors, exit-buttons, "
+            "motion-sensor, reader, sensor, siren, strike",
+        ),
+        ({"component_type": "strike-1"}, "component type 'strike-1'"),
+    ],
+)
+def test_from_row_refuses_bad_fields(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        Parameter.from_row(row(**changes))
+    assert str(caught.value).startswith(message)
+
+
+def test_index_counts(seed_index: ParameterIndex) -> None:
+    assert seed_index.size == 5
+    assert seed_index.device_count == 1
+    assert ParameterIndex().size == 0
+    assert ParameterIndex().device_count == 0
+
+
+@pytest.mark.parametrize(
+    ("topic", "component_type", "number"),
+    [
+        (f"stat/{DEVICE}/access-control-mode/1/strike-1", "strike", "1"),
+        (f"stat/{DEVICE}/access-control-mode/2/door-sensors", "door-sensors", None),
+        (f"cmnd/{DEVICE}/sensor-mode/4/sensor-3", "sensor", "3"),
+        (f"stat/{DEVICE}/alarm-mode/3/motion-sensor-1", "motion-sensor", "1"),
+        (f"tele/{DEVICE}/access-control-mode/2/reader-1", "reader", "1"),
+    ],
+)
+def test_lookup_finds_the_seed_rows(
+    seed_index: ParameterIndex, topic: str, component_type: str, number: str | None
+) -> None:
+    parameter = seed_index.lookup(parse_topic(topic))
+    assert (parameter.component_type, parameter.component_number) == (component_type, number)
+
+
+def test_own_number_first_then_the_row_for_all() -> None:
+    index = ParameterIndex(
+        [
+            Parameter.from_row(row(component_type="reader", component_number=None, encoding="raw_string", unit="all")),
+            Parameter.from_row(row(component_type="reader", component_number="2", encoding="raw_string", unit="two")),
+        ]
+    )
+    assert index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-2")).unit == "two"
+    assert index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-1")).unit == "all"
+    assert index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-7")).unit == "all"
+
+
+def test_unknown_device(seed_index: ParameterIndex) -> None:
+    topic = "stat/f2-000000000001/access-control-mode/1/strike-1"
+    with pytest.raises(BadMessage) as caught:
+        seed_index.lookup(parse_topic(topic))
+    assert caught.value.reason == "unknown_device"
+    assert caught.value.detail == "device f2-000000000001 has no parameters"
+    assert caught.value.topic == topic
+
+
+@pytest.mark.parametrize(
+    ("topic", "detail"),
+    [
+        (
+            f"stat/{DEVICE}/access-control-mode/1/strike-2",
+            f"device {DEVICE} has no parameter for access-control-mode strike 2",
+        ),
+        (f"cmnd/{DEVICE}/sensor-mode/4/sensor-4", f"device {DEVICE} has no parameter for sensor-mode sensor 4"),
+        (f"stat/{DEVICE}/alarm-mode/3/siren-1", f"device {DEVICE} has no parameter for alarm-mode siren 1"),
+        (
+            f"stat/{DEVICE}/access-control-mode/1/exit-buttons",
+            f"device {DEVICE} has no parameter for access-control-mode exit-buttons",
+        ),
+        # Same component type, other mode: the mode is part of the key.
+        (f"stat/{DEVICE}/alarm-mode/1/strike-1", f"device {DEVICE} has no parameter for alarm-mode strike 1"),
+    ],
+)
+def test_no_parameter(seed_index: ParameterIndex, topic: str, detail: str) -> None:
+    with pytest.raises(BadMessage) as caught:
+        seed_index.lookup(parse_topic(topic))
+    assert (caught.value.reason, caught.value.detail, caught.value.topic) == ("no_parameter", detail, topic)
