@@ -19,7 +19,11 @@ __all__ = [
     "DEFAULT_FALSE_WORDS",
     "DEFAULT_TRUE_WORDS",
     "ModbusFrame",
+    "check_field_name",
+    "check_number",
+    "check_text",
     "crc16_modbus",
+    "encode_modbus_frame",
     "parse_json_object",
     "parse_modbus_frame",
     "parse_timestamp",
@@ -37,6 +41,7 @@ DEFAULT_FALSE_WORDS: Final = frozenset(
 
 _MODBUS_READ_FUNCTIONS: Final = frozenset({0x03, 0x04})
 _MAX_TEXT: Final = 1024
+_MAX_FIELD_NAME: Final = 64
 
 
 def parse_json_object(payload: bytes) -> dict[str, Any]:
@@ -72,7 +77,10 @@ def parse_timestamp(value: object) -> datetime:
         raise BadMessage("bad_timestamp", f"timestamp {value[:64]!r} is not YYYY-MM-DD HH:MM:SS.ffffff") from exc
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise BadMessage("bad_timestamp", f"timestamp {value[:64]!r} is outside the years 1 to 9999 in UTC") from exc
 
 
 def to_boolean(
@@ -112,6 +120,17 @@ def check_text(value: object, field: str) -> str:
     if len(text) > _MAX_TEXT:
         raise BadMessage("bad_value", f"{field} is {len(text)} characters long, at most {_MAX_TEXT} are kept")
     return text
+
+
+def check_field_name(name: str) -> str:
+    """Return a payload field name fit to be a data point (1 to 64 characters, no NUL).
+
+    Raises:
+        BadMessage: `bad_value`.
+    """
+    if not 0 < len(name) <= _MAX_FIELD_NAME or "\x00" in name:
+        raise BadMessage("bad_value", f"field name {name[:64]!r} must be 1 to {_MAX_FIELD_NAME} characters without NUL")
+    return name
 
 
 def check_number(value: object, field: str) -> float:
@@ -168,7 +187,7 @@ def parse_modbus_frame(text: object) -> ModbusFrame:
         BadMessage: `bad_frame` for bad hex, length or function; `bad_crc` for a CRC mismatch.
     """
     if not isinstance(text, str):
-        raise BadMessage("bad_frame", f"data is {_kind(text)}, expected hex bytes like '01 03 02 00 EB F9 C3'")
+        raise BadMessage("bad_frame", f"data is {_kind(text)}, expected hex bytes like '01 03 02 00 EB F8 0B'")
     try:
         raw = bytes.fromhex(text)
     except ValueError as exc:

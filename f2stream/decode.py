@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from f2stream.codecs import (
+    check_field_name,
     check_number,
     check_text,
     parse_json_object,
@@ -113,7 +114,7 @@ def _decode_fields(info: TopicInfo, parameter: Parameter, body: dict[str, Any]) 
 
 def _decode_main(parameter: Parameter, field: str, value: object) -> _Point:
     if parameter.encoding == "boolean":
-        text = value if isinstance(value, str) else None
+        text = check_text(value, field) if isinstance(value, str) else None
         return field, 1.0 if to_boolean(value) else 0.0, text, parameter.unit
     if parameter.encoding == "hex_to_float":
         frame = parse_modbus_frame(value)
@@ -130,7 +131,8 @@ def _boolean_map(parameter: Parameter, body: dict[str, Any]) -> list[_Point]:
             flag = to_boolean(value)
         except BadMessage:
             continue
-        points.append((field, 1.0 if flag else 0.0, value if isinstance(value, str) else None, parameter.unit))
+        text = check_text(value, field) if isinstance(value, str) else None
+        points.append((check_field_name(field), 1.0 if flag else 0.0, text, parameter.unit))
     if not points:
         raise BadMessage("bad_value", "boolean_map found no field holding a boolean or a boolean word")
     return points
@@ -139,6 +141,7 @@ def _boolean_map(parameter: Parameter, body: dict[str, Any]) -> list[_Point]:
 def _passthrough(field: str, value: object) -> _Point | None:
     if value is None or isinstance(value, dict | list):
         return None
+    check_field_name(field)
     if isinstance(value, bool):
         return field, 1.0 if value else 0.0, None, None
     if isinstance(value, int | float):

@@ -29,6 +29,7 @@ COMPONENT_TYPES: Final = frozenset(get_args(ComponentType))
 #: Components that exist once per connector and carry no number.
 _UNNUMBERED: Final = frozenset({"door-sensors", "exit-buttons"})
 MAX_CONNECTOR: Final = 4
+_CONNECTORS: Final = frozenset(str(n) for n in range(1, MAX_CONNECTOR + 1))
 
 _DEVICE_RE: Final = re.compile(r"f2-[0-9a-f]{12}")
 _MAC_SEPARATORS: Final = re.compile(r"[:\-.\s]")
@@ -85,7 +86,7 @@ def parse_topic(topic: str) -> TopicInfo:
         raise _bad(topic, f"device {device_id!r} is not f2- followed by 12 lowercase hex digits")
     if mode not in MODES:
         raise _bad(topic, f"mode {mode!r} is not one of {', '.join(sorted(MODES))}")
-    if not (connector_text.isdigit() and 1 <= int(connector_text) <= MAX_CONNECTOR):
+    if connector_text not in _CONNECTORS:
         raise _bad(topic, f"connector {connector_text!r} is not a number from 1 to {MAX_CONNECTOR}")
     component_type, number = _split_component(topic, component)
     return TopicInfo(

@@ -286,32 +286,17 @@ def test_the_parameter_is_looked_up_before_the_payload_is_read(full_index: Param
     assert failure(full_index, "stat/f2-000000000001/alarm-mode/3/siren-1", b"not json").reason == "unknown_device"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_message does not guard parse_timestamp's astimezone(UTC): a zoned timestamp at the edge of the "
-    "datetime range raises OverflowError out of decode_message instead of BadMessage('bad_timestamp')",
-)
 def test_timestamp_overflow_is_dead_lettered(full_index: ParameterIndex) -> None:
     body = orjson.dumps({"timestamp": "0001-01-01T00:00:00+01:00", "state": "locked"})
     assert failure(full_index, STRIKE, body).reason == "bad_timestamp"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="field names become data_point (part of the primary key) without check_text: a NUL in a JSON key "
-    "yields a Measurement the database refuses (partly written message), and a key longer than 1024 is kept",
-)
 @pytest.mark.parametrize("field", ["volt\u0000age", "v" * 1025])
 def test_bad_field_names_are_refused(full_index: ParameterIndex, field: str) -> None:
     body = orjson.dumps({"timestamp": STAMP, "state": "locked", field: 12.1})
     assert failure(full_index, STRIKE, body).reason == "bad_value"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a boolean word is kept as text_value unchecked: padded with whitespace it passes to_boolean "
-    "(strip) and lands longer than the 1024 characters check_text allows",
-)
 def test_padded_boolean_word_respects_the_text_limit(full_index: ParameterIndex) -> None:
     value = "locked" + " " * 2000
     try:

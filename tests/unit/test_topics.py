@@ -126,11 +126,6 @@ def test_bad_topics_name_the_bad_part(topic: str, detail: str) -> None:
     assert str(caught.value) == f"bad_topic: {caught.value.detail}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_topic checks the connector with str.isdigit(), which is true for non-ASCII digits: "
-    "'²' then makes int() raise ValueError (not BadMessage), '١' and '𝟙' are accepted as connector 1",
-)
 @pytest.mark.parametrize("connector", ["²", "١", "𝟙"])
 def test_connector_with_non_ascii_digits_is_bad_topic(connector: str) -> None:
     topic = f"stat/{DEVICE}/alarm-mode/{connector}/siren-1"
