@@ -9,7 +9,6 @@ installed (`pip install -e .`) in the interpreter running pytest.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
