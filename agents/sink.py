@@ -39,6 +39,7 @@ def register(
             started = time.perf_counter()
             inserted, rejected = await writer.write(batch)
             metrics.sink_batch_seconds.observe(time.perf_counter() - started)
+            metrics.observe_committed(batch, time.time())
             metrics.sink_batch_size.observe(len(batch))
             metrics.rows_written.inc(inserted)
             metrics.rows_duplicate.inc(len(batch) - inserted - len(rejected))

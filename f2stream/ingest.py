@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,13 +23,13 @@ import aiomqtt
 import paho.mqtt.client as paho
 from mode import Service
 
-from f2stream import web
+from f2stream import health, web
 from f2stream.appbase import F2App, load_settings
 from f2stream.decode import format_time
+from f2stream.health import Check, HealthChecks
 from f2stream.kafka import RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
-from f2stream.web import Check
 
 __all__ = ["MqttIngest", "app", "subscriptions"]
 
@@ -64,12 +65,15 @@ class MqttIngest(Service):
         self.metrics = metrics
         self.connected = False
         self.last_error: str | None = None
+        self._paho: paho.Client | None = None
 
     @Service.task
     async def _run(self) -> None:
-        backoff = 1.0
+        backoff, first = 1.0, True
         while not self.should_stop:
-            self.metrics.mqtt_reconnects.inc()
+            if not first:
+                self.metrics.mqtt_reconnects.inc()
+            first = False
             try:
                 await self._session()
                 backoff = 1.0
@@ -100,6 +104,7 @@ class MqttIngest(Service):
         # paho client does, so we switch it on there and ack after Kafka.
         mqtt: paho.Client = client._client  # noqa: SLF001
         mqtt.manual_ack_set(True)
+        self._paho = mqtt
         producer = await self.app.maybe_start_producer()
         pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]] = asyncio.Queue(s.mqtt_max_inflight)
         async with client:
@@ -118,13 +123,16 @@ class MqttIngest(Service):
         self, client: aiomqtt.Client, producer: Any, pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]]
     ) -> None:
         received = self.metrics.mqtt_received
+        note_device, clock = self.metrics.devices.note, time.monotonic
         async for message in client.messages:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
             received_at = format_time(datetime.now(UTC))
+            key = device_key(topic)
+            note_device(key, clock())
             future = await producer.send(
                 RAW_TOPIC,
-                device_key(topic),
+                key,
                 payload,
                 None,
                 None,
@@ -151,10 +159,10 @@ class MqttIngest(Service):
         self.connected = up
         self.metrics.mqtt_connected.set(1 if up else 0)
 
-    def health(self) -> Check:
-        """The MQTT entry of `/health`."""
+    async def health(self) -> Check:
+        """The MQTT entry of `/health`: the session is up and its socket connected right now."""
         where = f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
-        if self.connected:
+        if self.connected and self._paho is not None and self._paho.is_connected():
             return Check("mqtt", "ok", f"session up at {where}")
         return Check("mqtt", "failing", f"not connected to {where}: {self.last_error or 'connecting'}")
 
@@ -170,4 +178,11 @@ app = F2App("f2stream-ingest", settings, web_port=6067)
 metrics = Metrics()
 ingest = MqttIngest(app, settings, metrics)
 app.service(ingest)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
-web.register(app, metrics, lambda: [ingest.health()])
+
+
+async def _kafka() -> Check:
+    return await health.kafka_check(settings.kafka_bootstrap)
+
+
+health_checks = HealthChecks({"kafka": _kafka, "mqtt": ingest.health})
+web.register(app, metrics, health_checks)

@@ -5,15 +5,14 @@ Run it with `faust -A f2stream worker -l info` (web on :6066).
 
 from __future__ import annotations
 
-import time
-
-from f2stream import cli, web
+from f2stream import cli, health, web
 from f2stream.agents import decode, sink
 from f2stream.appbase import F2App, PipelineTopics, load_settings
+from f2stream.health import Check, HealthChecks
+from f2stream.kafka import DECODED_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.tables.params import ParameterCache
 from f2stream.timeseries import MeasurementWriter
-from f2stream.web import Check
 
 __all__ = ["app", "metrics", "params", "settings", "topics", "writer"]
 
@@ -37,28 +36,71 @@ sink_agent = sink.register(
 )
 
 
-def health_checks() -> list[Check]:
-    """What `/health` reports for the pipeline worker."""
-    checks = []
+# More than this many messages behind in total and the worker reports degraded.
+LAG_DEGRADED_ABOVE = 10_000
+
+
+def consumer_lag() -> dict[tuple[str, int], int]:
+    """Lag per assigned partition of raw_iot_data and decoded_iot_data."""
+    return health.consumer_lag(app.consumer, (RAW_TOPIC, DECODED_TOPIC))
+
+
+def _assigned() -> int:
+    return len(app.consumer.assignment())
+
+
+async def _kafka() -> Check:
+    return await health.kafka_check(settings.kafka_bootstrap, _assigned)
+
+
+async def _parameters() -> Check:
+    checked = await health.postgres_check(
+        "parameters",
+        settings.params_dsn,
+        settings.params_password,
+        "SELECT count(*) FROM device_parameters",
+        describe=lambda n: f"{n} rows in the database",
+    )
+    held = f"{params.index.size} parameters held"
     if params.loaded_at is None:
-        checks.append(Check("parameters", "failing", f"not loaded yet: {params.last_error or 'loading'}"))
-    else:
-        age = time.time() - params.loaded_at
-        checks.append(
-            Check(
-                "parameters",
-                "degraded" if params.last_error else "ok",
-                f"{params.index.size} parameters, loaded {age:.0f}s ago",
-            )
-        )
-    if writer.last_error:
-        checks.append(Check("timeseries", "failing", "writes are failing and being retried"))
-    else:
-        checks.append(Check("timeseries", "ok", "last write succeeded (or none needed)"))
-    assigned = len(app.consumer.assignment()) if app.consumer is not None else 0
-    checks.append(Check("kafka", "ok" if assigned else "degraded", f"{assigned} partitions assigned"))
-    return checks
+        return Check("parameters", "failing", f"{checked.detail}; not loaded yet ({params.last_error or 'loading'})")
+    if checked.status != "ok":  # decoding goes on with the last parameters
+        return Check("parameters", "degraded", f"{checked.detail}; {held}")
+    return Check("parameters", "ok", f"{checked.detail}; {held}")
 
 
+async def _timeseries() -> Check:
+    checked = await health.postgres_check(
+        "timeseries",
+        settings.timeseries_dsn,
+        settings.timeseries_password,
+        "SELECT max(time) FROM iot_measurements",  # the time index answers it
+        describe=lambda t: f"newest device time {t.isoformat() if t else 'none'}",
+    )
+    if checked.status == "ok" and writer.last_error:
+        return Check("timeseries", "degraded", f"{checked.detail}; the last write failed and is being retried")
+    return checked
+
+
+async def _lag() -> Check:
+    return health.lag_check(consumer_lag, degraded_above=LAG_DEGRADED_ABOVE)
+
+
+async def _rows() -> Check:
+    return health.rows_check(writer.last_commit_at, sum(consumer_lag().values()))
+
+
+health_checks = HealthChecks(
+    {
+        "kafka": _kafka,
+        "parameters": _parameters,
+        "timeseries": _timeseries,
+        "consumer_lag": _lag,
+        "rows": _rows,
+    }
+)
+metrics.watch_lag(consumer_lag)
+metrics.parameters.set_function(lambda: params.index.size)
+metrics.parameters_synced.set_function(lambda: params.loaded_at or 0.0)
 web.register(app, metrics, health_checks)
 cli.register(app, settings)

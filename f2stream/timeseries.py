@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class MeasurementWriter:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
         self.last_error: str | None = None
+        self.last_commit_at: float | None = None  # time.time() of the last committed batch
 
     async def close(self) -> None:
         """Close the pool; safe to call twice."""
@@ -71,7 +73,7 @@ class MeasurementWriter:
                     inserted, rejected = await self._insert(batch), list[Rejected]()
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
                     inserted, rejected = await self._insert_one_by_one(batch)
-                self.last_error = None
+                self.last_error, self.last_commit_at = None, time.time()
                 return inserted, rejected
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Keep trying even while stopping: returning would acknowledge

@@ -1,48 +1,26 @@
-"""Web views both workers serve: `/metrics` (Prometheus) and `/health`."""
+"""Web views both workers serve: `/metrics` (Prometheus), `/health` and `/livez`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 
+from f2stream.health import Check, HealthChecks, overall
 from f2stream.metrics import Metrics
 
 __all__ = ["Check", "register"]
 
-Status = Literal["ok", "degraded", "failing"]
-_RANK: dict[Status, int] = {"ok": 0, "degraded": 1, "failing": 2}
 
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """The state of one dependency, as `/health` reports it (never a secret)."""
-
-    name: str
-    status: Status
-    detail: str
-
-
-def overall(checks: list[Check]) -> Status:
-    """The worst status of all checks."""
-    worst: Status = "ok"
-    for check in checks:
-        if _RANK[check.status] > _RANK[worst]:
-            worst = check.status
-    return worst
-
-
-def register(app: faust.App, metrics: Metrics, checks: Callable[[], list[Check]]) -> None:
-    """Serve `/metrics` (Faust's and ours, one registry) and `/health` (200 unless failing)."""
+def register(app: faust.App, metrics: Metrics, checks: HealthChecks) -> None:
+    """Serve `/metrics` (Faust's and ours, one registry), `/health` (200 unless failing), `/livez`."""
     setup_prometheus_sensors(app, pattern="/metrics", registry=metrics.registry)
 
     @app.page("/health")
     async def health(self: View, request: Request) -> Response:
-        results = checks()
+        results = await checks.run()
         status = overall(results)
         body: dict[str, Any] = {
             "status": status,
@@ -53,4 +31,5 @@ def register(app: faust.App, metrics: Metrics, checks: Callable[[], list[Check]]
 
     @app.page("/livez")
     async def livez(self: View, request: Request) -> Response:
+        # Liveness: the event loop answers. No dependency is touched here.
         return self.json({"status": "alive"})

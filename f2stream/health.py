@@ -1,0 +1,181 @@
+"""Health checks of both workers: each dependency actually checked, bounded and cached.
+
+A check is an async function returning a :class:`Check`. :class:`HealthChecks`
+runs them concurrently, each under a timeout, and caches the result for a
+moment, so that a storm of `/health` requests costs the dependencies one
+round of checks per `ttl_s`, never one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiokafka
+import asyncpg
+
+from f2stream.db import connect, describe_dsn
+from f2stream.settings import Secret
+
+__all__ = [
+    "Check",
+    "CheckFn",
+    "HealthChecks",
+    "Status",
+    "consumer_lag",
+    "kafka_check",
+    "lag_check",
+    "overall",
+    "postgres_check",
+    "rows_check",
+]
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["ok", "degraded", "failing"]
+_RANK: dict[Status, int] = {"ok": 0, "degraded": 1, "failing": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The state of one dependency, as `/health` reports it (never a secret)."""
+
+    name: str
+    status: Status
+    detail: str
+
+
+CheckFn = Callable[[], Awaitable[Check]]
+
+
+def overall(checks: Sequence[Check]) -> Status:
+    """The worst status of all checks."""
+    worst: Status = "ok"
+    for check in checks:
+        if _RANK[check.status] > _RANK[worst]:
+            worst = check.status
+    return worst
+
+
+class HealthChecks:
+    """Runs named checks concurrently, each within `timeout_s`; caches the result for `ttl_s`."""
+
+    def __init__(self, checks: Mapping[str, CheckFn], *, timeout_s: float = 2.0, ttl_s: float = 1.5) -> None:
+        if timeout_s <= 0 or ttl_s < 0:
+            raise ValueError(f"timeout_s must be > 0 and ttl_s >= 0 (got {timeout_s}, {ttl_s})")
+        self.checks = dict(checks)
+        self.timeout_s = timeout_s
+        self.ttl_s = ttl_s
+        self._result: list[Check] = []
+        self._at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> list[Check]:
+        """The current checks: cached when younger than `ttl_s`; concurrent callers share one round."""
+        if time.monotonic() - self._at < self.ttl_s:
+            return self._result
+        async with self._lock:
+            if time.monotonic() - self._at < self.ttl_s:  # another caller just refreshed it
+                return self._result
+            results = await asyncio.gather(*(self._one(name, fn) for name, fn in self.checks.items()))
+            self._result, self._at = list(results), time.monotonic()
+            return self._result
+
+    async def _one(self, name: str, fn: CheckFn) -> Check:
+        try:
+            return await asyncio.wait_for(fn(), timeout=self.timeout_s)
+        except TimeoutError:
+            return Check(name, "failing", f"no answer within {self.timeout_s:g}s")
+        except Exception as exc:  # a broken check must not break /health
+            logger.debug("Health check %s raised", name, exc_info=True)
+            return Check(name, "failing", f"check raised {exc.__class__.__name__}")
+
+
+async def kafka_check(bootstrap: str, assignment: Callable[[], int] | None = None, *, timeout_s: float = 1.5) -> Check:
+    """Kafka answers a metadata request; with `assignment`, the worker holds partitions too."""
+    client = aiokafka.AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await client.bootstrap()
+        brokers = len(client.cluster.brokers())
+    except Exception as exc:  # noqa: BLE001  # aiokafka raises its own errors and OSErrors alike
+        return Check("kafka", "failing", f"{bootstrap} unreachable ({exc.__class__.__name__})")
+    finally:
+        await client.close()
+    if assignment is None:
+        return Check("kafka", "ok", f"{brokers} broker(s) at {bootstrap}")
+    assigned = assignment()
+    if assigned == 0:
+        return Check("kafka", "degraded", f"{brokers} broker(s) at {bootstrap}, no partitions assigned")
+    return Check("kafka", "ok", f"{brokers} broker(s) at {bootstrap}, {assigned} partitions assigned")
+
+
+async def postgres_check(
+    name: str, dsn: str, password: Secret | None, query: str, *, describe: Callable[[Any], str], timeout_s: float = 1.5
+) -> Check:
+    """Connect, run `query` (one value), close; `describe` turns the value into the detail."""
+    where = describe_dsn(dsn)
+    try:
+        conn = await connect(dsn, password, timeout_s=timeout_s)
+        try:
+            value = await conn.fetchval(query, timeout=timeout_s)
+        finally:
+            await conn.close(timeout=timeout_s)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return Check(name, "failing", f"{where} unavailable ({exc.__class__.__name__})")
+    return Check(name, "ok", f"{where}: {describe(value)}")
+
+
+def consumer_lag(consumer: Any, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """Messages behind the end of each assigned partition of `topics`, from the consumer's memory.
+
+    The consumer is Faust's; the numbers come from its latest fetch responses
+    (high water) and its commits, so computing them costs no request.
+    """
+    lag: dict[tuple[str, int], int] = {}
+    if consumer is None:
+        return lag
+    committed = consumer._committed_offset  # noqa: SLF001  # Faust exposes no public accessor
+    read = consumer._read_offset  # noqa: SLF001
+    for tp in consumer.assignment():
+        if tp.topic not in topics:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # unassigned meanwhile, or no fetch yet  # noqa: BLE001
+            continue
+        if high is None:
+            continue
+        position = committed.get(tp)
+        if position is None:
+            last_read = read.get(tp)
+            position = 0 if last_read is None else last_read + 1
+        lag[(tp.topic, tp.partition)] = max(0, high - position)
+    return lag
+
+
+def lag_check(lag: Callable[[], Mapping[tuple[str, int], int]], *, degraded_above: int) -> Check:
+    """Degraded when the worker is more than `degraded_above` messages behind in total."""
+    values = lag()
+    total = sum(values.values())
+    worst = max(values.values(), default=0)
+    detail = f"{total} messages behind on {len(values)} partitions (worst {worst})"
+    return Check("consumer_lag", "degraded" if total > degraded_above else "ok", detail)
+
+
+def rows_check(
+    last_commit_at: float | None, backlog: int, *, now: float | None = None, stale_after_s: float = 60.0
+) -> Check:
+    """Age of the newest row this worker committed; degraded when work waits and nothing lands."""
+    now = time.time() if now is None else now
+    if last_commit_at is None:
+        if backlog > 0:
+            return Check("rows", "degraded", f"no rows written yet, {backlog} messages waiting")
+        return Check("rows", "ok", "no rows written yet (nothing to write)")
+    age = max(0.0, now - last_commit_at)
+    if backlog > 0 and age > stale_after_s:
+        return Check("rows", "degraded", f"newest row written {age:.0f}s ago, {backlog} messages waiting")
+    return Check("rows", "ok", f"newest row written {age:.1f}s ago")
