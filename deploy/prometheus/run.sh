@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# A local Prometheus (Debian's `prometheus` package) scraping both f2stream
+# workers of the local stack, with deploy/prometheus/rules.yml loaded.
+#
+# Usage: deploy/prometheus/run.sh up|down|status|url
+#
+# State lives under $F2_VAR_DIR (default <repo>/var): prometheus/ (rendered
+# config), data/prometheus/, log/prometheus.log, run/prometheus.pid.
+# Settings:
+#   F2_PROMETHEUS_PORT             9090   (bound to 127.0.0.1 only)
+#   F2_PIPELINE_WEB_PORT           6066   the pipeline worker's web port
+#   F2_INGEST_WEB_PORT             6067   the ingest worker's web port
+#   F2_PROMETHEUS_SCRAPE_INTERVAL  5s
+#   F2_PROMETHEUS_RETENTION        7d
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VAR=$(realpath -m "${F2_VAR_DIR:-$ROOT/var}")
+PORT=${F2_PROMETHEUS_PORT:-9090}
+PIPELINE_PORT=${F2_PIPELINE_WEB_PORT:-6066}
+INGEST_PORT=${F2_INGEST_WEB_PORT:-6067}
+INTERVAL=${F2_PROMETHEUS_SCRAPE_INTERVAL:-5s}
+RETENTION=${F2_PROMETHEUS_RETENTION:-7d}
+PROMETHEUS=${F2_PROMETHEUS_BIN:-/usr/bin/prometheus}
+
+CONF_DIR=$VAR/prometheus
+CONF=$CONF_DIR/prometheus.yml
+DATA=$VAR/data/prometheus
+LOG=$VAR/log/prometheus.log
+PID=$VAR/run/prometheus.pid
+
+log() { printf 'prometheus: %s\n' "$*"; }
+die() {
+    printf 'prometheus: %s\n' "$*" >&2
+    exit 1
+}
+
+for value in "$PORT" "$PIPELINE_PORT" "$INGEST_PORT"; do
+    [[ $value =~ ^[0-9]+$ ]] || die "ports must be numbers (got '$value')"
+done
+
+# The pid in $PID when that process is alive and is our Prometheus.
+live_pid() {
+    local pid
+    [[ -r $PID ]] || return 1
+    pid=$(head -n 1 "$PID")
+    [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$CONF" || return 1
+    printf '%s\n' "$pid"
+}
+
+ready() { curl -fsS --max-time 2 "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1; }
+
+render() {
+    mkdir -p "$CONF_DIR" "$DATA" "$(dirname "$LOG")" "$(dirname "$PID")"
+    cp "$ROOT/deploy/prometheus/rules.yml" "$CONF_DIR/rules.yml"
+    cat >"$CONF" <<CONF
+# Written by deploy/prometheus/run.sh on every start: edit the script, not this file.
+global:
+  scrape_interval: $INTERVAL
+  evaluation_interval: $INTERVAL
+rule_files:
+  - $CONF_DIR/rules.yml
+scrape_configs:
+  - job_name: f2stream-pipeline
+    static_configs:
+      - targets: ["127.0.0.1:$PIPELINE_PORT"]
+  - job_name: f2stream-ingest
+    static_configs:
+      - targets: ["127.0.0.1:$INGEST_PORT"]
+CONF
+    if command -v promtool >/dev/null; then
+        promtool check config "$CONF" >/dev/null || die "rendered config $CONF is invalid: run promtool check config $CONF"
+    fi
+}
+
+cmd_up() {
+    local pid
+    [[ -x $PROMETHEUS ]] || die "$PROMETHEUS not found: run deploy/stack.sh install (Debian package prometheus)"
+    if pid=$(live_pid); then
+        log "already running (pid $pid) on http://127.0.0.1:$PORT"
+        return 0
+    fi
+    if curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$PORT/"; then
+        die "port $PORT is taken by another process: set F2_PROMETHEUS_PORT"
+    fi
+    render
+    log "starting on 127.0.0.1:$PORT, scraping :$PIPELINE_PORT and :$INGEST_PORT every $INTERVAL"
+    nohup "$PROMETHEUS" --config.file="$CONF" --storage.tsdb.path="$DATA" \
+        --storage.tsdb.retention.time="$RETENTION" --web.listen-address="127.0.0.1:$PORT" \
+        --web.enable-lifecycle >>"$LOG" 2>&1 </dev/null &
+    printf '%s\n' "$!" >"$PID"
+    for _ in $(seq 60); do
+        ready && {
+            log "ready: http://127.0.0.1:$PORT (alerts: /alerts, targets: /targets)"
+            return 0
+        }
+        live_pid >/dev/null || die "exited during start-up: see $LOG"
+        sleep 0.5
+    done
+    die "not ready after 30s: see $LOG"
+}
+
+cmd_down() {
+    local pid
+    if pid=$(live_pid); then
+        log "stopping (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 60); do
+            [[ -d /proc/$pid ]] || break
+            sleep 0.5
+        done
+        [[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null
+    fi
+    rm -f "$PID"
+}
+
+cmd_status() {
+    local pid
+    if pid=$(live_pid); then
+        printf '%-14s running  127.0.0.1:%-6s pid %s\n' prometheus "$PORT" "$pid"
+    else
+        printf '%-14s stopped  127.0.0.1:%-6s -\n' prometheus "$PORT"
+    fi
+}
+
+case ${1:-} in
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+url) printf 'http://127.0.0.1:%s\n' "$PORT" ;;
+*)
+    echo "usage: deploy/prometheus/run.sh up|down|status|url" >&2
+    exit 2
+    ;;
+esac
