@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from f2stream.tables.params import ParameterCache
+from f2stream.tables.params import ParameterTable
 
 from f2stream.deadletter import dead_letter_headers, header_map
 from f2stream.decode import decode_message, format_time
@@ -24,7 +24,7 @@ def register(
     raw: faust.TopicT,
     decoded: faust.TopicT,
     dead: faust.TopicT,
-    params: ParameterCache,
+    params: ParameterTable,
     metrics: Metrics,
 ) -> Any:
     """Attach the decode agent to `app`; return it."""
@@ -39,7 +39,7 @@ def register(
             received_at = headers.get("received_at") or format_time(datetime.fromtimestamp(message.timestamp, UTC))
             payload = message.value if isinstance(message.value, bytes) else b""
             try:
-                measurements = decode_message(topic, payload, received_at, params.index)
+                measurements = decode_message(topic, payload, received_at, params)
             except BadMessage as exc:
                 reason, detail = exc.reason, exc.detail
             except Exception as exc:  # a decoder bug must not lose the message: dead-letter it

@@ -7,6 +7,7 @@ failure is a :class:`~f2stream.errors.BadMessage` with a reason.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -154,6 +155,37 @@ class ModbusFrame:
     address: int
     function: int
     data: bytes
+
+    def value(self, offset: int, data_type: str, byte_order: str = "big", word_order: str = "big") -> float:
+        """Read a number from the data bytes at a byte offset.
+
+        Args:
+            offset: where the value starts in the data (after the byte count).
+            data_type: int16, uint16, int32, uint32 or float32.
+            byte_order: order of the two bytes inside each 16-bit word (Modbus: big).
+            word_order: order of the two words of a 32-bit value (big: high word first).
+
+        Raises:
+            BadMessage: `bad_frame` when the frame is too short; `bad_value` for a NaN or infinite float32.
+        """
+        size = 2 if data_type in ("int16", "uint16") else 4
+        chunk = self.data[offset : offset + size]
+        if offset < 0 or len(chunk) < size:
+            raise BadMessage(
+                "bad_frame", f"{data_type} at byte {offset} needs {size} bytes, the frame holds {len(self.data)}"
+            )
+        words = [chunk[i : i + 2] for i in range(0, size, 2)]
+        if byte_order == "little":
+            words = [w[::-1] for w in words]
+        if word_order == "little":
+            words.reverse()
+        raw = b"".join(words)
+        if data_type == "float32":
+            number: float = struct.unpack(">f", raw)[0]
+            if not math.isfinite(number):
+                raise BadMessage("bad_value", f"float32 at byte {offset} is {number}, expected a finite number")
+            return number
+        return int.from_bytes(raw, "big", signed=not data_type.startswith("u"))
 
     def register(self, index: int) -> int:
         """Return register `index` (0-based) as a signed 16-bit big-endian integer.

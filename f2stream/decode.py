@@ -1,11 +1,13 @@
 """Turn one raw MQTT message into measurements: the decode agent's pure core.
 
-Rules (written down in docs/encodings.md and pinned by tests):
+Rules (docs/encodings.md, pinned by tests):
 
-* The parameter for the topic's component picks the encoding of its main
-  field (strike and siren: `state`; reader: `card_id`; exit-buttons:
-  `button_pressed`; motion-sensor: `motion_detected`; sensor: `data`).
-  `boolean_map` reads every field that holds a boolean word.
+* The parameters of the topic's component are applied one by one. Each reads
+  its `field`, by default the component's main field (strike and siren:
+  `state`; reader: `card_id`; exit-buttons: `button_pressed`;
+  motion-sensor: `motion_detected`; sensor: `data`), and yields a data point
+  named `data_point`, by default the field's name. `boolean_map` reads every
+  field holding a boolean word that no other parameter read.
 * Every other field is kept as a data point of its own: numbers and booleans
   as numeric values, strings as text values; nested values and nulls are
   ignored. Nothing the device sent is dropped silently.
@@ -13,10 +15,14 @@ Rules (written down in docs/encodings.md and pinned by tests):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from f2stream.codecs import (
+    DEFAULT_FALSE_WORDS,
+    DEFAULT_TRUE_WORDS,
+    ModbusFrame,
     check_field_name,
     check_number,
     check_text,
@@ -26,13 +32,13 @@ from f2stream.codecs import (
     to_boolean,
 )
 from f2stream.errors import BadMessage
-from f2stream.parameters import Parameter, ParameterIndex
+from f2stream.parameters import DeviceCodec, Parameter
 from f2stream.records import Measurement
 from f2stream.topics import TopicInfo, parse_topic
 
-__all__ = ["MAIN_FIELDS", "decode_message", "format_time"]
+__all__ = ["MAIN_FIELDS", "CodecSource", "decode_message", "decode_with", "format_time"]
 
-#: The field a component's parameter decodes (None: `boolean_map` reads every boolean field).
+#: The field a parameter reads unless it names another (None: `boolean_map` reads every boolean field).
 MAIN_FIELDS: Final[dict[str, str | None]] = {
     "strike": "state",
     "door-sensors": None,
@@ -52,26 +58,45 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def decode_message(topic: str, payload: bytes, received_at: str, params: ParameterIndex) -> list[Measurement]:
-    """Decode one MQTT message into one measurement per value.
+class CodecSource(Protocol):
+    """Where the decoder finds a device's parameters: a :class:`ParameterIndex` or the parameter table."""
 
-    Args:
-        topic: the MQTT topic it was published on.
-        payload: the message body as received.
-        received_at: when the ingest worker received it (ISO 8601, UTC).
-        params: the device parameters.
+    def codec(self, device_id: str) -> DeviceCodec | None:
+        """The device's codec, or None for a device without parameters."""
+
+
+def decode_message(topic: str, payload: bytes, received_at: str, params: CodecSource) -> list[Measurement]:
+    """Decode one MQTT message with the parameters of its device (see :func:`decode_with`).
 
     Raises:
         BadMessage: the message cannot be decoded; `reason` says why, `topic` where.
     """
     info = parse_topic(topic)
+    codec = params.codec(info.device_id)
+    if codec is None:
+        raise BadMessage("unknown_device", f"device {info.device_id} has no parameters", topic=topic)
+    return decode_with(info, payload, received_at, codec)
+
+
+def decode_with(info: TopicInfo, payload: bytes, received_at: str, codec: DeviceCodec) -> list[Measurement]:
+    """Decode one message of a parsed topic with its device's codec: one measurement per value.
+
+    Args:
+        info: the parsed MQTT topic.
+        payload: the message body as received.
+        received_at: when the ingest worker received it (ISO 8601, UTC).
+        codec: the device's parameters.
+
+    Raises:
+        BadMessage: the message cannot be decoded; `reason` says why, `topic` where.
+    """
     try:
-        parameter = params.lookup(info)
+        parameters = codec.for_component(info)
         body = parse_json_object(payload)
         time = format_time(parse_timestamp(body.get(_TIMESTAMP)))
-        points = _decode_fields(info, parameter, body)
+        points = _decode_fields(info, parameters, body)
     except BadMessage as exc:
-        exc.topic = topic
+        exc.topic = info.topic
         raise
     return [
         Measurement(
@@ -84,55 +109,83 @@ def decode_message(topic: str, payload: bytes, received_at: str, params: Paramet
             value=value,
             text_value=text,
             unit=unit,
-            source_topic=topic,
+            source_topic=info.topic,
             received_at=received_at,
+            param_version=codec.version,
         )
         for name, value, text, unit in points
     ]
 
 
-def _decode_fields(info: TopicInfo, parameter: Parameter, body: dict[str, Any]) -> list[_Point]:
-    main = MAIN_FIELDS[info.component_type]
-    if parameter.encoding == "boolean_map":
-        points = _boolean_map(parameter, body)
-        decoded = {name for name, *_ in points}
-    else:
-        field = main or "state"
+def _decode_fields(info: TopicInfo, parameters: Sequence[Parameter], body: dict[str, Any]) -> list[_Point]:
+    main = MAIN_FIELDS[info.component_type] or "state"
+    points: list[_Point] = []
+    read: set[str] = {_TIMESTAMP}
+    frames: dict[str, ModbusFrame] = {}
+    maps = []
+    for parameter in parameters:
+        if parameter.encoding == "boolean_map":
+            maps.append(parameter)
+            continue
+        field = parameter.field or main
         if field not in body:
             raise BadMessage(
                 "bad_payload", f"field {field!r} is missing for {info.component_type} ({parameter.encoding})"
             )
-        points = [_decode_main(parameter, field, body[field])]
-        decoded = {field}
+        points.append(_decode_one(parameter, field, body[field], frames))
+        read.add(field)
+    for parameter in maps:
+        points.extend(_boolean_map(parameter, body, read))
     for field, value in body.items():
-        if field != _TIMESTAMP and field not in decoded:
+        if field not in read:
             point = _passthrough(field, value)
             if point is not None:
                 points.append(point)
     return points
 
 
-def _decode_main(parameter: Parameter, field: str, value: object) -> _Point:
+def _decode_one(parameter: Parameter, field: str, value: object, frames: dict[str, ModbusFrame]) -> _Point:
+    name = parameter.data_point or field
     if parameter.encoding == "boolean":
+        flag = to_boolean(value, *_words(parameter))
         text = check_text(value, field) if isinstance(value, str) else None
-        return field, 1.0 if to_boolean(value) else 0.0, text, parameter.unit
+        return name, 1.0 if flag else 0.0, text, parameter.unit
     if parameter.encoding == "hex_to_float":
-        frame = parse_modbus_frame(value)
-        return field, frame.register(0) * parameter.scale, None, parameter.unit
-    return field, None, check_text(value, field), parameter.unit  # raw_string
+        frame = frames.get(field)
+        if frame is None:
+            frame = frames[field] = parse_modbus_frame(value)
+        number = frame.value(
+            parameter.byte_offset or 0, parameter.data_type or "int16",
+            parameter.byte_order or "big", parameter.word_order or "big",
+        )  # fmt: skip
+        return name, _scaled(parameter, number), None, parameter.unit
+    if parameter.encoding == "number":
+        return name, _scaled(parameter, check_number(value, field)), None, parameter.unit
+    return name, None, check_text(value, field), parameter.unit  # raw_string
 
 
-def _boolean_map(parameter: Parameter, body: dict[str, Any]) -> list[_Point]:
+def _scaled(parameter: Parameter, number: float) -> float:
+    scaled = number * parameter.scale
+    return scaled if parameter.decimals is None else round(scaled, parameter.decimals)
+
+
+def _words(parameter: Parameter) -> tuple[frozenset[str], frozenset[str]]:
+    return parameter.true_words or DEFAULT_TRUE_WORDS, parameter.false_words or DEFAULT_FALSE_WORDS
+
+
+def _boolean_map(parameter: Parameter, body: dict[str, Any], read: set[str]) -> list[_Point]:
     points: list[_Point] = []
+    true_words, false_words = _words(parameter)
     for field, value in body.items():
-        if field == _TIMESTAMP:
+        if field in read:
             continue
         try:
-            flag = to_boolean(value)
+            flag = to_boolean(value, true_words, false_words)
         except BadMessage:
             continue
         text = check_text(value, field) if isinstance(value, str) else None
         points.append((check_field_name(field), 1.0 if flag else 0.0, text, parameter.unit))
+        read.add(field)
     if not points:
         raise BadMessage("bad_value", "boolean_map found no field holding a boolean or a boolean word")
     return points

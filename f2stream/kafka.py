@@ -12,14 +12,25 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from f2stream.errors import F2StreamError
 
-__all__ = ["DEAD_LETTER_TOPIC", "DECODED_TOPIC", "PIPELINE_TOPICS", "RAW_TOPIC", "TopicSetupError", "ensure_topics"]
+__all__ = [
+    "DEAD_LETTER_TOPIC",
+    "DECODED_TOPIC",
+    "PARAMETERS_TOPIC",
+    "PIPELINE_TOPICS",
+    "RAW_TOPIC",
+    "TopicSetupError",
+    "ensure_topics",
+]
 
 logger = logging.getLogger(__name__)
 
 RAW_TOPIC: Final = "raw_iot_data"
 DECODED_TOPIC: Final = "decoded_iot_data"
 DEAD_LETTER_TOPIC: Final = "iot_dead_letter"
-PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC)
+#: Compacted: the latest parameter set of each device, keyed by device id.
+PARAMETERS_TOPIC: Final = "device_parameters"
+PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC)
+_TOPIC_CONFIGS: Final = {PARAMETERS_TOPIC: {"cleanup.policy": "compact"}}
 _TOPIC_ALREADY_EXISTS: Final = 36
 
 
@@ -62,7 +73,11 @@ async def _create_missing(admin: AIOKafkaAdminClient, partitions: int, replicati
     for name, count in existing.items():
         if count != partitions:
             logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)
-    missing = [NewTopic(name, partitions, replication) for name in PIPELINE_TOPICS if name not in existing]
+    missing = [
+        NewTopic(name, partitions, replication, topic_configs=_TOPIC_CONFIGS.get(name, {}))
+        for name in PIPELINE_TOPICS
+        if name not in existing
+    ]
     if not missing:
         return
     try:

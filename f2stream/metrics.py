@@ -118,7 +118,7 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.parameters = Gauge("f2_parameters", "Device parameters held by the decoder", registry=r)
+        self.parameters = Gauge("f2_parameters", "Devices in this worker's parameter table", registry=r)
         self.parameters_synced = Gauge(
             "f2_parameters_last_sync_timestamp_seconds",
             "Unix time of the last successful parameter load (0: never)",

@@ -11,7 +11,7 @@ from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks
 from f2stream.kafka import DECODED_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
-from f2stream.tables.params import ParameterCache
+from f2stream.tables.params import ParameterTable
 from f2stream.timeseries import MeasurementWriter
 
 __all__ = ["app", "metrics", "params", "settings", "topics", "writer"]
@@ -20,8 +20,7 @@ settings = load_settings()
 app = F2App("f2stream", settings, web_port=6066)
 topics = PipelineTopics(app)
 metrics = Metrics()
-params = ParameterCache(settings)
-app.service(params)
+params = ParameterTable(app, settings, topics.parameters)
 writer = MeasurementWriter(settings)
 
 decode_agent = decode.register(app, topics.raw, topics.decoded, topics.dead, params, metrics)
@@ -61,10 +60,8 @@ async def _parameters() -> Check:
         "SELECT count(*) FROM device_parameters",
         describe=lambda n: f"{n} rows in the database",
     )
-    held = f"{params.index.size} parameters held"
-    if params.loaded_at is None:
-        return Check("parameters", "failing", f"{checked.detail}; not loaded yet ({params.last_error or 'loading'})")
-    if checked.status != "ok":  # decoding goes on with the last parameters
+    held = f"{params.size} devices in this worker's parameter table"
+    if checked.status != "ok":  # decoding goes on with the table
         return Check("parameters", "degraded", f"{checked.detail}; {held}")
     return Check("parameters", "ok", f"{checked.detail}; {held}")
 
@@ -100,7 +97,7 @@ health_checks = HealthChecks(
     }
 )
 metrics.watch_lag(consumer_lag)
-metrics.parameters.set_function(lambda: params.index.size)
-metrics.parameters_synced.set_function(lambda: params.loaded_at or 0.0)
+metrics.parameters.set_function(lambda: params.size)
+metrics.parameters_synced.set_function(lambda: params.sync.synced_at or 0.0)
 web.register(app, metrics, health_checks)
 cli.register(app, settings)

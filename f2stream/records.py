@@ -6,7 +6,7 @@ from typing import Optional
 
 import faust
 
-__all__ = ["Measurement"]
+__all__ = ["Measurement", "ParameterSet"]
 
 
 class Measurement(faust.Record, serializer="json", include_metadata=False):
@@ -27,3 +27,16 @@ class Measurement(faust.Record, serializer="json", include_metadata=False):
     unit: Optional[str]  # noqa: UP045
     source_topic: str
     received_at: str
+    param_version: Optional[int] = None  # noqa: UP045
+
+
+class ParameterSet(faust.Record, serializer="json", include_metadata=False):
+    """A device's effective parameters at one version: a record of `device_parameters`.
+
+    `parameters` holds rows as :meth:`f2stream.parameters.Parameter.as_row`
+    writes them; an empty list means the device has no parameters any more.
+    """
+
+    device_id: str
+    version: int
+    parameters: list  # type: ignore[type-arg]  # faust cannot read list[dict[str, Any]]

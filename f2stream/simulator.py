@@ -45,7 +45,7 @@ DEMO_PARAMETERS: tuple[tuple[str, str, str | None, str, str, float], ...] = (
 _UPSERT = """
 INSERT INTO device_parameters (device_id, mode, component_type, component_number, encoding, unit, scale_factor)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (device_id, mode, component_type, coalesce(component_number, ''))
+ON CONFLICT (device_id, mode, component_type, coalesce(component_number, ''), coalesce(data_point, ''))
 DO UPDATE SET encoding = EXCLUDED.encoding, unit = EXCLUDED.unit,
               scale_factor = EXCLUDED.scale_factor, updated_at = now()
 """

@@ -24,11 +24,11 @@ logger = logging.getLogger(__name__)
 _INSERT = """
 INSERT INTO iot_measurements
     (time, device_id, mode, connector, component, data_point,
-     value, text_value, unit, source_topic, received_at)
-SELECT t::timestamptz, d, m, c, co, dp, v, tv, u, st, r::timestamptz
+     value, text_value, unit, source_topic, received_at, param_version)
+SELECT t::timestamptz, d, m, c, co, dp, v, tv, u, st, r::timestamptz, pv
 FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[], $6::text[],
-            $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[])
-     AS u(t, d, m, c, co, dp, v, tv, u, st, r)
+            $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[])
+     AS u(t, d, m, c, co, dp, v, tv, u, st, r, pv)
 ON CONFLICT DO NOTHING
 """
 _BACKOFF_FIRST_S = 0.2
@@ -126,4 +126,5 @@ def _columns(batch: Sequence[Measurement]) -> list[list[object]]:
         [m.unit for m in batch],
         [m.source_topic for m in batch],
         [m.received_at for m in batch],
+        [m.param_version for m in batch],
     ]

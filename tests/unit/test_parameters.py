@@ -25,7 +25,7 @@ def row(**changes: object) -> dict[str, object]:
 
 
 def test_encodings() -> None:
-    assert {"boolean", "boolean_map", "hex_to_float", "raw_string"} == ENCODINGS
+    assert {"boolean", "boolean_map", "hex_to_float", "raw_string", "number"} == ENCODINGS
 
 
 def test_the_seed_rows_load_as_they_are(seed_rows: list[dict[str, object]]) -> None:
@@ -53,7 +53,7 @@ def test_missing_scale_is_one() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"encoding": "float"}, "encoding 'float' is not one of boolean, boolean_map, hex_to_float, raw_string"),
+        ({"encoding": "float"}, "encoding 'float' is not one of boolean, boolean_map, hex_to_float, number, raw_string"),
         ({"encoding": None}, "encoding None is not one of"),
         ({"mode": "door-mode"}, "mode 'door-mode' is not one of access-control-mode, alarm-mode, sensor-mode"),
         (
@@ -90,7 +90,7 @@ def test_index_counts(seed_index: ParameterIndex) -> None:
 def test_lookup_finds_the_seed_rows(
     seed_index: ParameterIndex, topic: str, component_type: str, number: str | None
 ) -> None:
-    parameter = seed_index.lookup(parse_topic(topic))
+    [parameter] = seed_index.lookup(parse_topic(topic))
     assert (parameter.component_type, parameter.component_number) == (component_type, number)
 
 
@@ -101,9 +101,9 @@ def test_own_number_first_then_the_row_for_all() -> None:
             Parameter.from_row(row(component_type="reader", component_number="2", encoding="raw_string", unit="two")),
         ]
     )
-    assert index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-2")).unit == "two"
-    assert index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-1")).unit == "all"
-    assert index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-7")).unit == "all"
+    for number, unit in (("2", "two"), ("1", "all"), ("7", "all")):
+        [parameter] = index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-{number}"))
+        assert parameter.unit == unit
 
 
 def test_unknown_device(seed_index: ParameterIndex) -> None:
