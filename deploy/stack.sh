@@ -10,11 +10,12 @@
 #   F2_KAFKA_PORT             9092
 #   F2_KAFKA_CONTROLLER_PORT  9093
 #   F2_MQTT_PORT              1883
-#   F2_MQTT_TLS_PORT          8883   (devices, mTLS: not enabled yet)
+#   F2_MQTT_TLS_PORT          8883   (devices, mTLS)
 #   F2_PARAMS_PORT            5432
 #   F2_TIMESERIES_PORT        5433
 #   F2_STACK_PG_BIN           newest /usr/lib/postgresql/*/bin
 #   F2_STACK_TIMEOUT          90     (seconds to wait for each service)
+#   F2_PYTHON                 <repo>/.venv/bin/python (creates the PKI on first `up`)
 # `up` writes $F2_VAR_DIR/stack.env with the F2_* settings the workers read.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ MQTT_TLS_PORT=${F2_MQTT_TLS_PORT:-8883}
 PARAMS_PORT=${F2_PARAMS_PORT:-5432}
 TIMESERIES_PORT=${F2_TIMESERIES_PORT:-5433}
 TIMEOUT=${F2_STACK_TIMEOUT:-90}
+PYTHON=${F2_PYTHON:-$ROOT/.venv/bin/python}
 
 RUN=$VAR/run
 LOG=$VAR/log
@@ -46,7 +48,7 @@ MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
 
-SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password db_password)
+SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password mqtt_admin_password db_password)
 
 log() { printf 'stack: %s\n' "$*"; }
 die() {
@@ -459,7 +461,22 @@ stop_pg() { # name
 
 # --- Mosquitto --------------------------------------------------------------
 
-mqtt_ready() { port_open "$MQTT_PORT"; }
+mqtt_ready() { port_open "$MQTT_PORT" && port_open "$MQTT_TLS_PORT"; }
+
+# The CA (created once, never replaced), the broker's certificate and the
+# CRL, through `faust -A f2stream pki init` (the cryptography package).
+ensure_pki() {
+    local pki=$VAR/pki file missing=0
+    for file in ca.crt ca.key server.crt server.key crl.pem; do
+        [[ -s $pki/$file ]] || missing=1
+    done
+    ((missing)) || return 0
+    [[ -x $PYTHON ]] || die "no PKI in $pki yet and $PYTHON is missing: run make venv, or set F2_PYTHON to a python with f2stream installed"
+    log "pki: creating the CA and the broker certificate in $pki"
+    (cd "$ROOT" && F2_PKI_DIR=$pki F2_MQTT_HOST=127.0.0.1 F2_DATA_DIR=$DATA/faust \
+        "$PYTHON" -m faust -A f2stream pki init 9>&-) >>"$LOG/pki.log" 2>&1 ||
+        die "pki init failed: see $LOG/pki.log"
+}
 
 start_mqtt() {
     local pid
@@ -471,18 +488,22 @@ start_mqtt() {
     fill "$DEPLOY/mosquitto/mosquitto.conf.tmpl" "$MQTT_CONF" \
         "USER=$(id -un)" "VAR_DIR=$VAR" "MQTT_PORT=$MQTT_PORT" "MQTT_TLS_PORT=$MQTT_TLS_PORT"
     cp "$DEPLOY/mosquitto/acl.tmpl" "$conf_dir/acl"
+    # The plugin's state (revoked devices) persists across restarts.
+    if [[ ! -s $conf_dir/dynsec.json ]]; then
+        (umask 077 && cp "$DEPLOY/mosquitto/dynsec.json" "$conf_dir/dynsec.json")
+    fi
     # Plain "user:password" lines hashed in place by mosquitto_passwd -U:
     # no password on a command line.
     (
         umask 077
-        printf 'f2-ingest:%s\nf2-simulator:%s\nf2-monitor:%s\n' \
+        printf 'f2-ingest:%s\nf2-simulator:%s\nf2-monitor:%s\nf2-admin:%s\n' \
             "$(secret mqtt_ingest_password)" "$(secret mqtt_simulator_password)" \
-            "$(secret mqtt_monitor_password)" >"$conf_dir/passwd.tmp"
+            "$(secret mqtt_monitor_password)" "$(secret mqtt_admin_password)" >"$conf_dir/passwd.tmp"
     )
     mosquitto_passwd -U "$conf_dir/passwd.tmp"
     mv "$conf_dir/passwd.tmp" "$conf_dir/passwd"
-    chmod 600 "$conf_dir/passwd" "$conf_dir/acl" "$MQTT_CONF"
-    log "mosquitto: starting on 127.0.0.1:$MQTT_PORT"
+    chmod 600 "$conf_dir/passwd" "$conf_dir/acl" "$conf_dir/dynsec.json" "$MQTT_CONF"
+    log "mosquitto: starting on 127.0.0.1:$MQTT_PORT (services) and :$MQTT_TLS_PORT (devices, mTLS)"
     rm -f "$MQTT_PID"
     "$(mosquitto_bin)" -c "$MQTT_CONF" -d >>"$MQTT_LOG" 2>&1 9>&- ||
         die "mosquitto did not start: see $MQTT_LOG"
@@ -511,6 +532,9 @@ F2_MQTT_USERNAME=f2-ingest
 F2_MQTT_PASSWORD_FILE=$SECRETS/mqtt_ingest_password
 F2_SIM_MQTT_USERNAME=f2-simulator
 F2_SIM_MQTT_PASSWORD_FILE=$SECRETS/mqtt_simulator_password
+F2_MQTT_ADMIN_USERNAME=f2-admin
+F2_MQTT_ADMIN_PASSWORD_FILE=$SECRETS/mqtt_admin_password
+F2_MQTT_PID_FILE=$MQTT_PID
 F2_PARAMS_DSN=postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params
 F2_PARAMS_PASSWORD_FILE=$SECRETS/db_password
 F2_TIMESERIES_DSN=postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries
@@ -538,7 +562,10 @@ preflight() {
     fi
     pg_pid params >/dev/null || require_free_port "$PARAMS_PORT" "PostgreSQL params" F2_PARAMS_PORT
     pg_pid timeseries >/dev/null || require_free_port "$TIMESERIES_PORT" "PostgreSQL timeseries" F2_TIMESERIES_PORT
-    mqtt_pid >/dev/null || require_free_port "$MQTT_PORT" MQTT F2_MQTT_PORT
+    if ! mqtt_pid >/dev/null; then
+        require_free_port "$MQTT_PORT" MQTT F2_MQTT_PORT
+        require_free_port "$MQTT_TLS_PORT" "MQTT over TLS" F2_MQTT_TLS_PORT
+    fi
 }
 
 cmd_up() {
@@ -555,6 +582,7 @@ cmd_up() {
     start_kafka
     start_pg params "$PARAMS_PORT"
     start_pg timeseries "$TIMESERIES_PORT"
+    ensure_pki
     start_mqtt
     setup_pg params "$PARAMS_PORT" f2_params
     setup_pg timeseries "$TIMESERIES_PORT" f2_timeseries

@@ -62,6 +62,9 @@ class Settings:
     mqtt_max_inflight: int = 1000
     sim_mqtt_username: str = "f2-simulator"
     sim_mqtt_password: Secret | None = None
+    mqtt_admin_username: str = "f2-admin"
+    mqtt_admin_password: Secret | None = None
+    mqtt_pid_file: str = ""
     params_dsn: str = "postgresql://f2@localhost:5432/f2_params"
     params_password: Secret | None = None
     params_refresh_s: float = 30.0
@@ -71,6 +74,7 @@ class Settings:
     sink_batch_window_ms: int = 200
     data_dir: Path = Path("var/data/faust")
     pki_dir: Path = Path("var/pki")
+    pki_hosts: str = ""
     log_dir: Path = Path("var/log")
 
     @classmethod

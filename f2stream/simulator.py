@@ -1,8 +1,9 @@
 """Simulated F2 controllers: realistic telemetry for every component type.
 
-`faust -A f2stream simulate` publishes over MQTT (QoS 1) and can write a
-manifest of what it sent, which `faust -A f2stream verify` checks against
-the database.
+`faust -A f2stream simulate` publishes over MQTT (QoS 1), each controller
+on its own mTLS connection (port `F2_MQTT_TLS_PORT`) with its own
+certificate from `F2_PKI_DIR`, and can write a manifest of what it sent,
+which `faust -A f2stream verify` checks against the database.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +28,19 @@ from faust.cli import option
 from f2stream.codecs import encode_modbus_frame
 from f2stream.db import connect
 from f2stream.decode import format_time
+from f2stream.devices import ensure_device_certificates
+from f2stream.pki import PkiPaths
 from f2stream.settings import Settings
 
-__all__ = ["DEMO_PARAMETERS", "SimMessage", "device_ids", "messages", "register", "register_demo_parameters"]
+__all__ = [
+    "DEMO_PARAMETERS",
+    "SimMessage",
+    "device_ids",
+    "device_tls_context",
+    "messages",
+    "register",
+    "register_demo_parameters",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +187,27 @@ async def register_demo_parameters(settings: Settings, devices: list[str]) -> No
         await conn.close()
 
 
+def device_tls_context(settings: Settings, device_id: str) -> ssl.SSLContext:
+    """TLS 1.2+ client context: the broker checked against our CA, the device's own certificate.
+
+    Raises:
+        CommandError: the device has no certificate in `F2_PKI_DIR`.
+    """
+    from f2stream.cli import CommandError  # cli imports this module
+
+    paths = PkiPaths(settings.pki_dir)
+    cert, key = paths.device_cert(device_id), paths.device_key(device_id)
+    if not (cert.exists() and key.exists() and paths.ca_cert.exists()):
+        raise CommandError(
+            f"no certificate for {device_id} in {settings.pki_dir}: run "
+            f"`faust -A f2stream register-device {device_id} --serial SN` or simulate --register-devices"
+        )
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(paths.ca_cert))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 async def run_simulation(
     settings: Settings,
     *,
@@ -185,39 +219,48 @@ async def run_simulation(
     manifest: Path | None,
     seed: int,
     first_device: int,
+    register_devices: bool = False,
 ) -> int:
     """Publish simulated telemetry; return how many messages were acknowledged by the broker."""
     ids = device_ids(devices, first_device)
+    if register_devices or register_params:
+        issued = await ensure_device_certificates(settings, ids, serial_prefix="SIM")
+        if issued:
+            logger.info("Registered %d demo devices and issued their certificates", issued)
+    contexts = {d: device_tls_context(settings, d) for d in ids}
     if register_params:
         await register_demo_parameters(settings, ids)
         logger.info("Registered demo parameters for %d devices", len(ids))
         await asyncio.sleep(1.0)  # the pipeline reloads on the change notification; give it a moment
     rng = random.Random(seed)
     source = messages(ids, rng, lambda: datetime.now(UTC))
-    password = settings.sim_mqtt_password
     sent = 0
     out = manifest.open("ab") if manifest else None
     window = asyncio.Semaphore(500)
     started = time.monotonic()
     try:
-        async with (
-            aiomqtt.Client(
-                settings.mqtt_host,
-                settings.mqtt_port,
-                username=settings.sim_mqtt_username,
-                password=None if password is None else password.reveal(),
-                identifier=f"f2stream-sim-{seed}-{first_device}",
-                max_inflight_messages=1000,
-                timeout=30,
-            ) as client,
-            asyncio.TaskGroup() as tasks,
-        ):
+        async with AsyncExitStack() as stack:
+            # One MQTT connection per controller, as the real ones do.
+            clients = {
+                d: await stack.enter_async_context(
+                    aiomqtt.Client(
+                        settings.mqtt_host,
+                        settings.mqtt_tls_port,
+                        identifier=d,
+                        tls_context=contexts[d],
+                        max_inflight_messages=1000,
+                        timeout=30,
+                    )
+                )
+                for d in ids
+            }
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
             while (not count or sent < count) and (not duration_s or time.monotonic() - started < duration_s):
                 due = int((time.monotonic() - started) * rate) + 1 if rate else sent + 100
                 while sent < due and (not count or sent < count):
                     message = next(source)
                     await window.acquire()
-                    tasks.create_task(_publish(client, message, window, out))
+                    tasks.create_task(_publish(clients[message.device_id], message, window, out))
                     sent += 1
                 await asyncio.sleep(0.005)
     finally:
@@ -247,7 +290,7 @@ async def _publish(client: aiomqtt.Client, message: SimMessage, window: asyncio.
 
 def register(app: faust.App, settings: Settings) -> None:
     """Attach the `simulate` command."""
-    from f2stream.cli import CommandError  # cli imports this module
+    from f2stream.errors import F2StreamError
 
     @app.command(
         option("--devices", type=int, default=5, show_default=True, help="How many controllers."),
@@ -261,7 +304,18 @@ def register(app: faust.App, settings: Settings) -> None:
         ),
         option("--count", type=int, default=0, help="Stop after this many messages (0: never)."),
         option("--duration-s", type=float, default=0.0, help="Stop after this many seconds (0: never)."),
-        option("--register-params", is_flag=True, default=False, help="Write the demo devices' parameter rows first."),
+        option(
+            "--register-params",
+            is_flag=True,
+            default=False,
+            help="Write the demo devices' parameter rows first (and register the devices, as --register-devices).",
+        ),
+        option(
+            "--register-devices",
+            is_flag=True,
+            default=False,
+            help="Register the demo devices that have no certificate yet (issues them one).",
+        ),
         option("--manifest", type=str, default=None, help="Append what was sent (JSON lines) here, for `verify`."),
         option("--seed", type=int, default=1, show_default=True, help="Random seed of the values."),
     )
@@ -273,6 +327,7 @@ def register(app: faust.App, settings: Settings) -> None:
         count: int,
         duration_s: float,
         register_params: bool,
+        register_devices: bool,
         manifest: str | None,
         seed: int,
     ) -> None:
@@ -291,12 +346,14 @@ def register(app: faust.App, settings: Settings) -> None:
                 manifest=Path(manifest) if manifest else None,
                 seed=seed,
                 first_device=first_device,
+                register_devices=register_devices,
             )
         except aiomqtt.MqttError as exc:
             raise SystemExit(
-                f"f2stream: MQTT at {settings.mqtt_host}:{settings.mqtt_port} refused or dropped the "
-                f"simulator ({exc}); start the stack (make up) or check F2_SIM_MQTT_*"
+                f"f2stream: MQTT at {settings.mqtt_host}:{settings.mqtt_tls_port} refused or dropped the "
+                f"simulator ({exc}); start the stack (make up), check F2_MQTT_TLS_PORT and that the "
+                "devices are registered and not revoked (faust -A f2stream devices)"
             ) from None
-        except CommandError as exc:
+        except F2StreamError as exc:
             raise SystemExit(f"f2stream: {exc}") from None
         print(f"simulate: {sent} messages published by {devices} devices", flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ def stack() -> Iterator[Stack]:
     var_dir = Path(tempfile.mkdtemp(prefix="f2stream-test-"))
     var_dir.chmod(0o755)  # the postgres user must reach its data dir below
     ports = map(str, free_ports(len(PORT_SETTINGS)))
-    env = {"F2_VAR_DIR": str(var_dir), **dict(zip(PORT_SETTINGS, ports, strict=True))}
+    env = {"F2_VAR_DIR": str(var_dir), "F2_PYTHON": sys.executable, **dict(zip(PORT_SETTINGS, ports, strict=True))}
     script = str(ROOT / "deploy" / "stack.sh")
     up = subprocess.run(["bash", script, "up"], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     try:
