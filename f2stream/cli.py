@@ -50,9 +50,10 @@ def register(app: faust.App, settings: Settings) -> None:
             settings, topic, from_beginning=from_beginning, max_messages=max_messages, idle_timeout_s=idle_timeout_s
         )
 
-    from f2stream import devices, simulator, verify  # they register their own commands
+    from f2stream import devices, params_cli, simulator, verify  # they register their own commands
 
     simulator.register(app, settings)
+    params_cli.register(app, settings)
     devices.register(app, settings)
     verify.register(app, settings)
 

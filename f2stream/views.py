@@ -1,0 +1,72 @@
+"""Device views of the pipeline worker: what the parameter table holds, and the newest values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from f2stream.db import connect
+from f2stream.decode import format_time
+from f2stream.settings import Settings
+from f2stream.topics import canonical_device_id
+
+__all__ = ["register"]
+
+_LATEST = """
+SELECT DISTINCT ON (mode, connector, component, data_point)
+       time, mode, connector, component, data_point, value, text_value, unit, param_version, received_at
+FROM iot_measurements
+WHERE device_id = $1
+ORDER BY mode, connector, component, data_point, time DESC
+"""
+
+
+def register(app: faust.App, settings: Settings, params: Any) -> None:
+    """Serve `/devices/{device_id}/parameters` and `/devices/{device_id}/latest`."""
+
+    @app.page("/devices/{device_id}/parameters")
+    @app.table_route(table=params.table, match_info="device_id")
+    async def device_parameters(self: View, request: Request, device_id: str) -> Response:
+        """The device's parameters as this worker's table holds them, with their version."""
+        try:
+            device = canonical_device_id(device_id)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        current = params.table.get(device)
+        if current is None:
+            return self.json({"device_id": device, "error": "no parameters for this device"}, status=404)
+        return self.json({"device_id": device, "version": current.version, "parameters": current.parameters})
+
+    @app.page("/devices/{device_id}/latest")
+    async def device_latest(self: View, request: Request, device_id: str) -> Response:
+        """The newest decoded value of each of the device's data points."""
+        try:
+            device = canonical_device_id(device_id)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        try:
+            conn = await connect(settings.timeseries_dsn, settings.timeseries_password, timeout_s=3.0)
+        except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001  # answer 503, never a traceback
+            return self.json({"error": f"time-series database unavailable ({exc.__class__.__name__})"}, status=503)
+        try:
+            rows = await conn.fetch(_LATEST, device)
+        finally:
+            await conn.close()
+        points = [
+            {
+                "time": format_time(r["time"]),
+                "mode": r["mode"],
+                "connector": r["connector"],
+                "component": r["component"],
+                "data_point": r["data_point"],
+                "value": r["value"],
+                "text_value": r["text_value"],
+                "unit": r["unit"],
+                "param_version": r["param_version"],
+                "received_at": format_time(r["received_at"]),
+            }
+            for r in rows
+        ]
+        return self.json({"device_id": device, "data_points": points})
