@@ -142,28 +142,33 @@ def register(app: faust.App, settings: Settings) -> None:
             raise SystemExit(2) from None
 
 
-async def _run(settings: Settings, action: str, target: str | None, *, replace: bool) -> None:
+def _prepare(action: str, target: str | None) -> tuple[list[Parameter], str]:
+    """Check the arguments (and read the file) before touching the database."""
     if action != "list" and not target:
         raise ParameterFileError(f"params {action} needs a {'FILE' if action == 'load' else 'DEVICE'} argument")
-    parameters: list[Parameter] = []
-    device = ""
     if action == "load":
         path = Path(str(target))
         try:
             content = path.read_bytes()
         except OSError as exc:
             raise ParameterFileError(f"cannot read {path}: {exc.strerror}") from exc
-        parameters = parse_parameter_file(path.name, content)
-    elif action in ("show", "delete"):
+        return parse_parameter_file(path.name, content), ""
+    if action in ("show", "delete"):
         try:
-            device = canonical_device_id(str(target))
+            return [], canonical_device_id(str(target))
         except ValueError as exc:
             raise ParameterFileError(str(exc)) from exc
+    return [], ""
+
+
+async def _run(settings: Settings, action: str, target: str | None, *, replace: bool) -> None:
+    parameters, device = _prepare(action, target)
     try:
         conn = await connect(settings.params_dsn, settings.params_password)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise ParameterFileError(
-            f"cannot connect to {describe_dsn(settings.params_dsn)} ({exc.__class__.__name__}); start it or set F2_PARAMS_DSN"
+            f"cannot connect to {describe_dsn(settings.params_dsn)} ({exc.__class__.__name__}); "
+            "start it or set F2_PARAMS_DSN"
         ) from exc
     try:
         if action == "list":
