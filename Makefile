@@ -16,7 +16,7 @@ LOAD_ENV = test -f $(STACK_ENV) || { echo "$(STACK_ENV) not found: run make up" 
 
 .PHONY: help venv stack-install up down status clean health logs logs-kafka logs-mosquitto \
 	logs-pipeline logs-ingest logs-simulator db-params db-timescale kafka-topics kafka-raw \
-	kafka-decoded kafka-dead mqtt-monitor migrate demo test lint
+	kafka-decoded kafka-dead mqtt-monitor migrate demo test lint prometheus prometheus-down
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -50,6 +50,12 @@ health: ## the workers' /health (pipeline :6066, ingest :6067)
 		curl -fsS --max-time 3 "http://127.0.0.1:$$port/health" 2>/dev/null || printf 'not answering'; \
 		echo; \
 	done
+
+prometheus: ## a local Prometheus on 127.0.0.1:9090 scraping both workers (F2_PROMETHEUS_PORT)
+	deploy/prometheus/run.sh up
+
+prometheus-down: ## stop the local Prometheus
+	deploy/prometheus/run.sh down
 
 logs: ## the last 50 lines of every log in var/log
 	@shopt -s nullglob; files=($(VAR)/log/*.log); \

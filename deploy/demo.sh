@@ -50,6 +50,11 @@ for port in 6066 6067; do
         say "worker on :$port is not healthy; see $LOG"; exit 1; }
 done
 say "both workers healthy: http://127.0.0.1:6066/health, http://127.0.0.1:6067/health, /metrics on both"
+if deploy/prometheus/run.sh up; then
+    say "Prometheus: $(deploy/prometheus/run.sh url) (graphs: /graph, alerts: /alerts; make prometheus-down stops it)"
+else
+    say "Prometheus did not start (see $LOG/prometheus.log); the demo goes on without it"
+fi
 
 manifest="$F2_VAR_DIR/demo-manifest.jsonl"
 : >"$manifest"
