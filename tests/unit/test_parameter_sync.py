@@ -1,0 +1,177 @@
+"""f2stream.tables.params.build_sets: the effective parameter sets the sync publishes, from database rows."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from f2stream.tables.params import build_sets
+
+from f2stream.parameters import Parameter
+from f2stream.records import ParameterSet
+
+DEVICE = "f2-e4fd45f654be"
+OTHER = "f2-02f200000001"
+THIRD = "f2-02f200000002"
+
+COLUMNS = (
+    "device_id", "mode", "component_type", "component_number", "encoding", "unit", "scale_factor", "data_point",
+    "field", "byte_offset", "data_type", "byte_order", "word_order", "decimals", "true_words", "false_words",
+)  # fmt: skip
+
+
+def row(device_id: str, component_type: str, number: str | None, encoding: str, **extra: object) -> dict[str, object]:
+    """A database row: every column present, NULL unless given."""
+    mode = {"sensor": "sensor-mode", "siren": "alarm-mode"}.get(component_type, "access-control-mode")
+    base: dict[str, object] = dict.fromkeys(COLUMNS)
+    base |= {
+        "device_id": device_id,
+        "mode": mode,
+        "component_type": component_type,
+        "component_number": number,
+        "encoding": encoding,
+        "unit": "state",
+        "scale_factor": 1.0,
+    }
+    return base | extra
+
+
+def parameters_of(parameter_set: ParameterSet) -> list[Parameter]:
+    return [Parameter.from_row(r) for r in parameter_set.parameters]
+
+
+def test_one_set_per_changed_device_with_its_version() -> None:
+    own = [
+        row(DEVICE, "strike", "1", "boolean"),
+        row(DEVICE, "strike", "1", "number", unit="V", field="voltage", data_point="voltage", decimals=2),
+        row(OTHER, "sensor", "3", "hex_to_float", unit="celsius", scale_factor=0.1),
+    ]
+    sets = build_sets([(DEVICE, 5), (OTHER, 9)], own, [])
+    assert [(s.device_id, s.version) for s in sets] == [(DEVICE, 5), (OTHER, 9)]
+    assert parameters_of(sets[0]) == [
+        Parameter(DEVICE, "access-control-mode", "strike", "1", "boolean", "state", 1.0),
+        Parameter(
+            DEVICE, "access-control-mode", "strike", "1", "number", "V", 1.0,
+            data_point="voltage", field="voltage", decimals=2,
+        ),
+    ]  # fmt: skip
+    assert parameters_of(sets[1]) == [Parameter(OTHER, "sensor-mode", "sensor", "3", "hex_to_float", "celsius", 0.1)]
+
+
+def test_the_set_holds_rows_as_as_row_writes_them() -> None:
+    own = [row(DEVICE, "strike", "1", "boolean", true_words=["Engaged", "held"], false_words=["free"])]
+    (parameter_set,) = build_sets([(DEVICE, 1)], own, [])
+    assert parameter_set.parameters == [
+        {
+            "device_id": DEVICE,
+            "mode": "access-control-mode",
+            "component_type": "strike",
+            "component_number": "1",
+            "encoding": "boolean",
+            "unit": "state",
+            "scale_factor": 1.0,
+            "data_point": None,
+            "field": None,
+            "byte_offset": None,
+            "data_type": None,
+            "byte_order": None,
+            "word_order": None,
+            "decimals": None,
+            "true_words": ["engaged", "held"],
+            "false_words": ["free"],
+        }
+    ]
+    # The table writes it as JSON and reads it back.
+    assert ParameterSet.loads(parameter_set.dumps()).parameters == parameter_set.parameters
+
+
+def test_only_the_changed_devices_get_a_set() -> None:
+    own = [row(DEVICE, "strike", "1", "boolean"), row(OTHER, "strike", "1", "boolean")]
+    sets = build_sets([(OTHER, 3)], own, [])
+    assert [(s.device_id, s.version, len(s.parameters)) for s in sets] == [(OTHER, 3, 1)]
+
+
+def test_an_invalid_row_is_skipped_and_the_others_kept(caplog: pytest.LogCaptureFixture) -> None:
+    own = [
+        row(DEVICE, "strike", "1", "boolean"),
+        row(DEVICE, "strike", "1", "float", data_point="voltage"),
+        row(DEVICE, "reader", "1", "raw_string", unit="text"),
+        row(OTHER, "sensor", "3", "hex_to_float", data_type="int64"),
+        row(OTHER, "sensor", "3", "hex_to_float", data_point="t", data_type="int16"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="f2stream.tables.params"):
+        sets = build_sets([(DEVICE, 2), (OTHER, 4)], own, [])
+    assert [(p.component_type, p.encoding, p.data_point) for p in parameters_of(sets[0])] == [
+        ("strike", "boolean", None),
+        ("reader", "raw_string", None),
+    ]
+    assert [(p.data_point, p.data_type) for p in parameters_of(sets[1])] == [("t", "int16")]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(DEVICE in m and "encoding 'float'" in m for m in messages)
+    assert any(OTHER in m and "data type 'int64'" in m for m in messages)
+    assert len(messages) == 2
+
+
+def test_a_device_with_only_invalid_rows_gets_an_empty_set() -> None:
+    sets = build_sets([(DEVICE, 8)], [row(DEVICE, "strike", "1", "boolean", byte_order="middle")], [])
+    assert [(s.device_id, s.version, s.parameters) for s in sets] == [(DEVICE, 8, [])]
+
+
+def test_a_device_without_rows_gets_an_empty_list_a_deletion() -> None:
+    sets = build_sets([(DEVICE, 11), (OTHER, 12)], [row(OTHER, "strike", "1", "boolean")], [])
+    assert [(s.device_id, s.version, len(s.parameters)) for s in sets] == [(DEVICE, 11, 0), (OTHER, 12, 1)]
+    assert sets[0].parameters == []
+
+
+def test_no_changed_devices_no_sets() -> None:
+    assert build_sets([], [row(DEVICE, "strike", "1", "boolean")], []) == []
+
+
+def test_template_rows_are_merged_under_the_own_rows() -> None:
+    # The template query returns the template's rows with the device id of each device assigned to it.
+    # One template of two rows, assigned to DEVICE and OTHER (THIRD has neither template nor rows).
+    template = [
+        template_row
+        for device in (DEVICE, OTHER)
+        for template_row in (
+            row(device, "strike", "1", "boolean"),
+            row(device, "strike", "1", "number", unit="mV", field="voltage", data_point="voltage", scale_factor=1000),
+        )
+    ]
+    own = [
+        row(DEVICE, "strike", "1", "number", unit="V", field="voltage", data_point="voltage", decimals=2),
+        row(DEVICE, "siren", "1", "boolean"),
+    ]
+    sets = build_sets([(DEVICE, 21), (OTHER, 22), (THIRD, 23)], own, template)
+    assert [(s.device_id, s.version) for s in sets] == [(DEVICE, 21), (OTHER, 22), (THIRD, 23)]
+    merged = {p.key: (p.encoding, p.unit, p.scale, p.decimals) for p in parameters_of(sets[0])}
+    assert merged == {
+        ("access-control-mode", "strike", "1", ""): ("boolean", "state", 1.0, None),
+        ("access-control-mode", "strike", "1", "voltage"): ("number", "V", 1.0, 2),
+        ("alarm-mode", "siren", "1", ""): ("boolean", "state", 1.0, None),
+    }
+    assert {p.device_id for p in parameters_of(sets[0])} == {DEVICE}
+    assert [(p.unit, p.scale) for p in parameters_of(sets[1])] == [("state", 1.0), ("mV", 1000.0)]
+    assert {p.device_id for p in parameters_of(sets[1])} == {OTHER}
+    assert sets[2].parameters == []
+
+
+def test_a_device_with_only_a_template_gets_the_template() -> None:
+    template = [row(DEVICE, "reader", None, "raw_string", unit="text")]
+    (parameter_set,) = build_sets([(DEVICE, 1)], [], template)
+    assert parameters_of(parameter_set) == [
+        Parameter(DEVICE, "access-control-mode", "reader", None, "raw_string", "text", 1.0)
+    ]
+
+
+def test_an_invalid_own_row_leaves_the_template_row_in_place() -> None:
+    template = [row(DEVICE, "strike", "1", "boolean", unit="state")]
+    own = [row(DEVICE, "strike", "1", "boolen", unit="lock")]
+    (parameter_set,) = build_sets([(DEVICE, 1)], own, template)
+    assert [(p.encoding, p.unit) for p in parameters_of(parameter_set)] == [("boolean", "state")]
+
+
+def test_an_invalid_template_row_is_skipped() -> None:
+    template = [row(DEVICE, "strike", "1", "boolean"), row(DEVICE, "strike", "2", "boolean", mode="door-mode")]
+    (parameter_set,) = build_sets([(DEVICE, 1)], [], template)
+    assert [p.component_number for p in parameters_of(parameter_set)] == ["1"]
