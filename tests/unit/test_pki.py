@@ -1,0 +1,112 @@
+"""The PKI without a broker: CA once, server SANs, device certificates, CRL, permissions."""
+
+from __future__ import annotations
+
+import ipaddress
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from f2stream.pki import DeviceExistsError, PkiError, PkiPaths, init_pki, issue_device_certificate, revoke_in_crl
+
+from f2stream.devices import DeviceRecord, format_devices
+
+
+def load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_init_creates_the_ca_once_and_a_server_certificate_for_every_host(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    first = init_pki(root, ["mosquitto", "10.0.0.5", " "])
+    paths = PkiPaths(root)
+    assert first.ca_created
+    ca_bytes = paths.ca_cert.read_bytes(), paths.ca_key.read_bytes()
+    server = load(paths.server_cert)
+    server.verify_directly_issued_by(load(paths.ca_cert))
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "mosquitto"}
+    assert set(san.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("10.0.0.5"),
+    }
+    again = init_pki(root, ["mosquitto", "10.0.0.5"])
+    assert not again.ca_created
+    assert (paths.ca_cert.read_bytes(), paths.ca_key.read_bytes()) == ca_bytes
+    assert again.server == first.server  # still right: kept
+    third = init_pki(root, ["broker.example"])  # a new host name: a new server certificate, same CA
+    assert third.server.serial != first.server.serial
+    assert paths.ca_cert.read_bytes() == ca_bytes[0]
+
+
+def test_files_are_owner_only(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    init_pki(root)
+    issue_device_certificate(root, "f2-e4fd45f654be")
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode)}"
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_device_certificate_names_the_device_and_is_never_silently_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    init_pki(root)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    info = issue_device_certificate(root, "f2-e4fd45f654be", days=10, now=now)
+    cert = load(PkiPaths(root).device_cert("f2-e4fd45f654be"))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "f2-e4fd45f654be"
+    assert info.common_name == "f2-e4fd45f654be"
+    assert info.not_after == now + timedelta(days=10)
+    assert info.serial == f"{cert.serial_number:x}" and len(info.fingerprint_sha256) == 64
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert.verify_directly_issued_by(load(PkiPaths(root).ca_cert))
+    with pytest.raises(DeviceExistsError, match="--force"):
+        issue_device_certificate(root, "f2-e4fd45f654be")
+    assert issue_device_certificate(root, "f2-e4fd45f654be", force=True).serial != info.serial
+
+
+def test_no_ca_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PkiError, match="pki init"):
+        issue_device_certificate(tmp_path / "none", "f2-e4fd45f654be")
+
+
+def test_crl_accumulates_revoked_serials(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    init_pki(root)
+    crl = x509.load_pem_x509_crl(PkiPaths(root).crl.read_bytes())
+    assert len(crl) == 0
+    a = issue_device_certificate(root, "f2-000000000001")
+    b = issue_device_certificate(root, "f2-000000000002")
+    assert revoke_in_crl(root, a.serial) == 1
+    assert revoke_in_crl(root, b.serial) == 2
+    assert revoke_in_crl(root, a.serial) == 2  # idempotent
+    crl = x509.load_pem_x509_crl(PkiPaths(root).crl.read_bytes())
+    assert {r.serial_number for r in crl} == {int(a.serial, 16), int(b.serial, 16)}
+    assert crl.is_signature_valid(load(PkiPaths(root).ca_cert).public_key())  # type: ignore[arg-type]
+    assert crl.next_update_utc is not None and crl.next_update_utc > datetime.now(UTC) + timedelta(days=365)
+
+
+def test_devices_listing_marks_certificates_close_to_expiry() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def record(device: str, days: int, status: str = "active") -> DeviceRecord:
+        return DeviceRecord(device, "SN", "ab", "0" * 64, now, now + timedelta(days=days), status, None)
+
+    lines = format_devices(
+        [
+            record("f2-000000000001", 400),
+            record("f2-000000000002", 10),
+            record("f2-000000000003", -1),
+            record("f2-000000000004", 5, "revoked"),
+        ],
+        now,
+    )
+    assert lines[1].endswith("2031-02-05 00:00 ab")
+    assert lines[2].endswith("EXPIRES SOON")
+    assert lines[3].endswith("EXPIRED")
+    assert "revoked" in lines[4] and not lines[4].endswith("SOON")
