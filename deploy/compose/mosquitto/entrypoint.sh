@@ -38,4 +38,27 @@ mv "$AUTH/acl.new" "$AUTH/acl"
 chown mosquitto:mosquitto "$AUTH"
 chmod 0700 "$AUTH"
 
+# Device TLS material from the pki volume (its files are owner-only for the
+# f2stream user): a copy the broker's user can read. crl.pem is re-copied and
+# the broker (PID 1 after exec) sent SIGHUP whenever it changes.
+PKI=/mosquitto/pki
+TLS=/mosquitto/tls
+if [ -s "$PKI/ca.crt" ]; then
+    mkdir -p "$TLS"
+    for file in ca.crt server.crt server.key crl.pem; do
+        cp "$PKI/$file" "$TLS/$file"
+    done
+    chown -R mosquitto:mosquitto "$TLS"
+    chmod 0700 "$TLS"
+    chmod 0600 "$TLS"/*
+    (
+        while sleep 2; do
+            if ! cmp -s "$PKI/crl.pem" "$TLS/crl.pem"; then
+                cp "$PKI/crl.pem" "$TLS/crl.pem.new" && chown mosquitto:mosquitto "$TLS/crl.pem.new" &&
+                    chmod 0600 "$TLS/crl.pem.new" && mv "$TLS/crl.pem.new" "$TLS/crl.pem" && kill -HUP 1
+            fi
+        done
+    ) &
+fi
+
 exec "$@"
