@@ -529,3 +529,23 @@ def test_docker_compose_config_is_valid(tmp_path):
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def test_prometheus_scrapes_both_workers_and_mounts_what_exists(compose):
+    s = services(compose)
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {"pipeline:6066", "ingest:6067"}
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    for name in ("prometheus", "grafana"):
+        assert "healthcheck" in s[name], f"{name}: needs a healthcheck"
+        for vol in s[name].get("volumes") or []:
+            source = str(vol).split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name}: mounts missing {source}"
+    mounted = {str(v).split(":")[1] for v in s["prometheus"]["volumes"]}
+    assert "/etc/prometheus/rules.yml" in mounted
+    assert s["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
