@@ -15,6 +15,7 @@ Rules (docs/encodings.md, pinned by tests):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -166,6 +167,8 @@ def _decode_one(parameter: Parameter, field: str, value: object, frames: dict[st
 
 def _scaled(parameter: Parameter, number: float) -> float:
     scaled = number * parameter.scale
+    if not math.isfinite(scaled):
+        raise BadMessage("bad_value", f"{number} × scale {parameter.scale} is not a finite number")
     return scaled if parameter.decimals is None else round(scaled, parameter.decimals)
 
 

@@ -8,6 +8,7 @@ and :class:`ParameterIndex` maps devices to codecs. No I/O here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal, get_args
@@ -88,6 +89,16 @@ class Parameter:
                 optional[name] = frozenset(str(w).strip().lower() for w in words)
         number = row["component_number"]
         scale = row.get("scale_factor", row.get("scale"))
+        if scale is not None and not math.isfinite(float(scale)):
+            raise ValueError(f"scale factor {scale!r} is not a finite number")
+        offset = optional["byte_offset"]
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 250):
+            raise ValueError(f"byte offset {offset!r} is not a whole number from 0 to 250")
+        decimals = optional["decimals"]
+        if decimals is not None and (
+            not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 9
+        ):
+            raise ValueError(f"decimals {decimals!r} is not a whole number from 0 to 9")
         return cls(
             device_id=str(row["device_id"]),
             mode=str(row["mode"]),

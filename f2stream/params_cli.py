@@ -61,51 +61,82 @@ def parse_parameter_file(name: str, content: bytes) -> list[Parameter]:
     """Read and check every row of a .csv (header line) or .json (list of objects) file.
 
     Raises:
-        ParameterFileError: naming the first bad row and what is wrong with it.
+        ParameterFileError: naming the first bad row and what is wrong with it; nothing is loaded.
     """
-    if name.endswith(".json"):
-        try:
-            rows = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise ParameterFileError(f"{name} is not JSON: {exc}") from exc
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ParameterFileError(f"{name} must hold a JSON list of objects, one per parameter row")
-        numbered = list(enumerate(rows, start=1))
-        where = "item"
-    elif name.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(content.decode("utf-8-sig")))
-        numbered = [(i, {k: (v if v != "" else None) for k, v in r.items()}) for i, r in enumerate(reader, start=2)]
-        where = "line"
-    else:
-        raise ParameterFileError(f"{name}: give a .csv or .json file")
+    numbered, where = _rows_of(name, content)
     parameters = []
+    seen: dict[tuple[str | None, ...], int] = {}
     for number, row in numbered:
         try:
-            parameters.append(_parse_row(row))
+            parameter = _parse_row(row)
         except (KeyError, ValueError, TypeError) as exc:
             detail = f"column {exc} is missing" if isinstance(exc, KeyError) else str(exc)
             raise ParameterFileError(f"{name} {where} {number}: {detail}; nothing was loaded") from exc
+        key = (parameter.device_id, *parameter.key)
+        if key in seen:
+            raise ParameterFileError(
+                f"{name} {where} {number}: same device, component and data point as {where} {seen[key]}; "
+                "nothing was loaded"
+            )
+        seen[key] = number
+        parameters.append(parameter)
     if not parameters:
         raise ParameterFileError(f"{name} holds no rows; nothing was loaded")
-    keys = [(p.device_id, *p.key) for p in parameters]
-    if len(set(keys)) != len(keys):
-        raise ParameterFileError(f"{name} has two rows for the same data point; nothing was loaded")
     return parameters
+
+
+def _rows_of(name: str, content: bytes) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    """The file's rows with their line (CSV) or item (JSON) numbers."""
+    lower = name.lower()
+    if lower.endswith(".json"):
+        try:
+            rows = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise ParameterFileError(f"{name} is not JSON ({exc}); nothing was loaded") from exc
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ParameterFileError(f"{name} must hold a JSON list of objects, one per row; nothing was loaded")
+        return list(enumerate(rows, start=1)), "item"
+    if lower.endswith(".csv"):
+        try:
+            text = content.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ParameterFileError(f"{name} is not UTF-8 text ({exc.reason}); nothing was loaded") from exc
+        reader = csv.DictReader(io.StringIO(text))
+        return [(i, {k: (v if v != "" else None) for k, v in r.items()}) for i, r in enumerate(reader, start=2)], "line"
+    raise ParameterFileError(f"{name}: give a .csv or .json file; nothing was loaded")
+
+
+_REQUIRED = ("device_id", "mode", "component_type", "encoding")
 
 
 def _parse_row(row: Mapping[str, Any]) -> Parameter:
     unknown = set(row) - set(_COLUMNS)
     if unknown:
         raise ValueError(f"unknown column {sorted(unknown)[0]!r}")
+    for column in _REQUIRED:
+        if row.get(column) is None:
+            raise ValueError(f"column {column!r} is missing or empty")
     fixed: dict[str, Any] = {c: row.get(c) for c in _COLUMNS}
     fixed["device_id"] = canonical_device_id(str(row["device_id"]))
     for name in ("true_words", "false_words"):
         if isinstance(fixed[name], str):
             fixed[name] = [w for w in fixed[name].split("|") if w]
-    for name, kind in (("scale_factor", float), ("byte_offset", int), ("decimals", int)):
-        if fixed[name] is not None:
-            fixed[name] = kind(fixed[name])
+    if fixed["scale_factor"] is not None:
+        fixed["scale_factor"] = float(fixed["scale_factor"])
+    for name in ("byte_offset", "decimals"):
+        fixed[name] = _whole(fixed[name], name)
     return Parameter.from_row(fixed)
+
+
+def _whole(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{name} {value!r} is not a whole number")
+    try:
+        return int(str(value)) if not isinstance(value, float) else int(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} {value!r} is not a whole number") from exc
 
 
 def _values(parameter: Parameter) -> list[Any]:

@@ -66,6 +66,16 @@ class Stack:
         """A process environment holding the stack's settings."""
         return {**os.environ, **self.env, **extra}
 
+    def pg_ctl(self, cluster: str, action: str) -> None:
+        """Stop or start one PostgreSQL cluster of the stack (`params` or `timeseries`)."""
+        data = self.var_dir / "data" / f"pg-{cluster}"
+        command = [f"{self.env['F2_STACK_PG_BIN']}/pg_ctl", action, "-D", str(data), "-w", "-t", "60"]
+        command += ["-m", "fast"] if action == "stop" else ["-l", str(self.var_dir / "log" / f"pg-{cluster}.log")]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"pg_ctl {action} {cluster}: {result.stdout}{result.stderr}"
+
     def faust(
         self, *args: str, app: str = "f2stream", timeout: float = 120, **extra: str
     ) -> subprocess.CompletedProcess[str]:
@@ -116,14 +126,14 @@ class Worker:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def wait_healthy(self, timeout_s: float = 90) -> None:
+    def wait_healthy(self, timeout_s: float = 90, accept: tuple[str, ...] = ("ok",)) -> None:
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, f"{self.name} exited:\n{self.log_tail()}"
             try:
                 status, body = self.health()
-                if status == 200 and '"status":"ok"' in body.replace(" ", ""):
+                if status == 200 and any(f'"status":"{a}"' in body.replace(" ", "") for a in accept):
                     return
                 last = body
             except OSError as exc:

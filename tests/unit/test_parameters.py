@@ -53,7 +53,10 @@ def test_missing_scale_is_one() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"encoding": "float"}, "encoding 'float' is not one of boolean, boolean_map, hex_to_float, number, raw_string"),
+        (
+            {"encoding": "float"},
+            "encoding 'float' is not one of boolean, boolean_map, hex_to_float, number, raw_string",
+        ),
         ({"encoding": None}, "encoding None is not one of"),
         ({"mode": "door-mode"}, "mode 'door-mode' is not one of access-control-mode, alarm-mode, sensor-mode"),
         (

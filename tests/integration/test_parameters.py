@@ -1,0 +1,153 @@
+"""Device parameters on the real Kafka and PostgreSQL: live changes, restarts, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import asyncpg
+import orjson
+import pytest
+from harness import Stack, Workers
+
+from f2stream.codecs import encode_modbus_frame
+from f2stream.simulator import device_ids, register_demo_parameters
+
+pytestmark = pytest.mark.integration
+
+FRAME = encode_modbus_frame(1, 3, (235).to_bytes(2, "big"))  # 235 units: 23.5 at scale 0.1
+
+
+async def params_conn(stack: Stack) -> asyncpg.Connection:
+    s = stack.settings
+    assert s.params_password is not None
+    return await asyncpg.connect(s.params_dsn, password=s.params_password.reveal())
+
+
+async def sensor_rows(stack: Stack, device: str, expected: int, timeout_s: float = 60) -> list[asyncpg.Record]:
+    s = stack.settings
+    assert s.timeseries_password is not None
+    conn = await asyncpg.connect(s.timeseries_dsn, password=s.timeseries_password.reveal())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await conn.fetch(
+                "SELECT time, value, param_version FROM iot_measurements"
+                " WHERE device_id = $1 AND component = 'sensor-3' ORDER BY time",
+                device,
+            )
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.3)
+    finally:
+        await conn.close()
+
+
+def sensor_message(device: str, moment: datetime) -> tuple[str, bytes]:
+    stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"cmnd/{device}/sensor-mode/4/sensor-3", orjson.dumps({"timestamp": stamp, "data": FRAME})
+
+
+async def ready_device(stack: Stack, device_number: int) -> str:
+    device = device_ids(1, device_number)[0]
+    await register_demo_parameters(stack.settings, [device])
+    await asyncio.sleep(1.5)  # NOTIFY, sync, table
+    return device
+
+
+class Publisher:
+    """The simulator's service login on 1883, QoS 1."""
+
+    def __init__(self, stack: Stack) -> None:
+        s = stack.settings
+        assert s.sim_mqtt_password is not None
+        self.client = aiomqtt.Client(
+            s.mqtt_host, s.mqtt_port, username=s.sim_mqtt_username, password=s.sim_mqtt_password.reveal()
+        )
+
+    async def __aenter__(self) -> aiomqtt.Client:
+        return await self.client.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+async def test_a_change_while_traffic_flows_applies_to_later_messages(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    device = await ready_device(stack, device_numbers)
+    sent = 0
+    changed_at: datetime | None = None
+    start = datetime.now(UTC)
+    async with Publisher(stack) as client:
+        while sent < 200:
+            if sent == 80:
+                conn = await params_conn(stack)
+                try:
+                    await conn.execute(
+                        "UPDATE device_parameters SET scale_factor = 0.01"
+                        " WHERE device_id = $1 AND component_type = 'sensor'",
+                        device,
+                    )
+                finally:
+                    await conn.close()
+                changed_at = datetime.now(UTC)
+            await client.publish(*sensor_message(device, start + timedelta(milliseconds=30 * sent)), qos=1)
+            sent += 1
+            await asyncio.sleep(0.03)
+    rows = await sensor_rows(stack, device, expected=sent)
+    assert len(rows) == sent, workers.pipeline.log_tail(80)
+    values = [round(r["value"], 6) for r in rows]
+    assert set(values) == {23.5, 2.35}
+    switch = values.index(2.35)
+    assert values[:switch] == [23.5] * switch and values[switch:] == [2.35] * (sent - switch)  # never back
+    old_versions = {r["param_version"] for r in rows[:switch]}
+    new_versions = {r["param_version"] for r in rows[switch:]}
+    assert len(old_versions) == 1 and len(new_versions) == 1 and min(new_versions) > max(old_versions)
+    # The change reached the decoder within seconds: everything sent 3 s after it uses the new scale.
+    assert changed_at is not None
+    late = [r for r in rows if r["time"] > changed_at + timedelta(seconds=3)]
+    assert late and all(round(r["value"], 6) == 2.35 for r in late)
+
+
+async def test_a_restarted_worker_decodes_from_the_changelog_with_postgres_down(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    device = await ready_device(stack, device_numbers)
+    base = datetime.now(UTC)
+    async with Publisher(stack) as client:
+        await client.publish(*sensor_message(device, base), qos=1)
+    [before] = await sensor_rows(stack, device, expected=1)
+
+    log_size = workers.pipeline.log_path.stat().st_size
+    stack.pg_ctl("params", "stop")
+    try:
+        workers.pipeline.stop()
+        workers.pipeline.start()
+        workers.pipeline.wait_healthy(accept=("ok", "degraded"))
+        async with Publisher(stack) as client:
+            await client.publish(*sensor_message(device, base + timedelta(seconds=1)), qos=1)
+        rows = await sensor_rows(stack, device, expected=2)
+        assert [(r["value"], r["param_version"]) for r in rows] == [(before["value"], before["param_version"])] * 2
+    finally:
+        stack.pg_ctl("params", "start")
+    # Back with PostgreSQL: the restarted worker reads only what changed since its cursor.
+    workers.pipeline.wait_healthy()
+    await asyncio.sleep(2.0)
+    restarted_log = workers.pipeline.log_path.read_bytes()[log_size:].decode(errors="replace")
+    assert "Published parameters" not in restarted_log
+    conn = await params_conn(stack)
+    try:
+        await conn.execute(
+            "UPDATE device_parameters SET unit = 'kelvin' WHERE device_id = $1 AND component_type = 'sensor'", device
+        )
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + 20
+    while "Published parameters of 1 devices" not in workers.pipeline.log_path.read_bytes()[log_size:].decode(
+        errors="replace"
+    ):
+        assert time.monotonic() < deadline, workers.pipeline.log_tail()
+        await asyncio.sleep(0.3)
