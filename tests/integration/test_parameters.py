@@ -151,3 +151,71 @@ async def test_a_restarted_worker_decodes_from_the_changelog_with_postgres_down(
     ):
         assert time.monotonic() < deadline, workers.pipeline.log_tail()
         await asyncio.sleep(0.3)
+
+
+async def test_a_template_serves_many_devices_with_per_device_overrides(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    first, second = device_ids(2, device_numbers)
+    template = f"door-controller-{device_numbers}"
+    conn = await params_conn(stack)
+    try:
+        async with conn.transaction():
+            await conn.executemany(
+                "INSERT INTO parameter_templates"
+                " (template, mode, component_type, component_number, encoding, unit, scale_factor, data_point, field,"
+                "  decimals, true_words, false_words)"
+                " VALUES ($1, 'access-control-mode', 'strike', NULL, $2, $3, 1.0, $4, $5, $6, $7, $8)",
+                [
+                    (template, "boolean", "state", None, None, None, ["engaged"], ["free"]),
+                    (template, "number", "V", "voltage", "voltage", 1, None, None),
+                ],
+            )
+            await conn.executemany(
+                "INSERT INTO device_templates (device_id, template) VALUES ($1, $2)",
+                [(first, template), (second, template)],
+            )
+            # The second device's supply is measured in millivolts.
+            await conn.execute(
+                "INSERT INTO device_parameters"
+                " (device_id, mode, component_type, component_number, encoding, unit, scale_factor, data_point, field)"
+                " VALUES ($1, 'access-control-mode', 'strike', NULL, 'number', 'V', 0.001, 'voltage', 'voltage')",
+                second,
+            )
+    finally:
+        await conn.close()
+    await asyncio.sleep(1.5)
+    stamp = "2025-06-01 08:00:00.000000"
+    async with Publisher(stack) as client:
+        await client.publish(
+            f"stat/{first}/access-control-mode/1/strike-1",
+            orjson.dumps({"timestamp": stamp, "state": "engaged", "voltage": 12.04}),
+            qos=1,
+        )
+        await client.publish(
+            f"stat/{second}/access-control-mode/1/strike-1",
+            orjson.dumps({"timestamp": stamp, "state": "free", "voltage": 11980}),
+            qos=1,
+        )
+    s = stack.settings
+    assert s.timeseries_password is not None
+    ts = await asyncpg.connect(s.timeseries_dsn, password=s.timeseries_password.reveal())
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            rows = await ts.fetch(
+                "SELECT device_id, data_point, value, text_value, unit FROM iot_measurements"
+                " WHERE device_id = ANY($1::text[]) ORDER BY device_id, data_point",
+                [first, second],
+            )
+            if len(rows) >= 4 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        await ts.close()
+    assert [tuple(r) for r in rows] == [
+        (first, "state", 1.0, "engaged", "state"),
+        (first, "voltage", 12.0, None, "V"),
+        (second, "state", 0.0, "free", "state"),
+        (second, "voltage", 11.98, None, "V"),
+    ]
