@@ -43,11 +43,17 @@ class F2App(faust.App):
         )
         self.settings = settings
 
+    def changelog_topics(self) -> tuple[str, ...]:
+        """The changelog topics of this app's tables."""
+        return tuple(table.changelog_topic.get_topic_name() for table in self.tables.values())
+
     async def on_first_start(self) -> None:
         """Create raw_iot_data, decoded_iot_data and iot_dead_letter if missing."""
         await super().on_first_start()
         try:
-            await ensure_topics(self.settings.kafka_bootstrap, self.settings.topic_partitions)
+            await ensure_topics(
+                self.settings.kafka_bootstrap, self.settings.topic_partitions, compacted=self.changelog_topics()
+            )
         except F2StreamError as exc:
             raise SystemExit(f"f2stream: {exc}") from None
 

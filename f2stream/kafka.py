@@ -38,10 +38,20 @@ class TopicSetupError(F2StreamError):
     """The pipeline's topics could not be created or have the wrong shape."""
 
 
-async def ensure_topics(bootstrap: str, partitions: int, *, replication: int = 1, wait_s: float = 60.0) -> None:
+async def ensure_topics(
+    bootstrap: str,
+    partitions: int,
+    *,
+    compacted: tuple[str, ...] = (),
+    replication: int = 1,
+    wait_s: float = 60.0,
+) -> None:
     """Create the pipeline's topics that do not exist yet (Faust creates only its own).
 
-    Waits up to `wait_s` for Kafka to answer.
+    `compacted` names more compacted topics to create with them: table
+    changelogs, which Faust would create only after its consumer had
+    fetched its metadata, so that the first table write finds the changelog
+    unknown (PartitionsMismatch). Waits up to `wait_s` for Kafka to answer.
 
     Raises:
         TopicSetupError: Kafka did not answer, or refused to create a topic.
@@ -51,7 +61,7 @@ async def ensure_topics(bootstrap: str, partitions: int, *, replication: int = 1
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-admin")
         try:
             await admin.start()
-            await _create_missing(admin, partitions, replication)
+            await _create_missing(admin, partitions, replication, compacted)
             return
         except KafkaConnectionError as exc:
             if time.monotonic() > deadline:
@@ -64,18 +74,18 @@ async def ensure_topics(bootstrap: str, partitions: int, *, replication: int = 1
             await admin.close()
 
 
-async def _create_missing(admin: AIOKafkaAdminClient, partitions: int, replication: int) -> None:
-    existing = {
-        t["topic"]: len(t["partitions"])
-        for t in await admin.describe_topics(list(PIPELINE_TOPICS))
-        if t["error_code"] == 0
-    }
+async def _create_missing(
+    admin: AIOKafkaAdminClient, partitions: int, replication: int, compacted: tuple[str, ...]
+) -> None:
+    configs = {**_TOPIC_CONFIGS, **{name: {"cleanup.policy": "compact"} for name in compacted}}
+    wanted = [*PIPELINE_TOPICS, *compacted]
+    existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(wanted) if t["error_code"] == 0}
     for name, count in existing.items():
         if count != partitions:
             logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)
     missing = [
-        NewTopic(name, partitions, replication, topic_configs=_TOPIC_CONFIGS.get(name, {}))
-        for name in PIPELINE_TOPICS
+        NewTopic(name, partitions, replication, topic_configs=configs.get(name, {}))
+        for name in wanted
         if name not in existing
     ]
     if not missing:

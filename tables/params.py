@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 import faust
+from faust.exceptions import PartitionsMismatch
 from mode import Service
 
 from f2stream.db import connect, describe_dsn
@@ -47,6 +48,7 @@ _BATCH = 2000
 _RETRY_S = 2.0
 _DEBOUNCE_S = 0.05
 _LEADER_POLL_S = 2.0
+_WRITE_ATTEMPTS = 20
 
 _CHANGED = """
 SELECT device_id, version FROM parameter_versions WHERE version > $1 ORDER BY version LIMIT $2
@@ -174,10 +176,16 @@ class ParameterTable:
             value = event.value
             if not isinstance(value, ParameterSet):
                 continue
-            if value.parameters:
-                self.table[value.device_id] = value
-            elif value.device_id in self.table:
-                del self.table[value.device_id]
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    if value.parameters:
+                        self.table[value.device_id] = value
+                    elif value.device_id in self.table:
+                        del self.table[value.device_id]
+                    break
+                except PartitionsMismatch as exc:  # changelog metadata not fetched yet: it will be
+                    logger.warning("Parameter table write of %s deferred (%s)", value.device_id, exc)
+                    await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
             self.updated_at = time.time()
 
     def codec(self, device_id: str) -> DeviceCodec | None:
