@@ -89,13 +89,15 @@ cmd_up() {
     nohup "$PROMETHEUS" --config.file="$CONF" --storage.tsdb.path="$DATA" \
         --storage.tsdb.retention.time="$RETENTION" --web.listen-address="127.0.0.1:$PORT" \
         --web.enable-lifecycle >>"$LOG" 2>&1 </dev/null &
-    printf '%s\n' "$!" >"$PID"
+    local started=$!
+    printf '%s\n' "$started" >"$PID"
     for _ in $(seq 60); do
         ready && {
             log "ready: http://127.0.0.1:$PORT (alerts: /alerts, targets: /targets)"
             return 0
         }
-        live_pid >/dev/null || die "exited during start-up: see $LOG"
+        # kill -0, not live_pid: until the fork has exec'd, its cmdline is still this script's.
+        kill -0 "$started" 2>/dev/null || die "exited during start-up: see $LOG"
         sleep 0.5
     done
     die "not ready after 30s: see $LOG"

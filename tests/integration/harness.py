@@ -7,14 +7,19 @@ stack's settings. Nothing is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiomqtt
+import asyncpg
 
 from f2stream.settings import Settings
 
@@ -162,3 +167,48 @@ class Workers:
 
     pipeline: Worker
     ingest: Worker
+
+
+def service_client(stack: Stack) -> aiomqtt.Client:
+    """An MQTT client logged in as the simulator account on the service listener."""
+    settings = stack.settings
+    assert settings.sim_mqtt_password is not None
+    return aiomqtt.Client(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        username=settings.sim_mqtt_username,
+        password=settings.sim_mqtt_password.reveal(),
+    )
+
+
+async def publish(stack: Stack, messages: Iterable[tuple[str, bytes]]) -> None:
+    """Publish over the service listener, QoS 1, waiting for each PUBACK."""
+    async with service_client(stack) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+async def rows_for(
+    stack: Stack, device: str, expected: int, *, component: str | None = None, timeout_s: float = 60
+) -> list[asyncpg.Record]:
+    """A device's rows (of one component, if given) by component, data point and time.
+
+    Waits until there are `expected` of them, or the time is up.
+    """
+    settings = stack.settings
+    assert settings.timeseries_password is not None
+    conn = await asyncpg.connect(settings.timeseries_dsn, password=settings.timeseries_password.reveal())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await conn.fetch(
+                "SELECT * FROM iot_measurements WHERE device_id = $1 AND ($2::text IS NULL OR component = $2)"
+                " ORDER BY component, data_point, time",
+                device,
+                component,
+            )
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.3)
+    finally:
+        await conn.close()

@@ -19,11 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import orjson
 import pytest
 import yaml
-from harness import ROOT, Stack, Worker, Workers, free_ports
+from harness import ROOT, Stack, Worker, Workers, free_ports, publish
 from obs_harness import ControlledStack, as_always_answering, health, promql, scrape, wait_for
 
 from f2stream.simulator import device_ids, register_demo_parameters
@@ -138,19 +137,6 @@ def observed() -> Iterator[Observed]:
 
 def stamp(offset_s: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=offset_s)).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-async def publish(stack: Stack, messages: list[tuple[str, bytes]]) -> None:
-    settings = stack.settings
-    assert settings.sim_mqtt_password is not None
-    async with aiomqtt.Client(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        username=settings.sim_mqtt_username,
-        password=settings.sim_mqtt_password.reveal(),
-    ) as client:
-        for topic, payload in messages:
-            await client.publish(topic, payload, qos=1)
 
 
 GOOD, BAD_JSON, UNKNOWN = 6, 2, 1

@@ -6,11 +6,10 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import aiomqtt
 import asyncpg
 import orjson
 import pytest
-from harness import Stack, Workers
+from harness import Stack, Workers, rows_for, service_client
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.simulator import device_ids, register_demo_parameters
@@ -26,25 +25,6 @@ async def params_conn(stack: Stack) -> asyncpg.Connection:
     return await asyncpg.connect(s.params_dsn, password=s.params_password.reveal())
 
 
-async def sensor_rows(stack: Stack, device: str, expected: int, timeout_s: float = 60) -> list[asyncpg.Record]:
-    s = stack.settings
-    assert s.timeseries_password is not None
-    conn = await asyncpg.connect(s.timeseries_dsn, password=s.timeseries_password.reveal())
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            rows = await conn.fetch(
-                "SELECT time, value, param_version FROM iot_measurements"
-                " WHERE device_id = $1 AND component = 'sensor-3' ORDER BY time",
-                device,
-            )
-            if len(rows) >= expected or time.monotonic() > deadline:
-                return rows
-            await asyncio.sleep(0.3)
-    finally:
-        await conn.close()
-
-
 def sensor_message(device: str, moment: datetime) -> tuple[str, bytes]:
     stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
     return f"cmnd/{device}/sensor-mode/4/sensor-3", orjson.dumps({"timestamp": stamp, "data": FRAME})
@@ -57,23 +37,6 @@ async def ready_device(stack: Stack, device_number: int) -> str:
     return device
 
 
-class Publisher:
-    """The simulator's service login on 1883, QoS 1."""
-
-    def __init__(self, stack: Stack) -> None:
-        s = stack.settings
-        assert s.sim_mqtt_password is not None
-        self.client = aiomqtt.Client(
-            s.mqtt_host, s.mqtt_port, username=s.sim_mqtt_username, password=s.sim_mqtt_password.reveal()
-        )
-
-    async def __aenter__(self) -> aiomqtt.Client:
-        return await self.client.__aenter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.__aexit__(*exc)  # type: ignore[arg-type]
-
-
 async def test_a_change_while_traffic_flows_applies_to_later_messages(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
@@ -81,7 +44,7 @@ async def test_a_change_while_traffic_flows_applies_to_later_messages(
     sent = 0
     changed_at: datetime | None = None
     start = datetime.now(UTC)
-    async with Publisher(stack) as client:
+    async with service_client(stack) as client:
         while sent < 200:
             if sent == 80:
                 conn = await params_conn(stack)
@@ -97,7 +60,7 @@ async def test_a_change_while_traffic_flows_applies_to_later_messages(
             await client.publish(*sensor_message(device, start + timedelta(milliseconds=30 * sent)), qos=1)
             sent += 1
             await asyncio.sleep(0.03)
-    rows = await sensor_rows(stack, device, expected=sent)
+    rows = await rows_for(stack, device, component="sensor-3", expected=sent)
     assert len(rows) == sent, workers.pipeline.log_tail(80)
     values = [round(r["value"], 6) for r in rows]
     assert set(values) == {23.5, 2.35}
@@ -117,9 +80,9 @@ async def test_a_restarted_worker_decodes_from_the_changelog_with_postgres_down(
 ) -> None:
     device = await ready_device(stack, device_numbers)
     base = datetime.now(UTC)
-    async with Publisher(stack) as client:
+    async with service_client(stack) as client:
         await client.publish(*sensor_message(device, base), qos=1)
-    [before] = await sensor_rows(stack, device, expected=1)
+    [before] = await rows_for(stack, device, component="sensor-3", expected=1)
 
     log_size = workers.pipeline.log_path.stat().st_size
     stack.pg_ctl("params", "stop")
@@ -127,9 +90,9 @@ async def test_a_restarted_worker_decodes_from_the_changelog_with_postgres_down(
         workers.pipeline.stop()
         workers.pipeline.start()
         workers.pipeline.wait_healthy(accept=("ok", "degraded"))
-        async with Publisher(stack) as client:
+        async with service_client(stack) as client:
             await client.publish(*sensor_message(device, base + timedelta(seconds=1)), qos=1)
-        rows = await sensor_rows(stack, device, expected=2)
+        rows = await rows_for(stack, device, component="sensor-3", expected=2)
         assert [(r["value"], r["param_version"]) for r in rows] == [(before["value"], before["param_version"])] * 2
     finally:
         stack.pg_ctl("params", "start")
@@ -186,7 +149,7 @@ async def test_a_template_serves_many_devices_with_per_device_overrides(
         await conn.close()
     await asyncio.sleep(1.5)
     stamp = "2025-06-01 08:00:00.000000"
-    async with Publisher(stack) as client:
+    async with service_client(stack) as client:
         await client.publish(
             f"stat/{first}/access-control-mode/1/strike-1",
             orjson.dumps({"timestamp": stamp, "state": "engaged", "voltage": 12.04}),

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
 
-import aiomqtt
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from harness import Stack, Workers
+from harness import Stack, Workers, publish, rows_for
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
@@ -21,38 +19,6 @@ from f2stream.verify import read_manifest, verify_database
 pytestmark = pytest.mark.integration
 
 STAMP = "2025-03-01 10:00:00.000001"
-
-
-async def publish(stack: Stack, messages: Iterable[tuple[str, bytes]]) -> None:
-    """Publish as the simulator account, QoS 1, waiting for each PUBACK."""
-    settings = stack.settings
-    assert settings.sim_mqtt_password is not None
-    async with aiomqtt.Client(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        username=settings.sim_mqtt_username,
-        password=settings.sim_mqtt_password.reveal(),
-    ) as client:
-        for topic, payload in messages:
-            await client.publish(topic, payload, qos=1)
-
-
-async def rows_for(stack: Stack, device: str, expected: int, timeout_s: float = 60) -> list[asyncpg.Record]:
-    """The rows of one device, waiting until there are `expected` of them (or the time is up)."""
-    settings = stack.settings
-    assert settings.timeseries_password is not None
-    conn = await asyncpg.connect(settings.timeseries_dsn, password=settings.timeseries_password.reveal())
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            rows = await conn.fetch(
-                "SELECT * FROM iot_measurements WHERE device_id = $1 ORDER BY component, data_point", device
-            )
-            if len(rows) >= expected or time.monotonic() > deadline:
-                return rows
-            await asyncio.sleep(0.3)
-    finally:
-        await conn.close()
 
 
 async def dead_letters_about(

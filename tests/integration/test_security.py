@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 from f2stream.pki import PkiPaths, init_pki, issue_device_certificate
-from harness import Stack, Workers
+from harness import Stack, Workers, rows_for
 
 from f2stream.kafka import RAW_TOPIC
 from f2stream.simulator import device_ids, register_demo_parameters
@@ -172,21 +172,6 @@ async def publish_until_rows(stack: Stack, device: str, timeout_s: float = 120) 
         rows = await rows_for(stack, device, 3, timeout_s=5)
         if rows or time.monotonic() > deadline:
             return rows
-
-
-async def rows_for(stack: Stack, device: str, expected: int, timeout_s: float = 60) -> list[asyncpg.Record]:
-    settings = stack.settings
-    assert settings.timeseries_password is not None
-    conn = await asyncpg.connect(settings.timeseries_dsn, password=settings.timeseries_password.reveal())
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            rows = await conn.fetch("SELECT * FROM iot_measurements WHERE device_id = $1", device)
-            if len(rows) >= expected or time.monotonic() > deadline:
-                return rows
-            await asyncio.sleep(0.3)
-    finally:
-        await conn.close()
 
 
 async def raw_topics_until(stack: Stack, marker: str, timeout_s: float = 60) -> list[str]:
