@@ -25,6 +25,19 @@ def load_settings() -> Settings:
         raise SystemExit(f"f2stream: bad setting {exc}") from None
 
 
+class F2Worker(faust.Worker):
+    """Faust's worker without the terminal spinner.
+
+    With a log level of WARN or above, faust-streaming installs a spinner
+    handler and sets the root logger to DEBUG, so every `logger.debug` call
+    on the per-message path (aiokafka, faust.topics) builds a log record.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Configure the root logger as asked, and nothing more."""
+        self.spinner = None
+
+
 class F2App(faust.App):
     """A Faust app that creates the pipeline's topics before anything subscribes."""
 
@@ -38,6 +51,7 @@ class F2App(faust.App):
             producer_linger=0.005,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
+            Worker=F2Worker,
             web_bind="127.0.0.1",  # containers pass --web-bind 0.0.0.0
             **options,
         )
