@@ -49,6 +49,9 @@ class F2App(faust.App):
             datadir=str(settings.data_dir / app_id),
             producer_acks=-1,
             producer_linger=0.005,
+            # aiokafka keeps one batch in flight per partition; with its 16 KB
+            # default an agent waits each time ~45 records fill a batch.
+            producer_max_batch_size=512 * 1024,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
             Worker=F2Worker,
