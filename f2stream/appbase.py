@@ -66,6 +66,7 @@ class F2App(faust.App):
 
     async def on_first_start(self) -> None:
         """Create raw_iot_data, decoded_iot_data and iot_dead_letter if missing."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         await super().on_first_start()
         try:
             await ensure_topics(

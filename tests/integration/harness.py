@@ -98,8 +98,8 @@ class Stack:
 class Worker:
     """One faust worker subprocess, logging to a file."""
 
-    def __init__(self, stack: Stack, app: str, web_port: int, name: str) -> None:
-        self.stack, self.app, self.web_port, self.name = stack, app, web_port, name
+    def __init__(self, stack: Stack, app: str, web_port: int, name: str, **env: str) -> None:
+        self.stack, self.app, self.web_port, self.name, self.env = stack, app, web_port, name, env
         self.log_path = stack.var_dir / "log" / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -118,7 +118,7 @@ class Worker:
                     "--web-port",
                     str(self.web_port),
                 ],
-                env=self.stack.run_env(),
+                env=self.stack.run_env(**self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.stack.var_dir,
