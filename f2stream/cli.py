@@ -21,7 +21,7 @@ from f2stream.kafka import PIPELINE_TOPICS
 from f2stream.migrate import DATABASES, apply_migrations, load_migrations
 from f2stream.settings import Settings
 
-__all__ = ["CommandError", "register", "render_record"]
+__all__ = ["CommandError", "one_line_errors", "register", "render_record"]
 
 
 class CommandError(F2StreamError):
@@ -32,7 +32,7 @@ def register(app: faust.App, settings: Settings) -> None:
     """Attach the commands to the pipeline app."""
 
     @app.command()
-    @_one_line_errors
+    @one_line_errors
     async def migrate(self: Any) -> None:
         """Apply the SQL migrations to the parameters and time-series databases."""
         await run_migrations(settings, print)
@@ -43,7 +43,7 @@ def register(app: faust.App, settings: Settings) -> None:
         option("--max-messages", type=int, default=0, help="Stop after this many records (0: never)."),
         option("--idle-timeout-s", type=float, default=0.0, help="Stop after this long without records (0: never)."),
     )
-    @_one_line_errors
+    @one_line_errors
     async def tail(self: Any, topic: str, from_beginning: bool, max_messages: int, idle_timeout_s: float) -> None:
         """Follow a Kafka topic, one JSON record per line."""
         await tail_topic(
@@ -58,7 +58,7 @@ def register(app: faust.App, settings: Settings) -> None:
     verify.register(app, settings)
 
 
-def _one_line_errors(fun: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+def one_line_errors(fun: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """Turn a project error into one line on stderr and exit status 2: no traceback."""
 
     @wraps(fun)

@@ -340,10 +340,10 @@ def register(app: faust.App, settings: Settings) -> None:
     """Attach `pki`, `register-device`, `revoke-device` and `devices`."""
     import click
 
-    from f2stream.cli import _one_line_errors  # cli imports this module
+    from f2stream.cli import one_line_errors  # cli imports this module
 
     @app.command(argument("action", type=click.Choice(["init"])))
-    @_one_line_errors
+    @one_line_errors
     async def pki(self: Any, action: str) -> None:
         """`pki init`: create the CA once (never replaced) and the broker's certificate."""
         hosts = [settings.mqtt_host, *settings.pki_hosts.split(",")]
@@ -358,7 +358,7 @@ def register(app: faust.App, settings: Settings) -> None:
         option("--days", type=int, default=DEVICE_DAYS, show_default=True, help="Validity of the certificate."),
         name="register-device",
     )
-    @_one_line_errors
+    @one_line_errors
     async def register_device_command(self: Any, mac: str, serial_number: str, force: bool, days: int) -> None:
         """Issue a device certificate (CN = device id) and register the device."""
         info = await register_device(settings, mac, serial_number, force=force, days=days)
@@ -369,14 +369,14 @@ def register(app: faust.App, settings: Settings) -> None:
         )
 
     @app.command(argument("mac"), name="revoke-device")
-    @_one_line_errors
+    @one_line_errors
     async def revoke_device_command(self: Any, mac: str) -> None:
         """Revoke a device: its session is cut and the broker refuses it from now on."""
         record = await revoke_device(settings, mac)
         print(f"revoke-device: {record.device_id} revoked (certificate {record.cert_serial})", flush=True)
 
     @app.command()
-    @_one_line_errors
+    @one_line_errors
     async def devices(self: Any) -> None:
         """List the device registry; certificates expiring within 30 days are marked."""
         for line in format_devices(await list_devices(settings), datetime.now(UTC)):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -158,19 +157,17 @@ async def load_parameters(conn: asyncpg.Connection, parameters: list[Parameter],
 
 def register(app: faust.App, settings: Settings) -> None:
     """Attach the `params` command."""
+    from f2stream.cli import one_line_errors  # cli imports this module
 
     @app.command(
         argument("action", type=click.Choice(["list", "show", "load", "delete"])),
         argument("target", required=False),
         option("--replace", is_flag=True, default=False, help="load: replace all rows of the devices in the file."),
     )
+    @one_line_errors
     async def params(self: Any, action: str, target: str | None, replace: bool) -> None:
         """Manage device parameters: list, show DEVICE, load FILE, delete DEVICE."""
-        try:
-            await _run(settings, action, target, replace=replace)
-        except F2StreamError as exc:
-            print(f"f2stream: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+        await _run(settings, action, target, replace=replace)
 
 
 def _prepare(action: str, target: str | None) -> tuple[list[Parameter], str]:
