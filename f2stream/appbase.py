@@ -65,7 +65,7 @@ class F2App(faust.App):
         return tuple(table.changelog_topic.get_topic_name() for table in self.tables.values())
 
     async def on_first_start(self) -> None:
-        """Create raw_iot_data, decoded_iot_data and iot_dead_letter if missing."""
+        """Create the pipeline topics and this app's table changelogs if missing."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         await super().on_first_start()
         try:
@@ -77,7 +77,7 @@ class F2App(faust.App):
 
 
 class PipelineTopics:
-    """The three pipeline topics, declared on one app."""
+    """The pipeline topics (raw, decoded, dead letters, parameters), declared on one app."""
 
     def __init__(self, app: faust.App) -> None:
         self.raw = app.topic(RAW_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

@@ -122,7 +122,8 @@ class MqttIngest(Service):
     async def _forward(
         self, client: aiomqtt.Client, producer: Any, pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]]
     ) -> None:
-        received = self.metrics.mqtt_received
+        # Label children resolved once, not per message; the label set is bounded.
+        received = {kind: self.metrics.mqtt_received.labels(type=kind) for kind in (*_TYPES, "other")}
         note_device, clock = self.metrics.devices.note, time.monotonic
         async for message in client.messages:
             topic = message.topic.value
@@ -138,7 +139,7 @@ class MqttIngest(Service):
                 None,
                 [("mqtt_topic", topic.encode()), ("received_at", received_at.encode())],
             )
-            received.labels(type=topic.split("/", 1)[0] if topic.split("/", 1)[0] in _TYPES else "other").inc()
+            received.get(topic.partition("/")[0], received["other"]).inc()
             await pending.put((message.mid, message.qos, future))
 
     async def _acknowledge(

@@ -1,4 +1,4 @@
-"""The pipeline app: parameter cache, decode agent, sink agent, web views, commands.
+"""The pipeline app: parameter table, decode agent, sink agent, web views, commands.
 
 Run it with `faust -A f2stream worker -l info` (web on :6066).
 """
