@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -13,10 +13,29 @@ import asyncpg
 
 from f2stream.errors import F2StreamError
 
-__all__ = ["DATABASES", "Migration", "MigrationError", "apply_migrations", "load_migrations"]
+__all__ = [
+    "DATABASES",
+    "Migration",
+    "MigrationError",
+    "TimescaleDB",
+    "apply_migrations",
+    "detect_timescaledb",
+    "load_migrations",
+    "pending_migrations",
+    "refuse_without_preload",
+]
 
 Database = Literal["params", "timeseries"]
 DATABASES: tuple[Database, ...] = ("params", "timeseries")
+
+# A role without superuser rights cannot read shared_preload_libraries, but the
+# library defines its timescaledb.* settings only once it is loaded, and
+# pg_settings hides the placeholders that an unloaded prefix leaves behind.
+_DETECT = """
+SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb') AS installed,
+       EXISTS (SELECT FROM pg_settings WHERE name LIKE 'timescaledb.%') AS loaded,
+       EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb') AS created
+"""
 
 _NAME_RE = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
 _DIRECTIVE_RE = re.compile(r"^--\s*f2stream:\s*(.+?)\s*$", re.MULTILINE)
@@ -47,6 +66,11 @@ class Migration:
     sql: str
     requires_timescaledb: bool
     transactional: bool
+
+    @property
+    def label(self) -> str:
+        """The file name without `.sql`, as reports and errors name it."""
+        return f"{self.version:03d}_{self.name}"
 
     @property
     def checksum(self) -> str:
@@ -92,49 +116,124 @@ def load_migrations(database: Database) -> list[Migration]:
     return migrations
 
 
+@dataclass(frozen=True, slots=True)
+class TimescaleDB:
+    """What the server says about TimescaleDB, as any role can ask it."""
+
+    installed: bool
+    """The extension's files are there (`pg_available_extensions`)."""
+    loaded: bool
+    """The library is loaded: preloaded, since it refuses to work otherwise."""
+    created: bool
+    """`CREATE EXTENSION` ran in this database."""
+
+    @property
+    def ready(self) -> bool:
+        """The TimescaleDB migrations can run."""
+        return self.installed and self.loaded
+
+    def describe(self) -> str:
+        """The line `migrate` prints about the database's tables."""
+        if self.ready:
+            return "TimescaleDB available: hypertable, compression, retention and hourly aggregate"
+        return "TimescaleDB not available: plain PostgreSQL tables"
+
+
+async def detect_timescaledb(conn: asyncpg.Connection) -> TimescaleDB:
+    """Ask the server whether TimescaleDB is installed, preloaded and used by this database."""
+    row = await conn.fetchrow(_DETECT)
+    return TimescaleDB(installed=bool(row["installed"]), loaded=bool(row["loaded"]), created=bool(row["created"]))
+
+
+def pending_migrations(migrations: Sequence[Migration], applied: Mapping[int, str]) -> list[Migration]:
+    """The migrations not applied yet, in order.
+
+    Args:
+        migrations: every migration of the database, in order.
+        applied: checksum of each applied version.
+
+    Raises:
+        MigrationError: an applied file was changed since.
+    """
+    for migration in migrations:
+        checksum = applied.get(migration.version)
+        if checksum is not None and checksum != migration.checksum:
+            raise MigrationError(
+                f"{migration.label} was changed after it was applied; add a new migration instead of editing it"
+            )
+    return [m for m in migrations if m.version not in applied]
+
+
+def refuse_without_preload(pending: Sequence[Migration], timescaledb: TimescaleDB) -> None:
+    """Stop before anything is applied when TimescaleDB is needed but its library is not loaded.
+
+    Without the preloaded library, creating the extension, or any DDL in a
+    database that has it, ends the connection with a FATAL error. Skipping
+    the files instead would leave a plain table on a server whose owner
+    installed TimescaleDB to get a hypertable.
+
+    Raises:
+        MigrationError: one line that says what to change.
+    """
+    if timescaledb.loaded:
+        return
+    needing = [m.label for m in pending if m.requires_timescaledb]
+    if timescaledb.created:
+        blocked = "this database, which already uses it, cannot be migrated (nor written to safely)"
+    elif timescaledb.installed and needing:
+        blocked = f"{', '.join(needing)} cannot run"
+    else:
+        return
+    raise MigrationError(
+        f"TimescaleDB is installed on this server but not preloaded, so {blocked}: "
+        "set shared_preload_libraries = 'timescaledb' in its postgresql.conf and restart it "
+        "(the local stack does this itself: make down && make up), then run migrate again; "
+        "nothing was applied to this database"
+    )
+
+
 async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration], report: Callable[[str], None]) -> int:
     """Apply what is not applied yet; return how many were applied.
 
     Safe to run twice and from two places at once (an advisory lock orders runs).
     Migrations that need TimescaleDB are skipped, and reported, where the
-    extension is not available; they apply on a later run once it is.
+    extension is not installed; they apply on a later run once it is. Every
+    check runs before the first write, so a refusal leaves the database as it was.
 
     Raises:
-        MigrationError: a file changed after it was applied, or a statement failed.
+        MigrationError: a file changed after it was applied, TimescaleDB is
+            installed but not preloaded, or a statement failed.
     """
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
+        applied = await _applied(conn)
+        pending = pending_migrations(migrations, applied)
+        timescaledb = await detect_timescaledb(conn)
+        refuse_without_preload(pending, timescaledb)
+        if any(m.requires_timescaledb for m in migrations):
+            report(timescaledb.describe())
         await conn.execute(_BOOKKEEPING)
-        applied = {
-            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM f2stream_migrations")
-        }
-        timescaledb = await conn.fetchval("SELECT count(*) > 0 FROM pg_available_extensions WHERE name = 'timescaledb'")
-        report(
-            "TimescaleDB available: hypertable, compression, retention and hourly aggregate"
-            if timescaledb
-            else "TimescaleDB not available: plain PostgreSQL tables"
-        )
         count = 0
-        for migration in migrations:
-            label = f"{migration.version:03d}_{migration.name}"
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"{label} was changed after it was applied; add a new migration instead of editing it"
-                    )
+        for migration in pending:
+            if migration.requires_timescaledb and not timescaledb.ready:
+                report(f"{migration.label}: skipped (needs the timescaledb extension)")
                 continue
-            if migration.requires_timescaledb and not timescaledb:
-                report(f"{label}: skipped (needs the timescaledb extension)")
-                continue
-            await _apply(conn, migration, label)
-            report(f"{label}: applied")
+            await _apply(conn, migration)
+            report(f"{migration.label}: applied")
             count += 1
         return count
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
 
 
-async def _apply(conn: asyncpg.Connection, migration: Migration, label: str) -> None:
+async def _applied(conn: asyncpg.Connection) -> dict[int, str]:
+    # Read without creating the bookkeeping table, so a refusal writes nothing.
+    if await conn.fetchval("SELECT to_regclass('f2stream_migrations') IS NULL"):
+        return {}
+    return {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM f2stream_migrations")}
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
     record = "INSERT INTO f2stream_migrations (version, name, checksum) VALUES ($1, $2, $3)"
     try:
         if migration.transactional:
@@ -146,7 +245,7 @@ async def _apply(conn: asyncpg.Connection, migration: Migration, label: str) -> 
                 await conn.execute(statement)
             await conn.execute(record, migration.version, migration.name, migration.checksum)
     except asyncpg.PostgresError as exc:
-        raise MigrationError(f"{label} failed: {exc.__class__.__name__}: {exc}") from exc
+        raise MigrationError(f"{migration.label} failed: {exc.__class__.__name__}: {exc}") from exc
 
 
 def _has_code(sql: str) -> bool:
