@@ -13,6 +13,7 @@ from harness import Stack, Workers, publish, rows_for
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
+from f2stream.migrate import detect_timescaledb, load_migrations
 from f2stream.simulator import device_ids, register_demo_parameters
 from f2stream.verify import read_manifest, verify_database
 
@@ -163,12 +164,29 @@ class _Rollback(Exception):
     """Leaves the seed rows out of the shared database."""
 
 
-def test_migrate_twice_applies_nothing_the_second_time(stack: Stack) -> None:
+async def test_migrate_twice_applies_nothing_the_second_time(stack: Stack) -> None:
     result = stack.faust("migrate")
     assert result.returncode == 0, result.stderr
     assert "params: 0 migration(s) applied" in result.stdout
     assert "timeseries: 0 migration(s) applied" in result.stdout
-    assert "TimescaleDB not available: plain PostgreSQL tables" in result.stdout
+    settings = stack.settings
+    assert settings.timeseries_password is not None
+    conn = await asyncpg.connect(settings.timeseries_dsn, password=settings.timeseries_password.reveal())
+    try:
+        timescaledb = await detect_timescaledb(conn)
+        applied = {r["name"] for r in await conn.fetch("SELECT name FROM f2stream_migrations")}
+    finally:
+        await conn.close()
+    timescaledb_only = {m.name for m in load_migrations("timeseries") if m.requires_timescaledb}
+    # The stack preloads TimescaleDB wherever it is installed: a server is plain or ready, never in between.
+    if timescaledb.ready:
+        assert "timeseries: TimescaleDB available: hypertable, compression" in result.stdout
+        assert timescaledb_only <= applied
+    else:
+        assert not timescaledb.installed, "TimescaleDB is installed but the stack did not preload it"
+        assert "timeseries: TimescaleDB not available: plain PostgreSQL tables" in result.stdout
+        assert not timescaledb_only & applied
+        assert not timescaledb.created
 
 
 def test_tail_prints_one_json_record_per_line(stack: Stack, workers: Workers) -> None:
