@@ -385,6 +385,38 @@ pg_ready() { # port
     "$PG_BIN/pg_isready" -q -h "$RUN" -p "$1" -t 2
 }
 
+# True when the TimescaleDB extension is installed for the PostgreSQL in
+# $PG_BIN: its control file and its loader library, where that server looks.
+timescaledb_installed() {
+    local config=$PG_BIN/pg_config
+    [[ -x $config ]] || return 1
+    [[ -f $("$config" --sharedir)/extension/timescaledb.control &&
+        -f $("$config" --pkglibdir)/timescaledb.so ]]
+}
+
+# The time-series cluster preloads timescaledb whenever it is installed: the
+# extension refuses CREATE EXTENSION otherwise. Prints the config lines.
+timescaledb_conf() { # name
+    [[ $1 == timeseries ]] && timescaledb_installed || return 0
+    cat <<EOF
+# TimescaleDB is installed for this PostgreSQL: it must be preloaded.
+shared_preload_libraries = 'timescaledb'
+timescaledb.telemetry_level = off
+# Room for its background jobs (compression, retention, aggregate refresh).
+max_worker_processes = 16
+timescaledb.max_background_workers = 8
+EOF
+}
+
+# One line saying what the time-series cluster runs on.
+report_timescaledb() {
+    if timescaledb_installed; then
+        log "pg-timeseries: TimescaleDB installed for $PG_BIN: preloading timescaledb (hypertable, compression, retention, hourly aggregate)"
+    else
+        log "pg-timeseries: TimescaleDB not installed for $PG_BIN: plain PostgreSQL tables"
+    fi
+}
+
 init_pg() { # name port
     local dir=$DATA/pg-$1 port=$2
     if [[ ! -f $dir/PG_VERSION ]]; then
@@ -412,6 +444,7 @@ max_connections = 100
 fsync = on
 synchronous_commit = on
 full_page_writes = on
+$(timescaledb_conf "$1")
 EOF
     as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
 # Written by deploy/stack.sh. TYPE DATABASE USER ADDRESS METHOD
@@ -424,8 +457,13 @@ start_pg() { # name port
     local name=$1 port=$2 pid
     if pid=$(pg_pid "$name"); then
         log "pg-$name already running (pid $pid)"
+        if [[ -n $(timescaledb_conf "$name") ]] &&
+            ! grep -q "^shared_preload_libraries = 'timescaledb'" "$DATA/pg-$name/f2stream.conf"; then
+            log "pg-$name: TimescaleDB is installed but this server does not preload it: restart it (make down && make up)"
+        fi
         return 0
     fi
+    [[ $name == timeseries ]] && report_timescaledb
     init_pg "$name" "$port"
     touch "$LOG/pg-$name.log"
     is_root && chown postgres: "$LOG/pg-$name.log"
