@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -20,6 +21,7 @@ __all__ = [
     "TimescaleDB",
     "apply_migrations",
     "detect_timescaledb",
+    "execute_retrying_locks",
     "load_migrations",
     "pending_migrations",
     "refuse_without_preload",
@@ -42,6 +44,10 @@ _DIRECTIVE_RE = re.compile(r"^--\s*f2stream:\s*(.+?)\s*$", re.MULTILINE)
 _STATEMENT_END_RE = re.compile(r";[ \t]*(?:\n|$)")
 # One lock id for every f2stream migration run, so two runners never race.
 _LOCK_ID = 0x0F25_7EA4
+# TimescaleDB's scheduler may be refreshing the aggregate (a policy job starts as
+# soon as it is added); refresh_continuous_aggregate then fails at once instead
+# of waiting. Statements of no-transaction files can run again: wait and retry.
+LOCK_RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
 
 _BOOKKEEPING = """
 CREATE TABLE IF NOT EXISTS f2stream_migrations (
@@ -242,10 +248,30 @@ async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
                 await conn.execute(record, migration.version, migration.name, migration.checksum)
         else:
             for statement in migration.statements():
-                await conn.execute(statement)
+                await execute_retrying_locks(conn, statement)
             await conn.execute(record, migration.version, migration.name, migration.checksum)
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"{migration.label} failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+async def execute_retrying_locks(
+    conn: asyncpg.Connection,
+    statement: str,
+    delays_s: Sequence[float] = LOCK_RETRY_DELAYS_S,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Run one statement outside a transaction, again after each delay while a lock is taken.
+
+    Raises:
+        asyncpg.LockNotAvailableError: the lock was still taken after the last delay.
+    """
+    for delay in delays_s:
+        try:
+            await conn.execute(statement)
+            return
+        except asyncpg.LockNotAvailableError:
+            await sleep(delay)
+    await conn.execute(statement)
 
 
 def _has_code(sql: str) -> bool:

@@ -15,8 +15,10 @@ ALTER MATERIALIZED VIEW iot_measurements_hourly SET (timescaledb.materialized_on
 
 SELECT remove_continuous_aggregate_policy('iot_measurements_hourly', if_exists => TRUE);
 
+-- Before the new policy: the scheduler starts a new policy job at once, and a
+-- refresh that meets a running one fails (LockNotAvailable; migrate retries).
+CALL refresh_continuous_aggregate('iot_measurements_hourly', NULL, now() - INTERVAL '1 hour');
+
 SELECT add_continuous_aggregate_policy('iot_measurements_hourly',
     start_offset => INTERVAL '7 days', end_offset => INTERVAL '1 hour',
     schedule_interval => INTERVAL '30 minutes', if_not_exists => TRUE);
-
-CALL refresh_continuous_aggregate('iot_measurements_hourly', NULL, now() - INTERVAL '1 hour');

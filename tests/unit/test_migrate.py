@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 
 from f2stream.migrate import (
@@ -17,6 +18,7 @@ from f2stream.migrate import (
     TimescaleDB,
     apply_migrations,
     detect_timescaledb,
+    execute_retrying_locks,
     load_migrations,
     pending_migrations,
     refuse_without_preload,
@@ -299,3 +301,37 @@ async def test_a_database_without_timescaledb_files_prints_no_timescaledb_line()
     lines: list[str] = []
     assert await apply_migrations(conn, [migration(1)], lines.append) == 1  # type: ignore[arg-type]
     assert lines == ["001_step_1: applied"]
+
+
+class BusyConnection:
+    """Refuses a statement with LockNotAvailable a given number of times, as a refresh meeting a running job."""
+
+    def __init__(self, busy_times: int) -> None:
+        self.busy_times = busy_times
+        self.calls = 0
+
+    async def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.calls <= self.busy_times:
+            raise asyncpg.LockNotAvailableError("could not refresh continuous aggregate due to a concurrent refresh")
+
+
+async def test_a_statement_that_meets_a_taken_lock_runs_again_after_each_delay() -> None:
+    conn, slept = BusyConnection(busy_times=2), []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    await execute_retrying_locks(conn, "CALL x()", delays_s=(1.0, 2.0, 4.0), sleep=sleep)  # type: ignore[arg-type]
+    assert (conn.calls, slept) == (3, [1.0, 2.0])
+
+
+async def test_a_lock_still_taken_after_the_last_delay_is_an_error() -> None:
+    conn, slept = BusyConnection(busy_times=5), []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    with pytest.raises(asyncpg.LockNotAvailableError):
+        await execute_retrying_locks(conn, "CALL x()", delays_s=(1.0, 2.0), sleep=sleep)  # type: ignore[arg-type]
+    assert (conn.calls, slept) == (3, [1.0, 2.0])

@@ -179,3 +179,6 @@ def test_the_aggregate_is_real_time_and_filled_once_over_the_history() -> None:
     assert interval(refresh) == interval(argument(policy, "end_offset"))
     # In the same file: the refresh is part of making the aggregate real-time, never applied without it.
     assert labels == [label for label, s in timeseries_statements() if s == refresh]
+    # Before the policy is added: its first job starts at once and would hold the aggregate's lock.
+    order = [s for _, s in timeseries_statements()]
+    assert order.index(refresh) < order.index(policy)
