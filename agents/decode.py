@@ -1,68 +1,165 @@
-"""The decode agent: raw_iot_data to decoded_iot_data, bad input to iot_dead_letter."""
+"""The decode stage: batches of raw_iot_data to decoded_iot_data, bad input to iot_dead_letter.
+
+:func:`decode_batch` is pure: records and parameters in, the records to
+produce out. :class:`DecodeStage` produces them all, awaits every
+acknowledgement once, and only then returns to the batch loop, which
+commits the batch's offsets. A produce that fails raises, so nothing of the
+batch is committed and it is read again.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
-import faust
-from f2stream.tables.params import ParameterTable
+from aiokafka import ConsumerRecord
+from aiokafka.errors import MessageSizeTooLargeError
 
+from f2stream.batchloop import Batch, Sender
 from f2stream.deadletter import dead_letter_headers, header_map
-from f2stream.decode import decode_message, format_time
+from f2stream.decode import CodecSource, decode_message
 from f2stream.errors import BadMessage
+from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
+from f2stream.records import encode_decoded, format_time
 
-__all__ = ["register"]
+__all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record"]
 
 logger = logging.getLogger(__name__)
 
+# A dead letter keeps at most this much of a payload the decoded topic refused.
+_TRUNCATE_AT = 64 * 1024
 
-def register(
-    app: faust.App,
-    raw: faust.TopicT,
-    decoded: faust.TopicT,
-    dead: faust.TopicT,
-    params: ParameterTable,
-    metrics: Metrics,
-) -> Any:
-    """Attach the decode agent to `app`; return it."""
 
-    @app.agent(raw, name="f2stream.decode")
-    async def decode(stream: faust.StreamT[bytes]) -> None:
-        await params.wait_ready()
-        async for event in stream.events():
-            message = event.message
-            headers = header_map(message.headers)
-            topic = headers.get("mqtt_topic", "")
-            received_at = headers.get("received_at") or format_time(datetime.fromtimestamp(message.timestamp, UTC))
-            payload = message.value if isinstance(message.value, bytes) else b""
-            try:
-                measurements = decode_message(topic, payload, received_at, params)
-            except BadMessage as exc:
-                reason, detail = exc.reason, exc.detail
-            except Exception as exc:  # a decoder bug must not lose the message: dead-letter it
-                logger.exception("Decoder failed on %s", topic)
-                reason, detail = "decoder_error", f"{exc.__class__.__name__}: {exc}"
-            else:
-                for measurement in measurements:
-                    await decoded.send(key=measurement.device_id.encode(), value=measurement)
-                metrics.decoded_messages.inc()
-                metrics.measurements.inc(len(measurements))
-                continue
-            metrics.dead_letters.labels(reason=reason).inc()
-            await dead.send(
-                key=message.key,
-                value=payload,
-                headers=dead_letter_headers(
-                    reason=reason,
-                    detail=detail,
-                    stage="decode",
-                    mqtt_topic=topic,
-                    received_at=received_at,
-                    source=f"{message.topic}/{message.partition}/{message.offset}",
-                ),
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one batch became: the records to produce, and what to count."""
+
+    outputs: list[Output] = field(default_factory=list)
+    messages: int = 0
+    measurements: int = 0
+    dead: Counter[str] = field(default_factory=Counter)
+
+
+def source_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    """`topic/partition/offset`: the identity of a raw record, in its dead letters (to deduplicate them)."""
+    return f"{record.topic}/{record.partition}/{record.offset}"
+
+
+def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded) -> None:
+    """Decode one raw record into `into`: a decoded record, nothing (no values), or a dead letter."""
+    headers = header_map(record.headers)
+    topic = headers.get("mqtt_topic", "")
+    received_at = headers.get("received_at") or format_time(datetime.fromtimestamp(record.timestamp / 1000, UTC))
+    payload = record.value if isinstance(record.value, bytes) else b""
+    try:
+        measurements = decode_message(topic, payload, received_at, params)
+    except BadMessage as exc:
+        reason, detail = exc.reason, exc.detail
+    except Exception as exc:  # a decoder bug must not lose the message: dead-letter it
+        logger.exception("Decoder failed on %s", topic)
+        reason, detail = "decoder_error", f"{exc.__class__.__name__}: {exc}"
+    else:
+        into.messages += 1
+        if measurements:
+            into.measurements += len(measurements)
+            into.outputs.append(Output(DECODED_TOPIC, measurements[0].device_id.encode(), encode_decoded(measurements)))
+        return
+    into.dead[reason] += 1
+    into.outputs.append(
+        Output(
+            DEAD_LETTER_TOPIC,
+            record.key,
+            payload,
+            dead_letter_headers(
+                reason=reason,
+                detail=detail,
+                stage="decode",
+                mqtt_topic=topic,
+                received_at=received_at,
+                source=source_of(record),
+            ),
+        )
+    )
+
+
+def decode_batch(records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecSource) -> Decoded:
+    """Decode raw records, in order, into the records to produce."""
+    decoded = Decoded()
+    for record in records:
+        decode_record(record, params, decoded)
+    return decoded
+
+
+def too_large(output: Output, detail: str) -> Output:
+    """A dead letter in place of a record Kafka refused for its size: its head, and its full size."""
+    headers = dict(output.headers)
+    return Output(
+        DEAD_LETTER_TOPIC,
+        output.key,
+        output.value[:_TRUNCATE_AT],
+        [
+            *dead_letter_headers(
+                reason="too_large",
+                detail=detail,
+                stage="decode",
+                mqtt_topic=headers.get("mqtt_topic", b"").decode("utf-8", "replace") or None,
+                received_at=None,
+                source=headers.get("source", b"").decode() or output.topic,
+            ),
+            ("size", str(len(output.value)).encode()),
+        ],
+    )
+
+
+class DecodeStage:
+    """The batch handler of the decode loop: decode, produce everything, await every acknowledgement."""
+
+    def __init__(self, producer: Sender, params: CodecSource, metrics: Metrics) -> None:
+        self.producer = producer
+        self.params = params
+        self.metrics = metrics
+
+    async def __call__(self, batch: Batch) -> None:
+        """Handle one batch; return only when Kafka acknowledged all it became.
+
+        Raises:
+            KafkaError: a record was not acknowledged: the batch must be read again.
+        """
+        decoded = decode_batch(chain.from_iterable(batch.values()), self.params)
+        pending: list[asyncio.Future[Any]] = []
+        for output in decoded.outputs:
+            pending.append(await self._send(output))
+        await asyncio.gather(*pending)  # the first failure raises: nothing of the batch is committed
+        self.metrics.decoded_messages.inc(decoded.messages)
+        self.metrics.measurements.inc(decoded.measurements)
+        for reason, count in decoded.dead.items():
+            self.metrics.dead_letters.labels(reason=reason).inc(count)
+
+    async def _send(self, output: Output) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any]
+        try:
+            future = await self.producer.send(output.topic, output.value, key=output.key, headers=output.headers)
+        except MessageSizeTooLargeError as exc:  # this record can never be produced: dead-letter its head
+            self.metrics.dead_letters.labels(reason="too_large").inc()
+            replacement = too_large(output, f"{output.topic} refused {len(output.value)} bytes: {exc}")
+            future = await self.producer.send(
+                replacement.topic, replacement.value, key=replacement.key, headers=replacement.headers
             )
-
-    return decode
+        return future

@@ -1,61 +1,75 @@
-"""The sink agent: decoded_iot_data to `iot_measurements`, in batches.
+"""The sink stage: batches of decoded_iot_data to `iot_measurements`.
 
-A batch is acknowledged only when :meth:`MeasurementWriter.write` returns,
-which it does only once the rows are committed, so Kafka offsets are
-committed only after the data is safe. Concurrency stays 1 (faust-streaming#606).
+A batch is done only when :meth:`MeasurementWriter.write` returned (the rows
+are committed) and the dead letters of rows the database refused are
+acknowledged by Kafka; only then does the batch loop commit its offsets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from itertools import chain
 from typing import Any
 
-import faust
 import orjson
 
+from f2stream.batchloop import Batch, Sender
 from f2stream.deadletter import dead_letter_headers
+from f2stream.errors import BadMessage
+from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
-from f2stream.records import Measurement
+from f2stream.records import Measurement, measurements_of
 from f2stream.timeseries import MeasurementWriter
 
-__all__ = ["register"]
+__all__ = ["SinkStage"]
 
 
-def register(
-    app: faust.App,
-    decoded: faust.TopicT,
-    dead: faust.TopicT,
-    writer: MeasurementWriter,
-    metrics: Metrics,
-    *,
-    batch_size: int,
-    batch_window_s: float,
-) -> Any:
-    """Attach the sink agent to `app`; return it."""
+class SinkStage:
+    """The batch handler of the sink loop: one idempotent write per batch, then its dead letters."""
 
-    @app.agent(decoded, name="f2stream.sink", concurrency=1)
-    async def sink(stream: faust.StreamT[Measurement]) -> None:
-        async for batch in stream.take(batch_size, within=batch_window_s):
-            started = time.perf_counter()
-            inserted, rejected = await writer.write(batch)
-            metrics.sink_batch_seconds.observe(time.perf_counter() - started)
-            metrics.observe_committed(batch, time.time())
-            metrics.sink_batch_size.observe(len(batch))
-            metrics.rows_written.inc(inserted)
-            metrics.rows_duplicate.inc(len(batch) - inserted - len(rejected))
-            for item in rejected:
-                metrics.dead_letters.labels(reason="sink_rejected").inc()
-                await dead.send(
-                    key=item.measurement.device_id.encode(),
-                    value=orjson.dumps(item.measurement.asdict()),
-                    headers=dead_letter_headers(
-                        reason="sink_rejected",
-                        detail=item.detail,
-                        stage="sink",
-                        mqtt_topic=item.measurement.source_topic,
-                        received_at=item.measurement.received_at,
-                        source="decoded_iot_data",
-                    ),
-                )
+    def __init__(self, producer: Sender, writer: MeasurementWriter, metrics: Metrics) -> None:
+        self.producer = producer
+        self.writer = writer
+        self.metrics = metrics
 
-    return sink
+    async def __call__(self, batch: Batch) -> None:
+        """Write one batch; return only once its rows are committed and its dead letters acknowledged."""
+        rows: list[Measurement] = []
+        dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        for record in chain.from_iterable(batch.values()):
+            try:
+                rows.extend(measurements_of(record.value))
+            except BadMessage as exc:  # not ours: never blocks the topic, kept as it came
+                source = f"{record.topic}/{record.partition}/{record.offset}"
+                dead.append((record.key, record.value or b"", _headers(exc.reason, exc.detail, None, source)))
+        started = time.perf_counter()
+        inserted, rejected = await self.writer.write(rows) if rows else (0, [])
+        self.metrics.sink_batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.observe_committed(rows, time.time())
+        self.metrics.sink_batch_size.observe(len(rows))
+        self.metrics.rows_written.inc(inserted)
+        self.metrics.rows_duplicate.inc(len(rows) - inserted - len(rejected))
+        for item in rejected:
+            m = item.measurement
+            value = orjson.dumps(m.asdict())
+            dead.append((m.device_id.encode(), value, _headers("sink_rejected", item.detail, m, DECODED_TOPIC)))
+        if not dead:
+            return
+        pending: list[asyncio.Future[Any]] = [
+            await self.producer.send(DEAD_LETTER_TOPIC, value, key=key, headers=headers) for key, value, headers in dead
+        ]
+        await asyncio.gather(*pending)
+        for _, _, headers in dead:
+            self.metrics.dead_letters.labels(reason=headers[0][1].decode()).inc()
+
+
+def _headers(reason: str, detail: str, measurement: Measurement | None, source: str) -> list[tuple[str, bytes]]:
+    return dead_letter_headers(
+        reason=reason,
+        detail=detail,
+        stage="sink",
+        mqtt_topic=None if measurement is None else measurement.source_topic,
+        received_at=None if measurement is None else measurement.received_at,
+        source=source,
+    )

@@ -8,8 +8,8 @@ from typing import Any
 import faust
 
 from f2stream.errors import ConfigError, F2StreamError
-from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC, ensure_topics
-from f2stream.records import Measurement, ParameterSet
+from f2stream.kafka import PARAMETERS_TOPIC, ensure_topics
+from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 
 __all__ = ["F2App", "PipelineTopics", "load_settings"]
@@ -77,12 +77,11 @@ class F2App(faust.App):
 
 
 class PipelineTopics:
-    """The pipeline topics (raw, decoded, dead letters, parameters), declared on one app."""
+    """The topics the Faust app itself consumes: the parameter sets that feed its table.
+
+    raw_iot_data and decoded_iot_data are read by the stages' own consumers
+    (f2stream.agents.stages), never through Faust's.
+    """
 
     def __init__(self, app: faust.App) -> None:
-        self.raw = app.topic(RAW_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-        self.decoded = app.topic(DECODED_TOPIC, key_type=bytes, value_type=Measurement, key_serializer="raw")
         self.parameters = app.topic(PARAMETERS_TOPIC, key_type=bytes, value_type=ParameterSet, key_serializer="raw")
-        self.dead = app.topic(
-            DEAD_LETTER_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from f2stream.codecs import (
@@ -34,7 +33,7 @@ from f2stream.codecs import (
 )
 from f2stream.errors import BadMessage
 from f2stream.parameters import DeviceCodec, Parameter
-from f2stream.records import Measurement
+from f2stream.records import Measurement, format_time
 from f2stream.topics import TopicInfo, parse_topic
 
 __all__ = ["MAIN_FIELDS", "CodecSource", "decode_message", "decode_with", "format_time"]
@@ -52,11 +51,6 @@ MAIN_FIELDS: Final[dict[str, str | None]] = {
 _TIMESTAMP: Final = "timestamp"
 
 _Point = tuple[str, float | None, str | None, str | None]  # data point, value, text, unit
-
-
-def format_time(moment: datetime) -> str:
-    """ISO 8601 in UTC with microseconds: the one time format on the topics."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class CodecSource(Protocol):

@@ -25,7 +25,9 @@ Reason = Literal[
     "bad_frame",
     "bad_crc",
     "sink_rejected",
+    "bad_record",
     "decoder_error",
+    "too_large",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 

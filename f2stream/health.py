@@ -26,7 +26,6 @@ __all__ = [
     "CheckFn",
     "HealthChecks",
     "Status",
-    "consumer_lag",
     "kafka_check",
     "lag_check",
     "overall",
@@ -127,34 +126,6 @@ async def postgres_check(
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return Check(name, "failing", f"{where} unavailable ({exc.__class__.__name__})")
     return Check(name, "ok", f"{where}: {describe(value)}")
-
-
-def consumer_lag(consumer: Any, topics: Sequence[str]) -> dict[tuple[str, int], int]:
-    """Messages behind the end of each assigned partition of `topics`, from the consumer's memory.
-
-    The consumer is Faust's; the numbers come from its latest fetch responses
-    (high water) and its commits, so computing them costs no request.
-    """
-    lag: dict[tuple[str, int], int] = {}
-    if consumer is None:
-        return lag
-    committed = consumer._committed_offset  # noqa: SLF001  # Faust exposes no public accessor
-    read = consumer._read_offset  # noqa: SLF001
-    for tp in consumer.assignment():
-        if tp.topic not in topics:
-            continue
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # unassigned meanwhile, or no fetch yet  # noqa: BLE001
-            continue
-        if high is None:
-            continue
-        position = committed.get(tp)
-        if position is None:
-            last_read = read.get(tp)
-            position = 0 if last_read is None else last_read + 1
-        lag[(tp.topic, tp.partition)] = max(0, high - position)
-    return lag
 
 
 def lag_check(lag: Callable[[], Mapping[tuple[str, int], int]], *, degraded_above: int) -> Check:

@@ -1,4 +1,4 @@
-"""The pipeline app: parameter table, decode agent, sink agent, web views, commands.
+"""The pipeline app: parameter table, decode and sink stages, web views, commands.
 
 Run it with `faust -A f2stream worker -l info` (web on :6066).
 """
@@ -6,15 +6,14 @@ Run it with `faust -A f2stream worker -l info` (web on :6066).
 from __future__ import annotations
 
 from f2stream import cli, health, views, web
-from f2stream.agents import decode, sink
+from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks
-from f2stream.kafka import DECODED_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.tables.params import ParameterTable
 from f2stream.timeseries import MeasurementWriter
 
-__all__ = ["app", "metrics", "params", "settings", "topics", "writer"]
+__all__ = ["app", "metrics", "params", "settings", "stages", "topics", "writer"]
 
 settings = load_settings()
 app = F2App("f2stream", settings, web_port=6066)
@@ -23,16 +22,8 @@ metrics = Metrics()
 params = ParameterTable(app, settings, topics.parameters)
 writer = MeasurementWriter(settings)
 
-decode_agent = decode.register(app, topics.raw, topics.decoded, topics.dead, params, metrics)
-sink_agent = sink.register(
-    app,
-    topics.decoded,
-    topics.dead,
-    writer,
-    metrics,
-    batch_size=settings.sink_batch_size,
-    batch_window_s=settings.sink_batch_window_ms / 1000,
-)
+stages = Stages(settings, metrics, writer, params.first_sync)
+app.service(stages)
 
 
 # More than this many messages behind in total and the worker reports degraded.
@@ -41,11 +32,12 @@ LAG_DEGRADED_ABOVE = 10_000
 
 def consumer_lag() -> dict[tuple[str, int], int]:
     """Lag per assigned partition of raw_iot_data and decoded_iot_data."""
-    return health.consumer_lag(app.consumer, (RAW_TOPIC, DECODED_TOPIC))
+    lag: dict[tuple[str, int], int] = stages.lag()
+    return lag
 
 
 def _assigned() -> int:
-    return len(app.consumer.assignment())
+    return len(stages.decode.assignment()) + len(stages.sink.assignment())
 
 
 async def _kafka() -> Check:
@@ -60,7 +52,7 @@ async def _parameters() -> Check:
         "SELECT count(*) FROM device_parameters",
         describe=lambda n: f"{n} rows in the database",
     )
-    held = f"{params.size} devices in this worker's parameter table"
+    held = f"{stages.replica.size} devices' parameters held for decoding"
     if checked.status != "ok":  # decoding goes on with the table
         return Check("parameters", "degraded", f"{checked.detail}; {held}")
     return Check("parameters", "ok", f"{checked.detail}; {held}")
@@ -97,7 +89,7 @@ health_checks = HealthChecks(
     }
 )
 metrics.watch_lag(consumer_lag)
-metrics.parameters.set_function(lambda: params.size)
+metrics.parameters.set_function(lambda: stages.replica.size)
 metrics.parameters_synced.set_function(lambda: params.sync.synced_at or 0.0)
 web.register(app, metrics, health_checks)
 views.register(app, settings, params)

@@ -1,16 +1,33 @@
-"""Records on the Kafka topics."""
+"""Records on the Kafka topics, and their encoding.
+
+`decoded_iot_data` carries one JSON object per decoded MQTT message: the
+message's identity once, then its data points. A measurement (one row of
+`iot_measurements`) is a plain dataclass: the decoder makes millions of them.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import faust
+import orjson
 
-__all__ = ["Measurement", "ParameterSet"]
+from f2stream.errors import BadMessage
+
+__all__ = ["Measurement", "ParameterSet", "encode_decoded", "format_time", "measurements_of"]
 
 
-class Measurement(faust.Record, serializer="json", include_metadata=False):
-    """One decoded value: a row of `iot_measurements`, a record of `decoded_iot_data`.
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with microseconds: the one time format on the topics."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One decoded value: a row of `iot_measurements`.
 
     Times are ISO 8601 strings in UTC with microseconds, so that they survive
     JSON exactly and a re-delivered message yields the same primary key.
@@ -22,12 +39,54 @@ class Measurement(faust.Record, serializer="json", include_metadata=False):
     connector: int
     component: str
     data_point: str
-    value: Optional[float]  # noqa: UP045  # faust reads these annotations at run time
-    text_value: Optional[str]  # noqa: UP045
-    unit: Optional[str]  # noqa: UP045
+    value: float | None
+    text_value: str | None
+    unit: str | None
     source_topic: str
     received_at: str
-    param_version: Optional[int] = None  # noqa: UP045
+    param_version: int | None = None
+
+    def asdict(self) -> dict[str, Any]:
+        """The measurement as a JSON-friendly mapping."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+# The fields a decoded record holds once for all its points.
+_MESSAGE_FIELDS = (
+    "time",
+    "device_id",
+    "mode",
+    "connector",
+    "component",
+    "source_topic",
+    "received_at",
+    "param_version",
+)
+_POINT_FIELDS = ("data_point", "value", "text_value", "unit")
+
+
+def encode_decoded(measurements: Sequence[Measurement]) -> bytes:
+    """One `decoded_iot_data` value for the measurements of one MQTT message (all share its identity)."""
+    first = measurements[0]
+    record: dict[str, Any] = {name: getattr(first, name) for name in _MESSAGE_FIELDS}
+    record["points"] = [
+        {"data_point": m.data_point, "value": m.value, "text_value": m.text_value, "unit": m.unit} for m in measurements
+    ]
+    return orjson.dumps(record)
+
+
+def measurements_of(value: bytes | None) -> list[Measurement]:
+    """The measurements of one `decoded_iot_data` value (see :func:`encode_decoded`).
+
+    Raises:
+        BadMessage: `bad_record`: the value is not such a record.
+    """
+    try:
+        record = orjson.loads(value or b"")
+        common = [record[name] for name in _MESSAGE_FIELDS]
+        return [Measurement(*common[:5], *(p[n] for n in _POINT_FIELDS), *common[5:]) for p in record["points"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BadMessage("bad_record", f"not a decoded_iot_data record ({exc.__class__.__name__}: {exc})") from exc
 
 
 class ParameterSet(faust.Record, serializer="json", include_metadata=False):

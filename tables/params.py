@@ -34,7 +34,7 @@ from faust.exceptions import PartitionsMismatch
 from mode import Service
 
 from f2stream.db import connect, describe_dsn
-from f2stream.parameters import DeviceCodec, Parameter, effective_parameters
+from f2stream.parameters import Parameter, effective_parameters
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 
@@ -168,8 +168,6 @@ class ParameterTable:
         self.sync = ParameterSync(app, settings, topic)
         app.service(self.sync)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
         self.agent = app.agent(topic, name="f2stream.parameters")(self._apply)
-        self._codecs: dict[str, DeviceCodec] = {}
-        self.updated_at: float | None = None
 
     async def _apply(self, stream: faust.StreamT[ParameterSet]) -> None:
         async for event in stream.events():
@@ -186,18 +184,6 @@ class ParameterTable:
                 except PartitionsMismatch as exc:  # changelog metadata not fetched yet: it will be
                     logger.warning("Parameter table write of %s deferred (%s)", value.device_id, exc)
                     await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
-            self.updated_at = time.time()
-
-    def codec(self, device_id: str) -> DeviceCodec | None:
-        """The device's compiled parameters from the local table, or None if it has none."""
-        current = self.table.get(device_id)
-        if current is None:
-            return None
-        codec = self._codecs.get(device_id)
-        if codec is None or codec.version != current.version:
-            parameters = [Parameter.from_row(row) for row in current.parameters]
-            codec = self._codecs[device_id] = DeviceCodec(device_id, current.version, parameters)
-        return codec
 
     @property
     def size(self) -> int:
@@ -209,27 +195,23 @@ class ParameterTable:
         """The last failure reading the parameters database, if it has not recovered."""
         return self.sync.last_error
 
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Wait, once, until the parameters have been published at least once.
+    async def first_sync(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the parameters were published at least once; False when PostgreSQL cannot say in time.
 
-        Faust recovers the table before any event reaches an agent. On a fresh
-        deployment the leader's first sync has not run yet; wait for its
-        cursor (and for the table to fill), but never past `timeout_s`, and
-        not at all when PostgreSQL cannot say (decode with what the table has).
+        On a fresh deployment the leader's first sync has not run yet: wait
+        for its cursor, but never past `timeout_s`, and not at all when
+        PostgreSQL is unreachable (decode with what the topic holds).
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
                 conn = await connect(self.settings.params_dsn, self.settings.params_password, timeout_s=3.0)
                 try:
-                    synced = await conn.fetchval(_CURSOR, SYNC_NAME) is not None
+                    if await conn.fetchval(_CURSOR, SYNC_NAME) is not None:
+                        return True
                 finally:
                     await conn.close()
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                return
-            if synced:
-                break
+                return False
             await asyncio.sleep(0.5)
-        settle = time.monotonic() + 2.0
-        while len(self.table) == 0 and time.monotonic() < min(settle, deadline):  # noqa: ASYNC110  # no event to wait on
-            await asyncio.sleep(0.1)
+        return False

@@ -1,24 +1,23 @@
-"""The decode path never raises anything but BadMessage (property tests), and the decode agent without a broker."""
+"""The decode path never raises anything but BadMessage (property tests), and the decode stage's batch function."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
-from unittest.mock import AsyncMock
 
 import orjson
 import pytest
+from aiokafka import ConsumerRecord
+from f2stream.agents.decode import Decoded, decode_batch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.decode import decode_message
 from f2stream.errors import REASONS, BadMessage
+from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
 from f2stream.parameters import Parameter, ParameterIndex
-from f2stream.records import Measurement
+from f2stream.records import Measurement, measurements_of
 
 DEVICE = "f2-e4fd45f654be"
 SENSOR_DEVICE = "f2-02f200000001"
@@ -218,59 +217,37 @@ def test_a_scaled_value_is_always_finite(topic: str, fields: dict[str, object]) 
     assert caught.value.reason == "bad_value"
 
 
-# --- the agent, without a broker ---------------------------------------------------------------------------------
+# --- the decode stage's batch function, without a broker ------------------------------------------------------
 
 
-class Sent:
-    """What the agent sent to decoded_iot_data and iot_dead_letter."""
-
-    def __init__(self, decoded: AsyncMock, dead: AsyncMock) -> None:
-        self.decoded = decoded
-        self.dead = dead
-
-    def measurements(self) -> list[Measurement]:
-        return [c.kwargs["value"] for c in self.decoded.await_args_list]
-
-    def dead_letters(self) -> list[tuple[bytes, dict[str, bytes]]]:
-        return [(c.kwargs["value"], dict(c.kwargs["headers"])) for c in self.dead.await_args_list]
+def raw(body: bytes, topic: str | None, *, key: bytes = b"k", offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    headers = [] if topic is None else [("mqtt_topic", topic.encode()), ("received_at", RECEIVED.encode())]
+    return ConsumerRecord(
+        topic=RAW_TOPIC, partition=3, offset=offset, timestamp=1_700_000_000_000, timestamp_type=0, key=key,
+        value=body, checksum=None, serialized_key_size=len(key), serialized_value_size=len(body), headers=headers,
+    )  # fmt: skip
 
 
-@pytest.fixture
-async def agent(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Sent]]:
-    from f2stream import pipeline
-
-    pipeline.app.loop = asyncio.get_running_loop()
-    pipeline.app.finalize()
-    decoded, dead = AsyncMock(), AsyncMock()
-    monkeypatch.setattr(pipeline.topics.decoded, "send", decoded)
-    monkeypatch.setattr(pipeline.topics.dead, "send", dead)
-
-    async def ready(timeout_s: float = 30.0) -> None:
-        return None
-
-    monkeypatch.setattr(pipeline.params, "wait_ready", ready)
-    monkeypatch.setattr(pipeline.params, "codec", INDEX.codec)
-    async with pipeline.decode_agent.test_context() as wrapper:
-        yield wrapper, Sent(decoded, dead)
+def dead_letters(decoded: Decoded) -> list[tuple[bytes, dict[str, bytes]]]:
+    return [(o.value, dict(o.headers)) for o in decoded.outputs if o.topic == DEAD_LETTER_TOPIC]
 
 
-def headers(topic: str) -> dict[str, bytes]:
-    return {"mqtt_topic": topic.encode(), "received_at": RECEIVED.encode()}
+def measurements(decoded: Decoded) -> list[Measurement]:
+    return [m for o in decoded.outputs if o.topic == DECODED_TOPIC for m in measurements_of(o.value)]
 
 
-async def test_the_agent_decodes_a_message(agent: tuple[Any, Sent]) -> None:
-    wrapper, sent = agent
+def test_a_message_becomes_one_decoded_record_with_all_its_points() -> None:
     topic = TOPICS[0]
     body = orjson.dumps({"timestamp": STAMP, "state": "locked", "voltage": 12.3456, "extra": "x"})
-    await wrapper.put(body, key=DEVICE.encode(), headers=headers(topic))
-    assert [(m.data_point, m.value, m.text_value, m.unit, m.param_version) for m in sent.measurements()] == [
+    decoded = decode_batch([raw(body, topic, key=DEVICE.encode())], INDEX)
+    assert [(o.topic, o.key) for o in decoded.outputs] == [(DECODED_TOPIC, DEVICE.encode())]
+    assert [(m.data_point, m.value, m.text_value, m.unit, m.param_version) for m in measurements(decoded)] == [
         ("state", 1.0, "locked", "state", 3),
         ("voltage", 12.35, None, "V", 3),
         ("extra", None, "x", None, 3),
     ]
-    assert {(m.time, m.received_at, m.source_topic) for m in sent.measurements()} == {(TIME, RECEIVED, topic)}
-    assert [c.kwargs["key"] for c in sent.decoded.await_args_list] == [DEVICE.encode()] * 3
-    sent.dead.assert_not_awaited()
+    assert {(m.time, m.received_at, m.source_topic) for m in measurements(decoded)} == {(TIME, RECEIVED, topic)}
+    assert (decoded.messages, decoded.measurements, decoded.dead) == (1, 3, {})
 
 
 @pytest.mark.parametrize(
@@ -286,46 +263,40 @@ async def test_the_agent_decodes_a_message(agent: tuple[Any, Sent]) -> None:
         pytest.param(f"stat/{UNKNOWN_DEVICE}/{ACM}/1/strike-1", b"{}", "unknown_device", id="unknown-device"),
     ],
 )
-async def test_the_agent_dead_letters_with_the_reason(
-    agent: tuple[Any, Sent], topic: str, body: bytes, reason: str
-) -> None:
-    wrapper, sent = agent
-    await wrapper.put(body, key=b"k", headers=headers(topic))
-    sent.decoded.assert_not_awaited()
-    ((value, dead_headers),) = sent.dead_letters()
+def test_bad_input_is_dead_lettered_with_the_reason_and_its_source(topic: str, body: bytes, reason: str) -> None:
+    decoded = decode_batch([raw(body, topic, offset=41)], INDEX)
+    ((value, headers),) = dead_letters(decoded)
     assert value == body
-    assert dead_headers["reason"] == reason.encode()
-    assert dead_headers["stage"] == b"decode"
-    assert dead_headers["mqtt_topic"] == topic.encode()
-    assert dead_headers["received_at"] == RECEIVED.encode()
-    assert sent.dead.await_args.kwargs["key"] == b"k"
+    assert headers["reason"] == reason.encode()
+    assert headers["stage"] == b"decode"
+    assert headers["mqtt_topic"] == topic.encode()
+    assert headers["received_at"] == RECEIVED.encode()
+    assert headers["source"] == f"{RAW_TOPIC}/3/41".encode()
+    assert decoded.outputs[0].key == b"k"
+    assert decoded.dead == {reason: 1}
 
 
-async def test_a_decoder_bug_is_dead_lettered_and_the_agent_goes_on(
-    agent: tuple[Any, Sent], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from f2stream import pipeline
+def test_a_decoder_bug_is_dead_lettered_and_the_rest_of_the_batch_decodes() -> None:
+    class Broken:
+        def codec(self, device_id: str) -> None:
+            if device_id == DEVICE:
+                raise RuntimeError("boom")
 
-    wrapper, sent = agent
-
-    def broken(device_id: str) -> None:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(pipeline.params, "codec", broken)
-    await wrapper.put(b"{}", key=b"k", headers=headers(TOPICS[0]))
-    ((value, dead_headers),) = sent.dead_letters()
-    assert (value, dead_headers["reason"], dead_headers["detail"]) == (b"{}", b"decoder_error", b"RuntimeError: boom")
-    monkeypatch.setattr(pipeline.params, "codec", INDEX.codec)
-    await wrapper.put(
-        orjson.dumps({"timestamp": STAMP, "state": 0, "voltage": 1}), key=b"k", headers=headers(TOPICS[0])
-    )
-    assert [(m.data_point, m.value) for m in sent.measurements()] == [("state", 0.0), ("voltage", 1.0)]
-    assert len(sent.dead_letters()) == 1
+    good = orjson.dumps({"timestamp": STAMP, "state": 0, "voltage": 1})
+    decoded = decode_batch([raw(b"{}", TOPICS[0]), raw(good, f"stat/{UNKNOWN_DEVICE}/{ACM}/1/strike-1")], Broken())
+    assert [h["reason"] for _, h in dead_letters(decoded)] == [b"decoder_error", b"unknown_device"]
+    assert dead_letters(decoded)[0][1]["detail"] == b"RuntimeError: boom"
 
 
-async def test_a_message_without_headers_is_dead_lettered_as_bad_topic(agent: tuple[Any, Sent]) -> None:
-    wrapper, sent = agent
-    await wrapper.put(b'{"state": 1}', key=b"k")
-    ((_, dead_headers),) = sent.dead_letters()
-    assert dead_headers["reason"] == b"bad_topic"
-    assert dead_headers["mqtt_topic"] == b""
+def test_a_batch_keeps_its_order_and_a_bad_message_loses_nothing_else() -> None:
+    good = orjson.dumps({"timestamp": STAMP, "state": 0, "voltage": 1})
+    batch = [raw(good, TOPICS[0], offset=0), raw(b"not json", TOPICS[0], offset=1), raw(good, TOPICS[0], offset=2)]
+    decoded = decode_batch(batch, INDEX)
+    assert [o.topic for o in decoded.outputs] == [DECODED_TOPIC, DEAD_LETTER_TOPIC, DECODED_TOPIC]
+    assert (decoded.messages, decoded.measurements, decoded.dead) == (2, 4, {"bad_json": 1})
+
+
+def test_a_message_without_headers_is_dead_lettered_as_bad_topic() -> None:
+    ((_, headers),) = dead_letters(decode_batch([raw(b'{"state": 1}', None)], INDEX))
+    assert headers["reason"] == b"bad_topic"
+    assert headers["mqtt_topic"] == b""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
-from f2stream.health import Check, HealthChecks, consumer_lag, kafka_check, lag_check, overall, rows_check
+from f2stream.health import Check, HealthChecks, kafka_check, lag_check, overall, rows_check
 
 
 def test_overall_is_the_worst_status():
@@ -62,30 +61,6 @@ async def test_kafka_unreachable_is_failing():
     check = await kafka_check("127.0.0.1:1", timeout_s=0.5)
     assert check.status == "failing"
     assert "unreachable" in check.detail
-
-
-@dataclass(frozen=True)
-class TP:
-    topic: str
-    partition: int
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self._committed_offset = {TP("raw", 0): 90, TP("raw", 1): None, TP("other", 0): 0}
-        self._read_offset = {TP("raw", 1): 4}
-        self.high = {TP("raw", 0): 100, TP("raw", 1): 10, TP("other", 0): 1000}
-
-    def assignment(self) -> set[TP]:
-        return {*self.high, TP("raw", 2)}
-
-    def highwater(self, tp: TP) -> int:
-        return self.high[tp]  # KeyError for raw/2: no fetch yet
-
-
-def test_consumer_lag_per_partition_of_the_given_topics():
-    assert consumer_lag(FakeConsumer(), ("raw",)) == {("raw", 0): 10, ("raw", 1): 5}
-    assert consumer_lag(None, ("raw",)) == {}
 
 
 def test_lag_check_degrades_above_the_threshold():

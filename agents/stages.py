@@ -1,0 +1,127 @@
+"""The pipeline's stages as one service: the parameter replica, the decode and sink loops, their producer.
+
+Each stage is a :class:`~f2stream.batchloop.BatchLoop` in a consumer group
+of its own (`f2stream-decode`, `f2stream-sink`): any number of pipeline
+workers share the partitions. Start order: the producer, the replica, the
+loops (the decode loop joins its group only once the parameters are read);
+stop order is the reverse, so a batch in flight can still produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from f2stream.agents.decode import DecodeStage
+from f2stream.agents.sink import SinkStage
+from f2stream.tables.replica import ParameterReplica
+from mode import Service
+
+from f2stream.batchloop import BatchLoop
+from f2stream.kafka import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
+from f2stream.metrics import Metrics
+from f2stream.settings import Settings
+from f2stream.timeseries import MeasurementWriter
+
+__all__ = ["DECODE_GROUP", "SINK_GROUP", "Producer", "Stages"]
+
+DECODE_GROUP = "f2stream-decode"
+SINK_GROUP = "f2stream-sink"
+# Raw records are small; a batch this size decodes in a few milliseconds.
+_DECODE_BATCH = 2000
+
+
+class Producer(Service):
+    """The stages' Kafka producer: an acknowledgement means every in-sync replica has the record.
+
+    A child service started before the loops and stopped after them, so a
+    batch in flight can still produce while the worker stops.
+    """
+
+    def __init__(self, bootstrap: str, client_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "linger_ms": 5,
+            # aiokafka keeps one batch in flight per partition: big batches keep it busy.
+            "max_batch_size": 512 * 1024,
+        }
+        self._producer: AIOKafkaProducer | None = None  # made on start: aiokafka needs the running loop
+
+    async def on_start(self) -> None:
+        """Connect (aiokafka retries until Kafka answers or its timeout)."""
+        self._producer = AIOKafkaProducer(**self.options)
+        await self._producer.start()
+
+    async def on_stop(self) -> None:
+        """Send what is buffered, then close."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Queue one record; the future resolves when Kafka acknowledged it, or raises.
+
+        Raises:
+            MessageSizeTooLargeError: the record can never be produced.
+            KafkaTimeoutError: the buffer stayed full.
+        """
+        if self._producer is None:
+            raise KafkaConnectionError("the producer is not started")
+        future: asyncio.Future[Any] = await self._producer.send(topic, value, key=key, headers=headers)
+        return future
+
+
+class Stages(Service):
+    """Decode (raw_iot_data to decoded_iot_data) and sink (decoded_iot_data to the database)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        writer: MeasurementWriter,
+        first_sync: Callable[[], Awaitable[bool]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        bootstrap = settings.kafka_bootstrap
+        self.producer = Producer(bootstrap, "f2stream-pipeline")
+        self.replica = ParameterReplica(bootstrap, PARAMETERS_TOPIC)
+        self.decode = BatchLoop(
+            name="decode",
+            topic=RAW_TOPIC,
+            group_id=DECODE_GROUP,
+            handler=DecodeStage(self.producer, self.replica, metrics),
+            bootstrap=bootstrap,
+            max_records=_DECODE_BATCH,
+            ready=lambda: self.replica.wait_ready(first_sync),
+        )
+        self.sink = BatchLoop(
+            name="sink",
+            topic=DECODED_TOPIC,
+            group_id=SINK_GROUP,
+            handler=SinkStage(self.producer, writer, metrics),
+            bootstrap=bootstrap,
+            max_records=settings.sink_batch_size,
+            fetch_timeout_ms=settings.sink_batch_window_ms,
+        )
+        self.writer = writer
+        self.add_dependency(self.producer)  # children stop in reverse: the producer last
+        self.add_dependency(self.replica)
+        self.add_dependency(self.decode)
+        self.add_dependency(self.sink)
+
+    async def on_shutdown(self) -> None:
+        """After the loops stopped: close the database pool."""
+        await self.writer.close()
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind per assigned partition of raw_iot_data and decoded_iot_data."""
+        return {**self.decode.lag(), **self.sink.lag()}

@@ -1,0 +1,323 @@
+"""At-least-once batches from Kafka: fetch, hand off, await, and only then commit.
+
+This is the one place that decides which offsets of the pipeline's input
+topics may be committed. The rule is short: an offset is committed only
+after its batch's handler returned, and a handler returns only once
+everything made from the batch is safe (acknowledged by Kafka, or
+committed by the database). A handler that raises commits nothing: the
+batch is fetched again from its first offset. Nothing else moves an offset:
+no gap between fetched offsets is ever counted as done, and a partition
+that changes hands starts again at its committed offset (aiokafka never
+returns records of a previous assignment).
+
+Why not Faust's stream acks: faust-streaming 0.15 counts a jump between
+fetched offsets as acked and drops events queued during table recovery
+untracked, so a rebalance can commit past records nobody processed
+(docs/reliability.md, docs/upstream/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from mode import Service
+
+__all__ = ["Batch", "BatchLoop", "Handler", "PendingCommits", "Sender", "first_offsets", "next_offsets"]
+
+logger = logging.getLogger(__name__)
+
+Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+Handler = Callable[[Batch], Awaitable[None]]
+
+
+class Sender(Protocol):
+    """What a handler produces through (f2stream.agents.stages.Producer)."""
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        """Queue a record; the future resolves once Kafka acknowledged it."""
+
+
+_BACKOFF_FIRST_S = 0.2
+_BACKOFF_MAX_S = 10.0
+
+
+def next_offsets(batch: Batch) -> dict[TopicPartition, int]:
+    """What to commit once every record of `batch` is safe: one past each partition's last record."""
+    return {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+
+
+def first_offsets(batch: Batch) -> dict[TopicPartition, int]:
+    """Where to fetch `batch` again from when its handler failed."""
+    return {tp: records[0].offset for tp, records in batch.items() if records}
+
+
+class PendingCommits:
+    """Offsets whose records are safe and whose commit has not succeeded yet.
+
+    Commits are cumulative, so per partition only the highest offset is kept;
+    an offset never moves back.
+    """
+
+    __slots__ = ("_offsets",)
+
+    def __init__(self) -> None:
+        self._offsets: dict[TopicPartition, int] = {}
+
+    def add(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Remember `offsets` as safe to commit."""
+        for tp, offset in offsets.items():
+            if offset > self._offsets.get(tp, -1):
+                self._offsets[tp] = offset
+
+    def of(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The pending offsets of `partitions`."""
+        return {tp: self._offsets[tp] for tp in partitions if tp in self._offsets}
+
+    def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """`offsets` are committed: forget them unless a higher one arrived meanwhile."""
+        for tp, offset in offsets.items():
+            if self._offsets.get(tp) == offset:
+                del self._offsets[tp]
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget `partitions`: they went to another consumer, which starts at the committed offset."""
+        for tp in partitions:
+            self._offsets.pop(tp, None)
+
+    def __bool__(self) -> bool:
+        return bool(self._offsets)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
+    def __init__(self, loop: BatchLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.loop.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.loop.on_assigned(assigned)
+
+
+class BatchLoop(Service):
+    """One consumer group member: fetches batches of `topic`, hands each to `handler`, commits after it.
+
+    Args:
+        name: the loop's name in logs and task names (`decode`, `sink`).
+        topic: the input topic.
+        group_id: the consumer group; every worker running this loop joins it.
+        handler: awaited with each batch; returns once all that was made of it
+            is safe, raises to have the batch fetched again (after a backoff).
+        bootstrap: Kafka's `host:port` list.
+        max_records: most records per batch.
+        fetch_timeout_ms: how long a fetch waits for records.
+        ready: awaited before the loop joins the group (e.g. parameters loaded).
+        revoke_wait_s: how long a rebalance waits for the batch in flight
+            before it gives the partitions up (that batch is then processed
+            again by the new owner: duplicates, absorbed downstream, never a loss).
+        stop_timeout_s: how long stopping waits for the batch in flight.
+        consumer_options: more AIOKafkaConsumer options.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topic: str,
+        group_id: str,
+        handler: Handler,
+        bootstrap: str,
+        max_records: int,
+        fetch_timeout_ms: int = 200,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        revoke_wait_s: float = 20.0,
+        stop_timeout_s: float = 30.0,
+        consumer_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_records < 1 or fetch_timeout_ms < 0:
+            raise ValueError(f"max_records must be >= 1 and fetch_timeout_ms >= 0 ({max_records}, {fetch_timeout_ms})")
+        self.name = name
+        self.topic = topic
+        self.group_id = group_id
+        self.handler = handler
+        self.max_records = max_records
+        self.fetch_timeout_ms = fetch_timeout_ms
+        self.ready = ready
+        self.revoke_wait_s = revoke_wait_s
+        self.stop_timeout_s = stop_timeout_s
+        self.consumer_options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group_id,
+            "client_id": f"f2stream-{name}",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            **(consumer_options or {}),
+        }
+        self._consumer: AIOKafkaConsumer | None = None  # made on start: aiokafka needs the running loop
+        self.pending = PendingCommits()
+        #: The last committed offset of each assigned partition (for lag).
+        self.committed: dict[TopicPartition, int] = {}
+        self.last_error: str | None = None
+        self._in_flight = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._joined = False
+
+    async def on_start(self) -> None:
+        """Start the loop: it joins the group once `ready` returned."""
+        self._task = asyncio.create_task(self._run(), name=f"f2stream-{self.name}-loop")
+
+    async def on_stop(self) -> None:
+        """Let the batch in flight finish (within `stop_timeout_s`), commit, leave the group."""
+        task, self._task = self._task, None
+        if task is not None and not self._joined:  # still waiting to be ready: nothing in flight
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.stop_timeout_s)
+            except TimeoutError:
+                logger.warning("%s: the batch in flight did not finish within %.0fs; it will be re-read", self.name,
+                               self.stop_timeout_s)  # fmt: skip
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._consumer is not None:
+            if self._joined:
+                await self._commit(self.assignment())
+            await self._consumer.stop()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The group member's consumer (once started)."""
+        if self._consumer is None:
+            raise RuntimeError(f"{self.label} is not started")
+        return self._consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds now (none before it joined)."""
+        return set() if self._consumer is None else set(self._consumer.assignment())
+
+    async def _run(self) -> None:
+        if self.ready is not None:
+            await self.ready()
+        self._consumer = AIOKafkaConsumer(**self.consumer_options)
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        backoff = _BACKOFF_FIRST_S
+        while not self._joined:
+            try:
+                await self.consumer.start()
+                self._joined = True
+            except KafkaError as exc:  # Kafka not up yet: keep trying, the worker serves /health meanwhile
+                self._failed("joining", exc)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        logger.info("%s: consuming %s as group %s", self.name, self.topic, self.group_id)
+        backoff = _BACKOFF_FIRST_S
+        while not self.should_stop:
+            try:
+                batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.max_records)
+                if batch and not await self._handle(batch):
+                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    continue
+                backoff = _BACKOFF_FIRST_S
+                if self.pending:
+                    await self._commit(self.assignment())
+            except KafkaError as exc:  # fetching failed: Kafka down or moving; aiokafka reconnects
+                self._failed("fetching", exc)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except Exception:  # a bug must not end the loop silently; nothing uncommitted is lost
+                logger.exception("%s: loop iteration failed", self.name)
+                await asyncio.sleep(_BACKOFF_MAX_S)
+
+    async def _handle(self, batch: Batch) -> bool:
+        async with self._in_flight:
+            try:
+                await self.handler(batch)
+            except Exception as exc:  # noqa: BLE001  # whatever failed, the batch is not safe: read it again
+                self._failed(f"handling {sum(map(len, batch.values()))} records", exc)
+                self._rewind(first_offsets(batch))
+                return False
+            self.pending.add(next_offsets(batch))
+            self.last_error = None
+            return True
+
+    def _rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+        assigned = self.assignment()
+        for tp, offset in offsets.items():
+            if tp in assigned:  # a partition gone meanwhile restarts at its committed offset anyway
+                self.consumer.seek(tp, offset)
+
+    async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
+        offsets = self.pending.of(partitions)
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on: these partitions have another owner, who
+            # starts at the last committed offset and processes them again.
+            logger.info("%s: commit refused after a rebalance (%s); the new owner re-reads", self.name, exc)
+            lost = set(offsets) - self.assignment()
+            self.pending.drop(lost)
+        except KafkaError as exc:  # Kafka unavailable: kept pending, retried after the next batch
+            self._failed("committing", exc)
+        else:
+            self.pending.committed(offsets)
+            self.committed.update(offsets)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.last_error = f"{what} failed: {exc.__class__.__name__}: {exc}"
+        logger.warning("%s: %s", self.name, self.last_error)
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Before partitions go: let the batch in flight finish, commit what is safe, forget them."""
+        try:
+            await asyncio.wait_for(self._in_flight.acquire(), self.revoke_wait_s)
+        except TimeoutError:
+            logger.warning("%s: batch in flight still running after %.0fs; giving up %d partitions uncommitted",
+                           self.name, self.revoke_wait_s, len(revoked))  # fmt: skip
+        else:
+            try:
+                await self._commit(revoked)
+            finally:
+                self._in_flight.release()
+        self.pending.drop(revoked)
+        for tp in revoked:
+            self.committed.pop(tp, None)
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """New partitions start at their committed offsets; remember those for the lag."""
+        for tp in assigned:
+            try:
+                offset = await self.consumer.committed(tp)
+            except KafkaError:
+                continue
+            if offset is not None:
+                self.committed[tp] = offset
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end of each assigned partition: high water minus committed offset."""
+        lag: dict[tuple[str, int], int] = {}
+        for tp in self.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            lag[(tp.topic, tp.partition)] = max(0, high - self.committed.get(tp, 0))
+        return lag
+
+    @property
+    def label(self) -> str:
+        """Name of the service in Faust's logs."""
+        return f"BatchLoop({self.name})"
