@@ -1,0 +1,140 @@
+"""The batch loop on the real Kafka: no offset committed before its batch is handled (failures, rebalances, stops)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from harness import Stack
+
+from f2stream.batchloop import Batch, BatchLoop
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+async def topic(stack: Stack) -> AsyncIterator[str]:
+    name = f"batchloop-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    yield name
+
+
+async def produce(stack: Stack, topic: str, count: int, *, start: int = 0, pause_every: int = 0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(start, start + count):
+            await producer.send(topic, str(i).encode(), key=str(i % 16).encode())
+            if pause_every and i % pause_every == 0:
+                await producer.flush()
+                await asyncio.sleep(0.05)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class Recorder:
+    """A handler that remembers every value it handled, optionally slow or failing."""
+
+    def __init__(self, *, delay_s: float = 0.0, fail_first: int = 0) -> None:
+        self.seen: list[int] = []
+        self.delay_s = delay_s
+        self.failures_left = fail_first
+        self.calls = 0
+
+    async def __call__(self, batch: Batch) -> None:
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("the produce failed")
+        self.seen.extend(int(r.value or b"-1") for records in batch.values() for r in records)
+
+
+def loop_for(stack: Stack, topic: str, group: str, handler: Recorder, **options: object) -> BatchLoop:
+    return BatchLoop(
+        name=f"test-{group[-4:]}", topic=topic, group_id=group, handler=handler,
+        bootstrap=stack.settings.kafka_bootstrap, max_records=50, fetch_timeout_ms=100, **options,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110  # polling another task's state
+        await asyncio.sleep(0.1)
+
+
+async def committed_total(loop: BatchLoop, topic: str) -> int:
+    offsets = [await loop.consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
+    return sum(o or 0 for o in offsets)
+
+
+async def test_a_failed_batch_is_read_again_and_nothing_is_skipped(stack: Stack, topic: str) -> None:
+    await produce(stack, topic, 400)
+    handler = Recorder(fail_first=3)
+    loop = loop_for(stack, topic, f"g-{uuid.uuid4().hex[:6]}", handler)
+    await loop.start()
+    try:
+        await wait_for(lambda: len(set(handler.seen)) >= 400)
+        assert set(handler.seen) == set(range(400))
+        await wait_for(lambda: not loop.pending)
+        assert await committed_total(loop, topic) == 400
+    finally:
+        await loop.stop()
+
+
+async def test_members_joining_and_leaving_under_load_lose_nothing(stack: Stack, topic: str) -> None:
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    first = Recorder(delay_s=0.02)
+    steady = loop_for(stack, topic, group, first)
+    await steady.start()
+    producing = asyncio.create_task(produce(stack, topic, 3000, pause_every=100))
+    seen: list[int] = []
+    try:
+        for _ in range(5):  # a member joins, works a while with a batch in flight, leaves
+            other = Recorder(delay_s=0.05)
+            joiner = loop_for(stack, topic, group, other)
+            await joiner.start()
+            await asyncio.sleep(2.0)
+            await joiner.stop()
+            seen.extend(other.seen)
+        await producing
+        await wait_for(lambda: set(range(3000)) <= set(first.seen) | set(seen), timeout_s=90)
+        missing = set(range(3000)) - set(first.seen) - set(seen)
+        assert not missing, f"{len(missing)} records never handled, e.g. {sorted(missing)[:10]}"
+        await wait_for(lambda: not steady.pending)
+        assert await committed_total(steady, topic) == 3000
+    finally:
+        producing.cancel()
+        await steady.stop()
+
+
+async def test_a_batch_cut_off_by_stopping_is_not_committed(stack: Stack, topic: str) -> None:
+    await produce(stack, topic, 100)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    stuck = Recorder(delay_s=3600)  # the database never answers
+    loop = loop_for(stack, topic, group, stuck, stop_timeout_s=1.0)
+    await loop.start()
+    await wait_for(lambda: stuck.calls > 0)
+    await loop.stop()
+    again = Recorder()
+    second = loop_for(stack, topic, group, again)
+    await second.start()
+    try:
+        await wait_for(lambda: len(set(again.seen)) >= 100)
+        assert set(again.seen) == set(range(100))
+    finally:
+        await second.stop()
