@@ -50,14 +50,9 @@ async def test_a_second_worker_takes_partitions_and_gives_them_back(
         # 24 devices spread over all 8 partitions, so both workers decode and sink
         # with the parameter-table partitions they were just given.
         simulate(stack, device_numbers, 600, "scale-out-1.jsonl")
-        # Known loss, open: during the rebalance the decode stage commits raw_iot_data
-        # offsets of events it never processed (measured: none to 418 of 600 messages,
-        # present in raw_iot_data, absent from decoded_iot_data and the dead letters;
-        # cf. faust-streaming#606). Until the scale-out issue fixes it, this window is
-        # held only to what does hold: whatever lands, lands whole and once.
+        # Both workers share the partitions (the group may still be settling): every message lands, whole and once.
         verdict = await verify_database(stack.settings, read_manifest(stack.var_dir / "scale-out-1.jsonl"), 90)
-        assert verdict.wrong_count == 0, f"{verdict}\n{problems(second)}\n{problems(workers.pipeline)}"
-        assert verdict.complete > 0, str(verdict)
+        assert verdict.ok, f"{verdict}\n{problems(second)}\n{problems(workers.pipeline)}"
         log = second.log_path.read_text(errors="replace")
         assert "raw_iot_data" in log and "Traceback" not in log, second.log_tail()
     finally:
