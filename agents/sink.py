@@ -19,7 +19,7 @@ from f2stream.deadletter import dead_letter_headers
 from f2stream.errors import BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
-from f2stream.records import Measurement, measurements_of
+from f2stream.records import Measurement, Rows
 from f2stream.timeseries import MeasurementWriter
 
 __all__ = ["SinkStage"]
@@ -35,11 +35,11 @@ class SinkStage:
 
     async def __call__(self, batch: Batch) -> None:
         """Write one batch; return only once its rows are committed and its dead letters acknowledged."""
-        rows: list[Measurement] = []
+        rows = Rows()
         dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
         for record in chain.from_iterable(batch.values()):
             try:
-                rows.extend(measurements_of(record.value))
+                rows.add_decoded(record.value)
             except BadMessage as exc:  # not ours: never blocks the topic, kept as it came
                 source = f"{record.topic}/{record.partition}/{record.offset}"
                 dead.append((record.key, record.value or b"", _headers(exc.reason, exc.detail, None, source)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from f2stream.errors import REASONS
-from f2stream.records import Measurement
+from f2stream.records import Rows
 
 __all__ = ["DEVICE_WINDOW_S", "LATENCY_SAMPLES_PER_BATCH", "Metrics", "RecentDevices", "component_type"]
 
@@ -161,34 +161,36 @@ class Metrics:
         """Publish `f2_consumer_lag_messages{topic,partition}`, computed by `lag` at each scrape."""
         self.registry.register(_LagCollector(lag))
 
-    def observe_committed(self, batch: Sequence[Measurement], committed_at: float) -> None:
+    def observe_committed(self, batch: Rows, committed_at: float) -> None:
         """Latency samples, counts by component type and value sums of a committed batch.
 
         Per row this is a dict update or two; times are parsed only for
         `LATENCY_SAMPLES_PER_BATCH` evenly spaced rows.
         """
-        if not batch:
+        if not len(batch):
             return
+        times, devices, _, _, components, data_points, values, _, _, _, received, _ = batch.columns
         step = max(1, len(batch) // LATENCY_SAMPLES_PER_BATCH)
-        for m in batch[::step]:
+        for device_time, received_at in zip(times[::step], received[::step], strict=True):
             try:
-                self.device_latency.observe(max(0.0, committed_at - datetime.fromisoformat(m.time).timestamp()))
-                self.receipt_latency.observe(max(0.0, committed_at - datetime.fromisoformat(m.received_at).timestamp()))
-            except ValueError:  # not ISO: the database refused it already
+                self.device_latency.observe(max(0.0, committed_at - datetime.fromisoformat(device_time).timestamp()))
+                self.receipt_latency.observe(max(0.0, committed_at - datetime.fromisoformat(received_at).timestamp()))
+            except (TypeError, ValueError):  # not ISO: the database refused it already
                 continue
+        note, now = self.devices.note, time.monotonic()
+        for device in set(devices):
+            note(device, now)
         counts: dict[str, int] = {}
         sums: dict[tuple[str, str], list[float]] = {}
-        note, now = self.devices.note, time.monotonic()
-        for m in batch:
-            note(m.device_id, now)
-            kind = component_type(m.component)
+        for component, data_point, value in zip(components, data_points, values, strict=True):
+            kind = component_type(component)
             counts[kind] = counts.get(kind, 0) + 1
-            if m.value is not None:
-                acc = sums.get((kind, m.data_point))
+            if value is not None:
+                acc = sums.get((kind, data_point))
                 if acc is None:
-                    sums[(kind, m.data_point)] = [m.value, 1.0]
+                    sums[(kind, data_point)] = [value, 1.0]
                 else:
-                    acc[0] += m.value
+                    acc[0] += value
                     acc[1] += 1
         for kind, n in counts.items():
             self.committed.labels(component_type=kind).inc(n)

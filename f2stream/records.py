@@ -17,7 +17,7 @@ import orjson
 
 from f2stream.errors import BadMessage
 
-__all__ = ["Measurement", "ParameterSet", "encode_decoded", "format_time", "measurements_of"]
+__all__ = ["Measurement", "ParameterSet", "Rows", "encode_decoded", "format_time", "measurements_of"]
 
 
 def format_time(moment: datetime) -> str:
@@ -81,12 +81,62 @@ def measurements_of(value: bytes | None) -> list[Measurement]:
     Raises:
         BadMessage: `bad_record`: the value is not such a record.
     """
-    try:
-        record = orjson.loads(value or b"")
-        common = [record[name] for name in _MESSAGE_FIELDS]
-        return [Measurement(*common[:5], *(p[n] for n in _POINT_FIELDS), *common[5:]) for p in record["points"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise BadMessage("bad_record", f"not a decoded_iot_data record ({exc.__class__.__name__}: {exc})") from exc
+    rows = Rows()
+    rows.add_decoded(value)
+    return [rows.row(i) for i in range(len(rows))]
+
+
+class Rows:
+    """Measurements column by column (in :class:`Measurement`'s field order): what the sink writes at once.
+
+    The sink turns thousands of decoded records into one statement's
+    columns; building them straight from the JSON costs a fraction of
+    building a :class:`Measurement` per row first.
+    """
+
+    __slots__ = ("columns",)
+
+    def __init__(self) -> None:
+        self.columns: tuple[list[Any], ...] = tuple([] for _ in Measurement.__slots__)
+
+    @classmethod
+    def of(cls, measurements: Sequence[Measurement]) -> Rows:
+        """Rows holding `measurements`."""
+        rows = cls()
+        for column, name in zip(rows.columns, Measurement.__slots__, strict=True):
+            column.extend(getattr(m, name) for m in measurements)
+        return rows
+
+    def add_decoded(self, value: bytes | None) -> int:
+        """Append the points of one `decoded_iot_data` value; return how many. All or nothing.
+
+        Raises:
+            BadMessage: `bad_record`: the value is not such a record.
+        """
+        try:
+            record = orjson.loads(value or b"")
+            common = [record[name] for name in _MESSAGE_FIELDS]
+            points = [[p[name] for name in _POINT_FIELDS] for p in record["points"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise BadMessage("bad_record", f"not a decoded_iot_data record ({exc.__class__.__name__}: {exc})") from exc
+        count = len(points)
+        if not count:
+            return 0
+        c = self.columns
+        for column, value_ in zip(c[:5], common[:5], strict=True):  # time … component
+            column.extend([value_] * count)
+        for index, column in enumerate(c[5:9]):  # data_point, value, text_value, unit
+            column.extend([point[index] for point in points])
+        for column, value_ in zip(c[9:], common[5:], strict=True):  # source_topic, received_at, param_version
+            column.extend([value_] * count)
+        return count
+
+    def row(self, index: int) -> Measurement:
+        """One row as a measurement."""
+        return Measurement(*(column[index] for column in self.columns))
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
 
 
 class ParameterSet(faust.Record, serializer="json", include_metadata=False):

@@ -6,13 +6,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from f2stream.db import create_pool, describe_dsn
-from f2stream.records import Measurement
+from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
 
 __all__ = ["MeasurementWriter", "Rejected"]
@@ -58,11 +57,12 @@ class MeasurementWriter:
         if pool is not None:
             await pool.close()
 
-    async def write(self, batch: Sequence[Measurement]) -> tuple[int, list[Rejected]]:
+    async def write(self, batch: Rows) -> tuple[int, list[Rejected]]:
         """Write a batch and return (rows inserted, measurements rejected).
 
         Retries outages with capped, jittered backoff until the batch is
-        committed: the caller acknowledges the batch only after this returns.
+        committed: the caller commits the batch's offsets only after this
+        returns (cancelling it, e.g. on a shutdown, leaves them uncommitted).
         A batch the database refuses for its content (SQLSTATE class 22 or 23)
         is written row by row and the rows it refuses are returned.
         """
@@ -76,8 +76,6 @@ class MeasurementWriter:
                 self.last_error, self.last_commit_at = None, time.time()
                 return inserted, rejected
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Keep trying even while stopping: returning would acknowledge
-                # rows that are not in the database.
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning(
                     "Writing %d rows to %s failed (%s); retrying in %.1fs",
@@ -91,18 +89,17 @@ class MeasurementWriter:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_MAX_S)
 
-    async def _insert(self, batch: Sequence[Measurement]) -> int:
+    async def _insert(self, batch: Rows) -> int:
         pool = await self._get_pool()
-        columns = _columns(batch)
         async with pool.acquire() as conn:
-            status = await conn.execute(_INSERT, *columns)
+            status = await conn.execute(_INSERT, *batch.columns)
         return int(status.rsplit(" ", 1)[-1])
 
-    async def _insert_one_by_one(self, batch: Sequence[Measurement]) -> tuple[int, list[Rejected]]:
+    async def _insert_one_by_one(self, batch: Rows) -> tuple[int, list[Rejected]]:
         inserted, rejected = 0, list[Rejected]()
-        for measurement in batch:
+        for measurement in (batch.row(i) for i in range(len(batch))):
             try:
-                inserted += await self._insert([measurement])
+                inserted += await self._insert(Rows.of([measurement]))
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                 rejected.append(Rejected(measurement, f"{exc.sqlstate} {exc.__class__.__name__}: {exc}"))
         return inserted, rejected
@@ -111,20 +108,3 @@ class MeasurementWriter:
         if self._pool is None:
             self._pool = await create_pool(self.settings.timeseries_dsn, self.settings.timeseries_password)
         return self._pool
-
-
-def _columns(batch: Sequence[Measurement]) -> list[list[object]]:
-    return [
-        [m.time for m in batch],
-        [m.device_id for m in batch],
-        [m.mode for m in batch],
-        [m.connector for m in batch],
-        [m.component for m in batch],
-        [m.data_point for m in batch],
-        [m.value for m in batch],
-        [m.text_value for m in batch],
-        [m.unit for m in batch],
-        [m.source_topic for m in batch],
-        [m.received_at for m in batch],
-        [m.param_version for m in batch],
-    ]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from f2stream.errors import REASONS
 from f2stream.metrics import LATENCY_SAMPLES_PER_BATCH, Metrics, RecentDevices, component_type
-from f2stream.records import Measurement
+from f2stream.records import Measurement, Rows
 
 
 def measurement(
@@ -46,7 +46,7 @@ def test_a_committed_batch_feeds_latency_counts_values_and_devices():
         measurement("strike-2", 14.0, device="f2-000000000002"),
         measurement("reader-1", None, device="f2-000000000002"),
     ]
-    metrics.observe_committed(batch, datetime.now(UTC).timestamp())
+    metrics.observe_committed(Rows.of(batch), datetime.now(UTC).timestamp())
     assert sample(metrics, "f2_measurements_committed_total", component_type="strike") == 2
     assert sample(metrics, "f2_measurements_committed_total", component_type="reader") == 1
     assert sample(metrics, "f2_measurement_value_mean", component_type="strike", data_point="voltage") == 13.0
@@ -60,7 +60,7 @@ def test_a_committed_batch_feeds_latency_counts_values_and_devices():
 
 def test_latency_is_sampled_on_big_batches():
     metrics = Metrics()
-    metrics.observe_committed([measurement("strike-1", 1.0)] * 5000, datetime.now(UTC).timestamp())
+    metrics.observe_committed(Rows.of([measurement("strike-1", 1.0)] * 5000), datetime.now(UTC).timestamp())
     count = sample(metrics, "f2_device_to_commit_latency_seconds_count")
     assert count is not None and LATENCY_SAMPLES_PER_BATCH <= count <= LATENCY_SAMPLES_PER_BATCH + 1
     assert sample(metrics, "f2_measurements_committed_total", component_type="strike") == 5000

@@ -1,0 +1,54 @@
+"""decoded_iot_data records: one per message, read back into rows column by column."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from f2stream.errors import BadMessage
+from f2stream.records import Measurement, Rows, encode_decoded, measurements_of
+
+
+def point(data_point: str, value: float | None, text: str | None = None, unit: str | None = None) -> Measurement:
+    return Measurement(
+        "2025-01-01T00:00:00.000001+00:00", "f2-000000000001", "access-control-mode", 1, "strike-1",
+        data_point, value, text, unit, "stat/f2-000000000001/access-control-mode/1/strike-1",
+        "2025-01-01T00:00:01.000000+00:00", 7,
+    )  # fmt: skip
+
+
+MESSAGE = [point("state", 1.0, "locked", "state"), point("voltage", 12.1, None, "V"), point("x", None, "y")]
+
+
+def test_a_message_round_trips_through_its_record() -> None:
+    assert measurements_of(encode_decoded(MESSAGE)) == MESSAGE
+
+
+def test_rows_hold_every_point_of_every_record_in_order() -> None:
+    rows = Rows()
+    assert rows.add_decoded(encode_decoded(MESSAGE)) == 3
+    assert rows.add_decoded(encode_decoded(MESSAGE[:1])) == 1
+    assert len(rows) == 4
+    assert [rows.row(i) for i in range(4)] == [*MESSAGE, MESSAGE[0]]
+    assert rows.columns == Rows.of([*MESSAGE, MESSAGE[0]]).columns
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"",
+        b"not json",
+        b"[]",
+        orjson.dumps({"time": "t", "points": []}),
+        orjson.dumps({**orjson.loads(encode_decoded(MESSAGE)), "points": [{"data_point": "x"}]}),
+        orjson.dumps({**orjson.loads(encode_decoded(MESSAGE)), "points": [{**MESSAGE[0].asdict()}, 3]}),
+    ],
+)
+def test_anything_else_is_a_bad_record_and_adds_nothing(value: bytes | None) -> None:
+    rows = Rows()
+    rows.add_decoded(encode_decoded(MESSAGE))
+    with pytest.raises(BadMessage) as caught:
+        rows.add_decoded(value)
+    assert caught.value.reason == "bad_record"
+    assert len(rows) == 3 and all(len(column) == 3 for column in rows.columns)
