@@ -16,7 +16,7 @@ LOAD_ENV = test -f $(STACK_ENV) || { echo "$(STACK_ENV) not found: run make up" 
 
 .PHONY: help venv stack-install up down status clean health logs logs-kafka logs-mosquitto \
 	logs-pipeline logs-ingest logs-simulator db-params db-timescale kafka-topics kafka-raw \
-	kafka-decoded kafka-dead mqtt-monitor migrate demo test lint prometheus prometheus-down
+	kafka-decoded kafka-dead mqtt-monitor migrate demo test lint prometheus prometheus-down bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -115,6 +115,10 @@ demo: stack-install venv ## fresh machine to rows arriving: stack, migrations, d
 
 test: stack-install venv ## the whole test suite (it starts its own stack on free ports)
 	$(if $(CI),CI=$(CI)) $(VENV)/bin/pytest
+
+# BENCH_ARGS passes options, e.g. BENCH_ARGS='--sustained-s 300 --sessions 10000' (python -m bench.run -h).
+bench: stack-install venv ## throughput and latency against the bare path, each stage alone (own stack; var/bench/)
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 lint: venv ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check .
