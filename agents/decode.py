@@ -9,24 +9,22 @@ batch is committed and it is read again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import MessageSizeTooLargeError
 
-from f2stream.batchloop import Batch, Sender
+from f2stream.batchloop import Batch
 from f2stream.deadletter import dead_letter_headers, header_map
 from f2stream.decode import CodecSource, decode_message
 from f2stream.errors import BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
+from f2stream.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.records import encode_decoded, format_time
 
 __all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record"]
@@ -35,16 +33,6 @@ logger = logging.getLogger(__name__)
 
 # A dead letter keeps at most this much of a payload the decoded topic refused.
 _TRUNCATE_AT = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,7 +67,8 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
         into.messages += 1
         if measurements:
             into.measurements += len(measurements)
-            into.outputs.append(Output(DECODED_TOPIC, measurements[0].device_id.encode(), encode_decoded(measurements)))
+            value = encode_decoded(measurements)
+            into.outputs.append(Output(DECODED_TOPIC, measurements[0].device_id.encode(), value, record.partition))
         return
     into.dead[reason] += 1
     into.outputs.append(
@@ -87,6 +76,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
             DEAD_LETTER_TOPIC,
             record.key,
             payload,
+            record.partition,
             dead_letter_headers(
                 reason=reason,
                 detail=detail,
@@ -114,6 +104,7 @@ def too_large(output: Output, detail: str) -> Output:
         DEAD_LETTER_TOPIC,
         output.key,
         output.value[:_TRUNCATE_AT],
+        output.partition,
         [
             *dead_letter_headers(
                 reason="too_large",
@@ -131,7 +122,7 @@ def too_large(output: Output, detail: str) -> Output:
 class DecodeStage:
     """The batch handler of the decode loop: decode, produce everything, await every acknowledgement."""
 
-    def __init__(self, producer: Sender, params: CodecSource, metrics: Metrics) -> None:
+    def __init__(self, producer: Producer, params: CodecSource, metrics: Metrics) -> None:
         self.producer = producer
         self.params = params
         self.metrics = metrics
@@ -143,23 +134,15 @@ class DecodeStage:
             KafkaError: a record was not acknowledged: the batch must be read again.
         """
         decoded = decode_batch(chain.from_iterable(batch.values()), self.params)
-        pending: list[asyncio.Future[Any]] = []
-        for output in decoded.outputs:
-            pending.append(await self._send(output))
-        await asyncio.gather(*pending)  # the first failure raises: nothing of the batch is committed
+        outputs = [self._fit(output) for output in decoded.outputs]
+        await self.producer.send_all(outputs)  # raises: nothing of the batch is committed
         self.metrics.decoded_messages.inc(decoded.messages)
         self.metrics.measurements.inc(decoded.measurements)
         for reason, count in decoded.dead.items():
             self.metrics.dead_letters.labels(reason=reason).inc(count)
 
-    async def _send(self, output: Output) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any]
-        try:
-            future = await self.producer.send(output.topic, output.value, key=output.key, headers=output.headers)
-        except MessageSizeTooLargeError as exc:  # this record can never be produced: dead-letter its head
-            self.metrics.dead_letters.labels(reason="too_large").inc()
-            replacement = too_large(output, f"{output.topic} refused {len(output.value)} bytes: {exc}")
-            future = await self.producer.send(
-                replacement.topic, replacement.value, key=replacement.key, headers=replacement.headers
-            )
-        return future
+    def _fit(self, output: Output) -> Output:
+        if output.size <= MAX_RECORD_BYTES:
+            return output
+        self.metrics.dead_letters.labels(reason="too_large").inc()
+        return too_large(output, f"{output.topic} takes at most {MAX_RECORD_BYTES} bytes per record")

@@ -7,28 +7,30 @@ acknowledged by Kafka; only then does the batch loop commit its offsets.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from itertools import chain
-from typing import Any
 
 import orjson
 
-from f2stream.batchloop import Batch, Sender
+from f2stream.batchloop import Batch
 from f2stream.deadletter import dead_letter_headers
 from f2stream.errors import BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
+from f2stream.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.records import Measurement, Rows
 from f2stream.timeseries import MeasurementWriter
 
 __all__ = ["SinkStage"]
 
+# A dead letter of a record that is not a decoded record keeps at most this much of it.
+_KEEP = MAX_RECORD_BYTES // 2
+
 
 class SinkStage:
     """The batch handler of the sink loop: one idempotent write per batch, then its dead letters."""
 
-    def __init__(self, producer: Sender, writer: MeasurementWriter, metrics: Metrics) -> None:
+    def __init__(self, producer: Producer, writer: MeasurementWriter, metrics: Metrics) -> None:
         self.producer = producer
         self.writer = writer
         self.metrics = metrics
@@ -36,13 +38,16 @@ class SinkStage:
     async def __call__(self, batch: Batch) -> None:
         """Write one batch; return only once its rows are committed and its dead letters acknowledged."""
         rows = Rows()
-        dead: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        dead: list[Output] = []
         for record in chain.from_iterable(batch.values()):
             try:
                 rows.add_decoded(record.value)
-            except BadMessage as exc:  # not ours: never blocks the topic, kept as it came
+            except BadMessage as exc:  # not ours: never blocks the topic, kept as it came (its head)
                 source = f"{record.topic}/{record.partition}/{record.offset}"
-                dead.append((record.key, record.value or b"", _headers(exc.reason, exc.detail, None, source)))
+                headers = _headers(exc.reason, exc.detail, None, source)
+                dead.append(
+                    Output(DEAD_LETTER_TOPIC, record.key, (record.value or b"")[:_KEEP], record.partition, headers)
+                )
         started = time.perf_counter()
         inserted, rejected = await self.writer.write(rows) if rows else (0, [])
         self.metrics.sink_batch_seconds.observe(time.perf_counter() - started)
@@ -52,16 +57,13 @@ class SinkStage:
         self.metrics.rows_duplicate.inc(len(rows) - inserted - len(rejected))
         for item in rejected:
             m = item.measurement
-            value = orjson.dumps(m.asdict())
-            dead.append((m.device_id.encode(), value, _headers("sink_rejected", item.detail, m, DECODED_TOPIC)))
+            headers = _headers("sink_rejected", item.detail, m, DECODED_TOPIC)
+            dead.append(Output(DEAD_LETTER_TOPIC, m.device_id.encode(), orjson.dumps(m.asdict()), 0, headers))
         if not dead:
             return
-        pending: list[asyncio.Future[Any]] = [
-            await self.producer.send(DEAD_LETTER_TOPIC, value, key=key, headers=headers) for key, value, headers in dead
-        ]
-        await asyncio.gather(*pending)
-        for _, _, headers in dead:
-            self.metrics.dead_letters.labels(reason=headers[0][1].decode()).inc()
+        await self.producer.send_all(dead)
+        for output in dead:
+            self.metrics.dead_letters.labels(reason=output.headers[0][1].decode()).inc()
 
 
 def _headers(reason: str, detail: str, measurement: Measurement | None, source: str) -> list[tuple[str, bytes]]:

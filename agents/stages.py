@@ -9,12 +9,9 @@ stop order is the reverse, so a batch in flight can still produce.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.sink import SinkStage
 from f2stream.tables.replica import ParameterReplica
@@ -23,60 +20,16 @@ from mode import Service
 from f2stream.batchloop import BatchLoop
 from f2stream.kafka import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
+from f2stream.producer import Producer
 from f2stream.settings import Settings
 from f2stream.timeseries import MeasurementWriter
 
-__all__ = ["DECODE_GROUP", "SINK_GROUP", "Producer", "Stages"]
+__all__ = ["DECODE_GROUP", "SINK_GROUP", "Stages"]
 
 DECODE_GROUP = "f2stream-decode"
 SINK_GROUP = "f2stream-sink"
 # Raw records are small; a batch this size decodes in a few milliseconds.
 _DECODE_BATCH = 2000
-
-
-class Producer(Service):
-    """The stages' Kafka producer: an acknowledgement means every in-sync replica has the record.
-
-    A child service started before the loops and stopped after them, so a
-    batch in flight can still produce while the worker stops.
-    """
-
-    def __init__(self, bootstrap: str, client_id: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
-            "client_id": client_id,
-            "acks": "all",
-            "linger_ms": 5,
-            # aiokafka keeps one batch in flight per partition: big batches keep it busy.
-            "max_batch_size": 512 * 1024,
-        }
-        self._producer: AIOKafkaProducer | None = None  # made on start: aiokafka needs the running loop
-
-    async def on_start(self) -> None:
-        """Connect (aiokafka retries until Kafka answers or its timeout)."""
-        self._producer = AIOKafkaProducer(**self.options)
-        await self._producer.start()
-
-    async def on_stop(self) -> None:
-        """Send what is buffered, then close."""
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        """Queue one record; the future resolves when Kafka acknowledged it, or raises.
-
-        Raises:
-            MessageSizeTooLargeError: the record can never be produced.
-            KafkaTimeoutError: the buffer stayed full.
-        """
-        if self._producer is None:
-            raise KafkaConnectionError("the producer is not started")
-        future: asyncio.Future[Any] = await self._producer.send(topic, value, key=key, headers=headers)
-        return future
 
 
 class Stages(Service):

@@ -22,28 +22,19 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
-__all__ = ["Batch", "BatchLoop", "Handler", "PendingCommits", "Sender", "first_offsets", "next_offsets"]
+__all__ = ["Batch", "BatchLoop", "Handler", "PendingCommits", "first_offsets", "next_offsets"]
 
 logger = logging.getLogger(__name__)
 
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 Handler = Callable[[Batch], Awaitable[None]]
-
-
-class Sender(Protocol):
-    """What a handler produces through (f2stream.agents.stages.Producer)."""
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> asyncio.Future[Any]:
-        """Queue a record; the future resolves once Kafka acknowledged it."""
 
 
 _BACKOFF_FIRST_S = 0.2

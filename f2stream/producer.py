@@ -1,0 +1,109 @@
+"""The stages' Kafka producer: a batch's records produced partition by partition, acknowledged at once.
+
+aiokafka's per-record `send` costs a coroutine, a partitioner call and a
+future per record; a stage that already holds a whole batch appends its
+records to one batch builder per partition instead and awaits one future
+per partition. An acknowledgement means every in-sync replica has the
+records (`acks=all`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from mode import Service
+
+__all__ = ["MAX_RECORD_BYTES", "Output", "Producer"]
+
+#: Larger records are never produced: Kafka's default `message.max.bytes` is 1 MiB per batch.
+MAX_RECORD_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce.
+
+    `partition` is a hint taken modulo the topic's partition count: the
+    stages pass their input record's partition, so that a device's records,
+    which share an input partition, keep their order.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Bytes of key, value and headers."""
+        return len(self.value) + len(self.key or b"") + sum(len(name) + len(value) for name, value in self.headers)
+
+
+class Producer(Service):
+    """A child service of the stages, started before their loops and stopped after them."""
+
+    def __init__(self, bootstrap: str, client_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "acks": "all",
+            "linger_ms": 5,
+            # aiokafka keeps one batch in flight per partition: big batches keep it busy.
+            "max_batch_size": 512 * 1024,
+            "max_request_size": 2 * MAX_RECORD_BYTES,
+        }
+        self._producer: AIOKafkaProducer | None = None  # made on start: aiokafka needs the running loop
+        self._partitions: dict[str, int] = {}
+
+    async def on_start(self) -> None:
+        """Connect (aiokafka retries until Kafka answers or its timeout)."""
+        self._producer = AIOKafkaProducer(**self.options)
+        await self._producer.start()
+
+    async def on_stop(self) -> None:
+        """Send what is buffered, then close."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send_all(self, outputs: Iterable[Output]) -> None:
+        """Produce `outputs` and return once Kafka acknowledged every one.
+
+        Records of one topic and partition keep their order. Callers keep
+        each record under :data:`MAX_RECORD_BYTES`.
+
+        Raises:
+            KafkaError: a record was not acknowledged (nothing says which:
+                the caller produces the whole batch again).
+        """
+        producer = self._producer
+        if producer is None:
+            raise KafkaConnectionError("the producer is not started")
+        by_partition: dict[tuple[str, int], list[Output]] = {}
+        for output in outputs:
+            count = self._partitions.get(output.topic) or await self._count(producer, output.topic)
+            by_partition.setdefault((output.topic, output.partition % count), []).append(output)
+        pending: list[asyncio.Future[Any]] = []
+        for (topic, partition), records in by_partition.items():
+            batch = producer.create_batch()
+            for record in records:
+                if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
+                    pending.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()  # an empty batch takes any record
+                    batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+
+    async def _count(self, producer: AIOKafkaProducer, topic: str) -> int:
+        partitions = await producer.partitions_for(topic)
+        if not partitions:
+            raise KafkaError(f"topic {topic} has no partitions")
+        self._partitions[topic] = len(partitions)
+        return len(partitions)
