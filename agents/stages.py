@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from f2stream.agents.decode import DecodeStage
-from f2stream.agents.sink import SinkStage
-from f2stream.tables.replica import ParameterReplica
 from mode import Service
 
+from f2stream.agents.decode import DecodeStage
+from f2stream.agents.sink import SinkStage
 from f2stream.batchloop import BatchLoop
 from f2stream.kafka import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.producer import Producer
 from f2stream.settings import Settings
+from f2stream.tables.replica import ParameterReplica
 from f2stream.timeseries import MeasurementWriter
 
 __all__ = ["DECODE_GROUP", "SINK_GROUP", "Stages"]

@@ -1,4 +1,4 @@
-"""PostgreSQL connections: DSN from the settings, password from its secret."""
+"""PostgreSQL connections: DSN from the settings, password from its secret; which failures pass."""
 
 from __future__ import annotations
 
@@ -8,7 +8,23 @@ import asyncpg
 
 from f2stream.settings import Secret
 
-__all__ = ["connect", "create_pool", "describe_dsn"]
+__all__ = ["DB_ERRORS", "connect", "create_pool", "describe_dsn", "failure", "is_transient"]
+
+#: What a database call can raise: the server's errors, the client's, the network's.
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# SQLSTATE classes that pass by themselves: connection exception, insufficient
+# resources, operator intervention (shutdown, restart), transaction rollback.
+_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "40"})
+
+# What to do about the permanent failures an operator meets.
+_HINTS = {
+    "42P01": "a table is missing: run `faust -A f2stream migrate`",
+    "42501": "the role lacks a privilege: run `faust -A f2stream migrate` as the owner, or GRANT it",
+    "28P01": "the password was refused: check the *_PASSWORD or *_PASSWORD_FILE setting",
+    "28000": "the role may not log in: check the DSN's user and pg_hba.conf",
+    "3D000": "the database does not exist: check the DSN, or create it",
+}
 
 
 async def connect(dsn: str, password: Secret | None, *, timeout_s: float = 10.0) -> asyncpg.Connection:
@@ -21,6 +37,26 @@ async def create_pool(dsn: str, password: Secret | None, *, size: int = 2) -> as
     pool = await asyncpg.create_pool(dsn, password=_reveal(password), min_size=1, max_size=size, timeout=10.0)
     assert pool is not None
     return pool
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a failure that passes by itself (retry quietly); False for one that needs a fix.
+
+    Decided by class, never by message text: network errors, timeouts and a
+    closed connection, and the SQLSTATE classes 08, 53, 57 and 40.
+    """
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate or "")[:2] in _TRANSIENT_CLASSES
+    return False
+
+
+def failure(exc: BaseException) -> str:
+    """One line about a database failure: its class and, for a permanent one, what to do."""
+    hint = "" if is_transient(exc) else _HINTS.get(str(getattr(exc, "sqlstate", "") or ""), "")
+    text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    return f"{text}; {hint}" if hint else text
 
 
 def describe_dsn(dsn: str) -> str:

@@ -70,8 +70,6 @@ EXPIRY_WARNING = timedelta(days=30)
 class DynsecError(F2StreamError):
     """The broker's dynamic-security plugin did not do what was asked."""
 
-    retriable = True
-
 
 @dataclass(frozen=True, slots=True)
 class DeviceRecord:

@@ -10,7 +10,6 @@ __all__ = [
     "ConfigError",
     "F2StreamError",
     "Reason",
-    "TransientError",
 ]
 
 #: Why a message could not be decoded: the dead-letter reason and the metric label.
@@ -34,8 +33,6 @@ REASONS: tuple[str, ...] = get_args(Reason)
 
 class F2StreamError(Exception):
     """Root of every error f2stream raises on purpose."""
-
-    retriable: bool = False
 
 
 class ConfigError(F2StreamError):
@@ -61,9 +58,3 @@ class BadMessage(F2StreamError):
         self.reason: Reason = reason
         self.detail = detail
         self.topic = topic
-
-
-class TransientError(F2StreamError):
-    """A dependency is unavailable for now; the operation is retried."""
-
-    retriable = True

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiokafka
-import asyncpg
 
-from f2stream.db import connect, describe_dsn
+from f2stream.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 from f2stream.settings import Secret
 
 __all__ = [
@@ -123,8 +122,10 @@ async def postgres_check(
             value = await conn.fetchval(query, timeout=timeout_s)
         finally:
             await conn.close(timeout=timeout_s)
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return Check(name, "failing", f"{where} unavailable ({exc.__class__.__name__})")
+    except DB_ERRORS as exc:
+        if is_transient(exc):
+            return Check(name, "failing", f"{where} unavailable ({exc.__class__.__name__})")
+        return Check(name, "failing", f"{where}: {failure(exc)}")
     return Check(name, "ok", f"{where}: {describe(value)}")
 
 

@@ -66,8 +66,10 @@ async def _timeseries() -> Check:
         "SELECT max(time) FROM iot_measurements",  # the time index answers it
         describe=lambda t: f"newest device time {t.isoformat() if t else 'none'}",
     )
+    if writer.last_error and not writer.last_error_transient:
+        return Check("timeseries", "failing", f"writes fail until fixed ({writer.last_error})")
     if checked.status == "ok" and writer.last_error:
-        return Check("timeseries", "degraded", f"{checked.detail}; the last write failed and is being retried")
+        return Check("timeseries", "degraded", f"{checked.detail}; a write failed ({writer.last_error}), retrying")
     return checked
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from f2stream.db import create_pool, describe_dsn
+from f2stream.db import DB_ERRORS, create_pool, describe_dsn, failure, is_transient
 from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
 
@@ -48,7 +48,8 @@ class MeasurementWriter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the failure of the write being retried, if any
+        self.last_error_transient = True
         self.last_commit_at: float | None = None  # time.time() of the last committed batch
 
     async def close(self) -> None:
@@ -75,17 +76,14 @@ class MeasurementWriter:
                     inserted, rejected = await self._insert_one_by_one(batch)
                 self.last_error, self.last_commit_at = None, time.time()
                 return inserted, rejected
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
-                logger.warning(
-                    "Writing %d rows to %s failed (%s); retrying in %.1fs",
-                    len(batch),
-                    describe_dsn(self.settings.timeseries_dsn),
-                    self.last_error,
-                    delay,
-                )
-                if isinstance(exc, asyncpg.UndefinedTableError):
-                    logger.error("Table iot_measurements is missing: run `faust -A f2stream migrate`")
+            except DB_ERRORS as exc:
+                # Retried also when permanent: giving up would lose the rows. A
+                # permanent failure is logged as an error with its fix, and
+                # /health reports it as failing until someone applies it.
+                self.last_error, self.last_error_transient = failure(exc), is_transient(exc)
+                log = logger.warning if self.last_error_transient else logger.error
+                log("Writing %d rows to %s failed (%s); retrying in %.1fs",
+                    len(batch), describe_dsn(self.settings.timeseries_dsn), self.last_error, delay)  # fmt: skip
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, _BACKOFF_MAX_S)
 

@@ -33,7 +33,7 @@ import faust
 from faust.exceptions import PartitionsMismatch
 from mode import Service
 
-from f2stream.db import connect, describe_dsn
+from f2stream.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 from f2stream.parameters import Parameter, effective_parameters
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
@@ -109,11 +109,10 @@ class ParameterSync(Service):
         while not self.should_stop:
             try:
                 await self._listen_and_sync()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
-                logger.warning(
-                    "Parameters database %s unavailable (%s); decoding goes on with the table", where, self.last_error
-                )
+            except DB_ERRORS as exc:
+                self.last_error = failure(exc)
+                log = logger.warning if is_transient(exc) else logger.error
+                log("Parameters database %s: %s; decoding goes on with the parameters held", where, self.last_error)
             await self.sleep(_RETRY_S)
 
     async def _listen_and_sync(self) -> None:
@@ -211,7 +210,7 @@ class ParameterTable:
                         return True
                 finally:
                     await conn.close()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DB_ERRORS:
                 return False
             await asyncio.sleep(0.5)
         return False

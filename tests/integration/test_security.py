@@ -14,10 +14,10 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from f2stream.pki import PkiPaths, init_pki, issue_device_certificate
 from harness import Stack, Workers, rows_for
 
 from f2stream.kafka import RAW_TOPIC
+from f2stream.pki import PkiPaths, init_pki, issue_device_certificate
 from f2stream.simulator import device_ids, register_demo_parameters
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ from datetime import datetime
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
-from f2stream.agents.decode import Decoded, decode_batch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from f2stream.agents.decode import Decoded, decode_batch
 from f2stream.codecs import encode_modbus_frame
 from f2stream.decode import decode_message
 from f2stream.errors import REASONS, BadMessage

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from f2stream.tables.params import build_sets
 
 from f2stream.parameters import Parameter
 from f2stream.records import ParameterSet
+from f2stream.tables.params import build_sets
 
 DEVICE = "f2-e4fd45f654be"
 OTHER = "f2-02f200000001"

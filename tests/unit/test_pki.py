@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from f2stream.pki import DeviceExistsError, PkiError, PkiPaths, init_pki, issue_device_certificate, revoke_in_crl
 
 from f2stream.devices import DeviceRecord, format_devices
+from f2stream.pki import DeviceExistsError, PkiError, PkiPaths, init_pki, issue_device_certificate, revoke_in_crl
 
 
 def load(path: Path) -> x509.Certificate:

@@ -1,0 +1,55 @@
+"""Transient or permanent: decided once, by class and SQLSTATE, never by message text."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from f2stream.db import describe_dsn, failure, is_transient
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "refused"),
+        TimeoutError(),
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.ConnectionDoesNotExistError("gone"),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.TooManyConnectionsError("too many"),
+        asyncpg.SerializationError("could not serialize"),
+        asyncpg.DeadlockDetectedError("deadlock"),
+    ],
+    ids=lambda e: e.__class__.__name__,
+)
+def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.UndefinedTableError("relation does not exist"),
+        asyncpg.InsufficientPrivilegeError("permission denied"),
+        asyncpg.InvalidPasswordError("password authentication failed"),
+        asyncpg.InvalidCatalogNameError("no such database"),
+        asyncpg.DataError("bad value"),
+        ValueError("not a database error"),
+    ],
+    ids=lambda e: e.__class__.__name__,
+)
+def test_what_needs_a_fix_is_permanent(exc: BaseException) -> None:
+    assert not is_transient(exc)
+
+
+def test_a_permanent_failure_says_what_to_do() -> None:
+    assert failure(asyncpg.UndefinedTableError("relation x does not exist")) == (
+        "UndefinedTableError: relation x does not exist; a table is missing: run `faust -A f2stream migrate`"
+    )
+    assert "GRANT" in failure(asyncpg.InsufficientPrivilegeError("permission denied"))
+    assert failure(TimeoutError()) == "TimeoutError"
+
+
+def test_a_dsn_is_described_without_its_user() -> None:
+    assert describe_dsn("postgresql://f2@db.example:5433/f2_timeseries") == "db.example:5433/f2_timeseries"
