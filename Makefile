@@ -123,4 +123,4 @@ bench: stack-install venv ## throughput and latency against the bare path, each 
 lint: venv ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy f2stream
+	$(VENV)/bin/python tests/typecheck.py

@@ -23,7 +23,7 @@ params = ParameterTable(app, settings, topics.parameters)
 writer = MeasurementWriter(settings)
 
 stages = Stages(settings, metrics, writer, params.first_sync)
-app.service(stages)
+app.service(stages)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
 
 
 # More than this many messages behind in total and the worker reports degraded.
