@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import get_type_hints
 from urllib.parse import urlsplit
 
 from f2stream.errors import ConfigError
@@ -86,14 +87,14 @@ class Settings:
         """
         env = os.environ if env is None else env
         values: dict[str, object] = {}
-        for field in fields(cls):
-            name = "F2_" + field.name.upper()
-            if field.type in ("Secret | None",):
+        for field, kind in _FIELD_TYPES.items():
+            name = "F2_" + field.upper()
+            if kind == _SECRET:
                 secret = _read_secret(env, name)
                 if secret is not None:
-                    values[field.name] = secret
+                    values[field] = secret
             elif name in env:
-                values[field.name] = _convert(name, env[name], field.type)
+                values[field] = _convert(name, env[name], kind)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
@@ -131,17 +132,30 @@ class Settings:
         return f"Settings({shown})"
 
 
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+#: How a setting's text becomes its value, by the field's type.
+_CONVERTERS: dict[object, Callable[[str], object]] = {str: str, int: int, float: float, Path: Path, bool: _boolean}
+_SECRET = Secret | None
+_FIELD_TYPES = get_type_hints(Settings)
+_UNKNOWN = {name: kind for name, kind in _FIELD_TYPES.items() if kind != _SECRET and kind not in _CONVERTERS}
+if _UNKNOWN:  # a new field of a type nobody converts fails at import, never as a silent str
+    raise TypeError(f"Settings fields of types without a converter: {_UNKNOWN}")
+
+
 def _convert(name: str, text: str, kind: object) -> object:
     try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "Path":
-            return Path(text)
+        return _CONVERTERS[kind](text)
     except ValueError as exc:
-        raise ConfigError(name, f"{text!r} is not a valid {kind}") from exc
-    return text
+        what = getattr(kind, "__name__", str(kind))
+        raise ConfigError(name, f"{text!r} is not a valid {what}") from exc
 
 
 def _read_secret(env: Mapping[str, str], name: str) -> Secret | None:

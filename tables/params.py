@@ -101,7 +101,6 @@ class ParameterSync(Service):
         self.topic = topic
         self.last_error: str | None = None
         self.synced_at: float | None = None
-        self.devices_published = 0
 
     @Service.task
     async def _follow(self) -> None:
@@ -150,7 +149,6 @@ class ParameterSync(Service):
             published += len(sets)
         self.synced_at, self.last_error = time.time(), None
         if published:
-            self.devices_published += published
             logger.info("Published parameters of %d devices (version %d)", published, cursor)
         return published
 
@@ -188,11 +186,6 @@ class ParameterTable:
     def size(self) -> int:
         """Devices with parameters in this worker's partitions."""
         return len(self.table)
-
-    @property
-    def last_error(self) -> str | None:
-        """The last failure reading the parameters database, if it has not recovered."""
-        return self.sync.last_error
 
     async def first_sync(self, timeout_s: float = 30.0) -> bool:
         """Wait until the parameters were published at least once; False when PostgreSQL cannot say in time.

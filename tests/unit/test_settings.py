@@ -193,3 +193,16 @@ def test_secret_equality_and_hash() -> None:
     assert Secret("a") != Secret("b")
     assert Secret("a") != "a"
     assert hash(Secret("a")) == hash(Secret("a"))
+
+
+def test_every_field_converts_by_its_type() -> None:
+    from f2stream import settings as module
+
+    assert module._convert("F2_X", "5", int) == 5
+    assert module._convert("F2_X", "0.5", float) == 0.5
+    assert module._convert("F2_X", "var/x", Path) == Path("var/x")
+    assert module._convert("F2_X", "false", bool) is False
+    assert module._convert("F2_X", " ON ", bool) is True
+    with pytest.raises(ConfigError, match="'maybe' is not a valid bool"):
+        module._convert("F2_X", "maybe", bool)
+    assert not module._UNKNOWN
