@@ -182,11 +182,6 @@ class ParameterTable:
                     logger.warning("Parameter table write of %s deferred (%s)", value.device_id, exc)
                     await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
 
-    @property
-    def size(self) -> int:
-        """Devices with parameters in this worker's partitions."""
-        return len(self.table)
-
     async def first_sync(self, timeout_s: float = 30.0) -> bool:
         """Wait until the parameters were published at least once; False when PostgreSQL cannot say in time.
 
