@@ -120,7 +120,8 @@ test: stack-install venv ## the whole test suite (it starts its own stack on fre
 bench: stack-install venv ## throughput and latency against the bare path, each stage alone (own stack; var/bench/)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
-lint: venv ## ruff check, ruff format --check, mypy
+lint: stack-install venv ## ruff check, ruff format --check, mypy, shellcheck
+	shellcheck $$(find deploy .ci -name '*.sh' -o -name run -path '.ci/*' | sort)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python tests/typecheck.py

@@ -18,7 +18,11 @@ SECONDS_TO_RUN=${DEMO_SECONDS:-0}
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
 
 deploy/stack.sh up
-set -a; . "$(deploy/stack.sh env)"; set +a
+set -a
+# The settings file is written by stack.sh up.
+# shellcheck source=/dev/null
+. "$(deploy/stack.sh env)"
+set +a
 LOG=$F2_LOG_DIR
 mkdir -p "$LOG" "$F2_VAR_DIR/run"
 
@@ -33,6 +37,8 @@ start() { # name, then the command
     echo $! >"$F2_VAR_DIR/run/$name.pid"
     say "$name started (pid $!, log $LOG/$name.log)"
 }
+# Called through the trap.
+# shellcheck disable=SC2317
 stop_all() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done

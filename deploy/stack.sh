@@ -200,6 +200,7 @@ missing_packages() {
     command -v java >/dev/null || echo default-jre-headless
     command -v mvn >/dev/null || echo maven
     command -v curl >/dev/null || echo curl
+    command -v shellcheck >/dev/null || echo shellcheck # make lint
 }
 
 # Debian starts a package's service on install: a system PostgreSQL on 5432,
@@ -504,11 +505,11 @@ mqtt_ready() { port_open "$MQTT_PORT" && port_open "$MQTT_TLS_PORT"; }
 # The CA (created once, never replaced), the broker's certificate and the
 # CRL, through `faust -A f2stream pki init` (the cryptography package).
 ensure_pki() {
-    local pki=$VAR/pki file missing=0
+    local pki=$VAR/pki file incomplete=0
     for file in ca.crt ca.key server.crt server.key crl.pem; do
-        [[ -s $pki/$file ]] || missing=1
+        [[ -s $pki/$file ]] || incomplete=1
     done
-    ((missing)) || return 0
+    ((incomplete)) || return 0
     [[ -x $PYTHON ]] || die "no PKI in $pki yet and $PYTHON is missing: run make venv, or set F2_PYTHON to a python with f2stream installed"
     log "pki: creating the CA and the broker certificate in $pki"
     (cd "$ROOT" && F2_PKI_DIR=$pki F2_MQTT_HOST=127.0.0.1 F2_DATA_DIR=$DATA/faust \
