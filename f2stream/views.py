@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
 from f2stream.db import connect
-from f2stream.decode import format_time
+from f2stream.records import format_time
 from f2stream.settings import Settings
 from f2stream.topics import canonical_device_id
 
-__all__ = ["register"]
+__all__ = ["latest_points", "parameters_answer", "register"]
 
 _LATEST = """
 SELECT DISTINCT ON (mode, connector, component, data_point)
@@ -23,6 +24,37 @@ ORDER BY mode, connector, component, data_point, time DESC
 """
 
 
+def parameters_answer(device_text: str, lookup: Callable[[str], Any]) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for `/devices/{device_id}/parameters`; `lookup` reads the table."""
+    try:
+        device = canonical_device_id(device_text)
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    current = lookup(device)
+    if current is None:
+        return 404, {"device_id": device, "error": "no parameters for this device"}
+    return 200, {"device_id": device, "version": current.version, "parameters": current.parameters}
+
+
+def latest_points(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The body's `data_points` from the newest row of each data point."""
+    return [
+        {
+            "time": format_time(r["time"]),
+            "mode": r["mode"],
+            "connector": r["connector"],
+            "component": r["component"],
+            "data_point": r["data_point"],
+            "value": r["value"],
+            "text_value": r["text_value"],
+            "unit": r["unit"],
+            "param_version": r["param_version"],
+            "received_at": format_time(r["received_at"]),
+        }
+        for r in rows
+    ]
+
+
 def register(app: faust.App, settings: Settings, params: Any) -> None:
     """Serve `/devices/{device_id}/parameters` and `/devices/{device_id}/latest`."""
 
@@ -30,14 +62,8 @@ def register(app: faust.App, settings: Settings, params: Any) -> None:
     @app.table_route(table=params.table, match_info="device_id")
     async def device_parameters(self: View, request: Request, device_id: str) -> Response:
         """The device's parameters as this worker's table holds them, with their version."""
-        try:
-            device = canonical_device_id(device_id)
-        except ValueError as exc:
-            return self.json({"error": str(exc)}, status=400)
-        current = params.table.get(device)
-        if current is None:
-            return self.json({"device_id": device, "error": "no parameters for this device"}, status=404)
-        return self.json({"device_id": device, "version": current.version, "parameters": current.parameters})
+        status, body = parameters_answer(device_id, params.table.get)
+        return self.json(body, status=status)
 
     @app.page("/devices/{device_id}/latest")
     async def device_latest(self: View, request: Request, device_id: str) -> Response:
@@ -54,19 +80,4 @@ def register(app: faust.App, settings: Settings, params: Any) -> None:
             rows = await conn.fetch(_LATEST, device)
         finally:
             await conn.close()
-        points = [
-            {
-                "time": format_time(r["time"]),
-                "mode": r["mode"],
-                "connector": r["connector"],
-                "component": r["component"],
-                "data_point": r["data_point"],
-                "value": r["value"],
-                "text_value": r["text_value"],
-                "unit": r["unit"],
-                "param_version": r["param_version"],
-                "received_at": format_time(r["received_at"]),
-            }
-            for r in rows
-        ]
-        return self.json({"device_id": device, "data_points": points})
+        return self.json({"device_id": device, "data_points": latest_points(rows)})
