@@ -53,6 +53,11 @@ class F2App(faust.App):
             # default an agent waits each time ~45 records fill a batch.
             producer_max_batch_size=512 * 1024,
             consumer_auto_offset_reset="earliest",
+            # A worker killed with -9 holds its place in the group until its
+            # session times out; Faust's 60 s kept a restarted worker (and its
+            # decode and sink loops, which start after the table) idle a minute
+            # per kill. Heartbeats come from the consumer's own thread.
+            broker_session_timeout=10.0,
             stream_wait_empty=True,
             Worker=F2Worker,
             web_bind="127.0.0.1",  # containers pass --web-bind 0.0.0.0

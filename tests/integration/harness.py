@@ -212,3 +212,96 @@ async def rows_for(
             await asyncio.sleep(0.3)
     finally:
         await conn.close()
+
+
+# --- Faults: Kafka and Mosquitto stopped and started as deploy/stack.sh runs them ---
+
+
+def _pid_of(path: Path) -> int:
+    pid = int(path.read_text().split()[0])
+    assert Path(f"/proc/{pid}").exists(), f"no process {pid} from {path}"
+    return pid
+
+
+def _command_of(pid: int) -> list[str]:
+    return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (a child of ours not reaped yet is gone for our purpose)."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _running(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs after {timeout_s}s"
+        time.sleep(0.1)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kafka_port(stack: Stack) -> int:
+    """The port of the stack's Kafka."""
+    return int(stack.env["F2_KAFKA_BROKER"].rsplit(":", 1)[1])
+
+
+def kill_kafka(stack: Stack) -> list[str]:
+    """`kill -9` the stack's Kafka; returns its command line, for :func:`start_kafka`."""
+    pid = _pid_of(stack.var_dir / "run" / "kafka.pid")
+    command = _command_of(pid)
+    os.kill(pid, 9)
+    _wait_gone(pid, 30)
+    return command
+
+
+def start_kafka(stack: Stack, command: list[str], timeout_s: float = 120) -> None:
+    """Start Kafka again with `command` (as deploy/stack.sh does: log appended, pid file), wait until it answers."""
+    with (stack.var_dir / "log" / "kafka.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    (stack.var_dir / "run" / "kafka.pid").write_text(f"{process.pid}\n")
+    port, deadline = kafka_port(stack), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "kafka exited during start-up: see log/kafka.log"
+        if _port_open(port):
+            metadata = subprocess.run(["kcat", "-b", f"127.0.0.1:{port}", "-L", "-m", "3"], capture_output=True)
+            if metadata.returncode == 0:
+                return
+        time.sleep(0.25)
+    raise AssertionError(f"kafka did not answer within {timeout_s}s")
+
+
+def restart_mosquitto(stack: Stack, sig: int = 15, down_s: float = 0.0, timeout_s: float = 30) -> None:
+    """Stop Mosquitto with `sig` (it saves its persistence on SIGTERM), wait `down_s`, start it as before."""
+    pid_file = Path(stack.env["F2_MQTT_PID_FILE"])
+    pid = _pid_of(pid_file)
+    command = _command_of(pid)
+    os.kill(pid, sig)
+    _wait_gone(pid, timeout_s)
+    time.sleep(down_s)
+    started = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)  # -d: it daemonizes
+    assert started.returncode == 0, f"mosquitto did not start: {started.stdout}{started.stderr}"
+    ports = (int(stack.env["F2_MQTT_PORT"]), int(stack.env["F2_MQTT_TLS_PORT"]))
+    deadline = time.monotonic() + timeout_s
+    while not all(map(_port_open, ports)):
+        assert time.monotonic() < deadline, f"mosquitto not listening on {ports} after {timeout_s}s"
+        time.sleep(0.1)
+
+
+def metric(worker: Worker, name: str) -> float | None:
+    """The sum of a metric's samples on a worker's /metrics (None: the worker does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=3) as response:
+            lines = response.read().decode().splitlines()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((f"{name} ", f"{name}{{")))
