@@ -8,9 +8,23 @@ __all__ = ["dead_letter_headers", "header_map"]
 
 
 def dead_letter_headers(
-    *, reason: str, detail: str, stage: str, mqtt_topic: str | None, received_at: str | None, source: str
+    *,
+    reason: str,
+    detail: str,
+    stage: str,
+    mqtt_topic: str | None,
+    received_at: str | None,
+    source: str,
+    payload_bytes: int | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Headers of a dead letter; the value is the message exactly as it arrived."""
+    """Headers of a dead letter; the value is the message exactly as it arrived.
+
+    `source` identifies the message the dead letter was made from, the same on
+    every re-delivery: `topic/partition/offset` of a Kafka record, or
+    `mqtt:sha256:<hex>` of an MQTT message that never reached Kafka.
+    `payload_bytes`, when given, is the message's full size: the value then
+    holds only its start.
+    """
     headers = [
         ("reason", reason.encode()),
         ("detail", detail.encode("utf-8", "replace")[:1024]),
@@ -21,6 +35,8 @@ def dead_letter_headers(
         headers.append(("mqtt_topic", mqtt_topic.encode("utf-8", "replace")))
     if received_at is not None:
         headers.append(("received_at", received_at.encode()))
+    if payload_bytes is not None:
+        headers.append(("payload_bytes", str(payload_bytes).encode()))
     return headers
 
 
