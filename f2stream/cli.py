@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import wraps
 from typing import Any
 
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from faust.cli import argument, option
 
 from f2stream.db import connect, describe_dsn
@@ -46,9 +47,19 @@ def register(app: faust.App, settings: Settings) -> None:
     @one_line_errors
     async def tail(self: Any, topic: str, from_beginning: bool, max_messages: int, idle_timeout_s: float) -> None:
         """Follow a Kafka topic, one JSON record per line."""
-        await tail_topic(
-            settings, topic, from_beginning=from_beginning, max_messages=max_messages, idle_timeout_s=idle_timeout_s
-        )
+        try:
+            await tail_topic(
+                settings, topic, from_beginning=from_beginning, max_messages=max_messages, idle_timeout_s=idle_timeout_s
+            )
+        except BrokenPipeError:
+            # The reader is gone (`| head`): end quietly, also at interpreter exit,
+            # whose flush of stdout would otherwise fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except F2StreamError:
+            raise
+        except Exception as exc:
+            # One line, not a traceback that a pipe (`| wc -l`) would hide among output.
+            raise CommandError(f"tail {topic} stopped: {exc.__class__.__name__}: {exc}") from exc
 
     from f2stream import devices, params_cli, simulator, verify  # they register their own commands
 
@@ -131,7 +142,12 @@ async def _print_records(consumer: AIOKafkaConsumer, max_messages: int, idle_tim
     loop = asyncio.get_running_loop()
     last = loop.time()
     while True:
-        batches = await consumer.getmany(timeout_ms=200)
+        try:
+            batches = await consumer.getmany(timeout_ms=200)
+        except KafkaError as exc:
+            raise CommandError(
+                f"Kafka stopped answering after {printed} record(s) ({exc.__class__.__name__}: {exc})"
+            ) from exc
         for records in batches.values():
             for record in records:
                 sys.stdout.write(render_record(record) + "\n")
@@ -147,24 +163,72 @@ async def _print_records(consumer: AIOKafkaConsumer, max_messages: int, idle_tim
 
 
 def render_record(record: Any) -> str:
-    """One Kafka record as a JSON line: JSON values inline, other bytes as text or base64."""
-    line: dict[str, Any] = {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp_ms": record.timestamp,
-        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
-        "headers": {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())},
-    }
-    value: bytes | None = record.value
+    """One Kafka record as a JSON line; never raises, whatever the record holds.
+
+    A value that is JSON is copied into the line as it arrived: numbers keep
+    every digit and nesting its depth (re-encoding would round big integers
+    and fail beyond orjson's 254 levels). Any other value is `value_text`
+    (UTF-8) or `value_base64`, with `value_note` saying why it is not inline.
+    A key or header that is not UTF-8 is given in base64 under `key_base64`
+    or `headers_base64`.
+    """
+    where: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    try:
+        line = {**where, "timestamp_ms": record.timestamp, **_key_and_headers(record.key, record.headers or ())}
+        return _with_value(line, record.value)
+    except Exception as exc:  # noqa: BLE001  # a record must never end the tail; say what went wrong instead
+        value = record.value
+        where["render_error"] = f"{exc.__class__.__name__}: {exc}"[:1024]
+        where["value_base64"] = base64.b64encode(value).decode() if isinstance(value, bytes) else None
+        return orjson.dumps(where).decode()
+
+
+def _key_and_headers(key: bytes | None, headers: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    text = _utf8(key)
+    if key is None or text is not None:
+        out["key"] = text
+    else:
+        out["key_base64"] = base64.b64encode(key).decode()
+    readable: dict[str, str] = {}
+    raw: dict[str, str] = {}
+    for name, value in headers:
+        header_text = _utf8(value)
+        if header_text is not None:
+            readable[name] = header_text
+        else:
+            raw[name] = base64.b64encode(value).decode()
+    out["headers"] = readable
+    if raw:
+        out["headers_base64"] = raw
+    return out
+
+
+def _utf8(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _with_value(line: dict[str, Any], value: bytes | None) -> str:
     if value is None:
         line["value"] = None
+        return orjson.dumps(line).decode()
+    try:
+        orjson.loads(value)  # validates: strict RFC 8259, UTF-8, at most 1024 levels
+    except orjson.JSONDecodeError as exc:
+        line["value_note"] = f"not shown as JSON: {exc}"[:300]
     else:
-        try:
-            line["value"] = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            try:
-                line["value_text"] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                line["value_base64"] = base64.b64encode(value).decode()
+        # Valid JSON has line breaks only as whitespace between tokens.
+        inline = value.strip().replace(b"\r", b" ").replace(b"\n", b" ")
+        return (orjson.dumps(line)[:-1] + b',"value":' + inline + b"}").decode()
+    text = _utf8(value)
+    if text is not None:
+        line["value_text"] = text
+    else:
+        line["value_base64"] = base64.b64encode(value).decode()
+        line["value_note"] += "; not UTF-8 either"
     return orjson.dumps(line).decode()
