@@ -42,7 +42,8 @@ def dead_letter_headers(
 
 def header_map(headers: object) -> dict[str, str]:
     """Kafka headers (a list of pairs or a mapping, values bytes) as text."""
+    # aiokafka gives a tuple of pairs: test that first, an ABC isinstance is slow on this path.
     pairs: Iterable[tuple[object, object]] = (
-        headers.items() if isinstance(headers, Mapping) else headers if isinstance(headers, list | tuple) else ()
+        headers if isinstance(headers, tuple | list) else headers.items() if isinstance(headers, Mapping) else ()
     )
     return {str(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in pairs}
