@@ -240,7 +240,10 @@ class BatchLoop(Service):
                 self._failed(f"handling {sum(map(len, batch.values()))} records", exc)
                 self._rewind(first_offsets(batch))
                 return False
-            self.pending.add(next_offsets(batch))
+            # A partition revoked between the fetch and now has a new owner, who
+            # reads it again from the committed offset: nothing to commit here.
+            assigned = self.assignment()
+            self.pending.add({tp: offset for tp, offset in next_offsets(batch).items() if tp in assigned})
             self.last_error = None
             return True
 
