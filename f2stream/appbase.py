@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from f2stream import logging_limits
 from f2stream.errors import ConfigError, F2StreamError
 from f2stream.kafka import PARAMETERS_TOPIC, ensure_topics
 from f2stream.records import ParameterSet
@@ -34,8 +35,14 @@ class F2Worker(faust.Worker):
     """
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        """Configure the root logger as asked, and nothing more."""
+        """Configure the root logger as asked, and collapse repeated records on its handlers.
+
+        While Kafka is down, aiokafka and faust repeat the same few lines
+        thousands of times; the first of each kind and a summary per window
+        are enough (f2stream.logging_limits).
+        """
         self.spinner = None
+        logging_limits.install(logger)
 
 
 class F2App(faust.App):
