@@ -14,7 +14,6 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,10 +33,12 @@ from f2stream.settings import Settings
 
 __all__ = [
     "DEMO_PARAMETERS",
+    "DeviceLink",
     "SimMessage",
     "device_ids",
     "device_tls_context",
     "messages",
+    "reconnect_delay",
     "register",
     "register_demo_parameters",
 ]
@@ -238,40 +239,131 @@ async def run_simulation(
     out = manifest.open("ab") if manifest else None
     window = asyncio.Semaphore(500)
     started = time.monotonic()
+
+    def client_for(device: str) -> Callable[[], aiomqtt.Client]:
+        return lambda: aiomqtt.Client(
+            settings.mqtt_host,
+            settings.mqtt_tls_port,
+            identifier=device,
+            tls_context=contexts[device],
+            max_inflight_messages=1000,
+            timeout=30,
+        )
+
+    # One MQTT connection per controller, as the real ones do; each comes back
+    # by itself after a broker restart.
+    links = {d: DeviceLink(d, client_for(d), random.Random(f"{seed}/{d}")) for d in ids}
+    runners = [asyncio.create_task(link.run(), name=f"f2stream-simulate-link-{d}") for d, link in links.items()]
     try:
-        async with AsyncExitStack() as stack:
-            # One MQTT connection per controller, as the real ones do.
-            clients = {
-                d: await stack.enter_async_context(
-                    aiomqtt.Client(
-                        settings.mqtt_host,
-                        settings.mqtt_tls_port,
-                        identifier=d,
-                        tls_context=contexts[d],
-                        max_inflight_messages=1000,
-                        timeout=30,
-                    )
-                )
-                for d in ids
-            }
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        for link in links.values():
+            await link.first_connection()
+        async with asyncio.TaskGroup() as tasks:
             while (not count or sent < count) and (not duration_s or time.monotonic() - started < duration_s):
                 due = int((time.monotonic() - started) * rate) + 1 if rate else sent + 100
                 while sent < due and (not count or sent < count):
                     message = next(source)
                     await window.acquire()
-                    tasks.create_task(_publish(clients[message.device_id], message, window, out))
+                    tasks.create_task(_publish(links[message.device_id], message, window, out))
                     sent += 1
                 await asyncio.sleep(0.005)
     finally:
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
         if out is not None:
             out.close()
     return sent
 
 
-async def _publish(client: aiomqtt.Client, message: SimMessage, window: asyncio.Semaphore, out: Any) -> None:
+#: Reconnect delays: random in [0, min(cap, base * 2**attempt)] ("full jitter"),
+#: so that many controllers cut off together do not come back together.
+_RECONNECT_BASE_S = 0.5
+_RECONNECT_CAP_S = 10.0
+
+
+def reconnect_delay(
+    attempt: int, rng: random.Random, base_s: float = _RECONNECT_BASE_S, cap_s: float = _RECONNECT_CAP_S
+) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (0 for the first after a loss)."""
+    return rng.uniform(0.0, min(cap_s, base_s * 2 ** min(attempt, 32)))
+
+
+class DeviceLink:
+    """One simulated controller's MQTT connection, re-established after a loss.
+
+    :meth:`run` keeps the connection (a new client each time, clean session);
+    :meth:`publish` returns once the broker has acknowledged a message
+    (PUBACK), re-sending it on the next connection if the one it went out
+    on was lost first. A message can so reach the broker twice, never zero
+    times; the database's primary key absorbs the second copy.
+    """
+
+    def __init__(self, device: str, make_client: Callable[[], aiomqtt.Client], rng: random.Random) -> None:
+        self.device = device
+        self._make_client = make_client
+        self._rng = rng
+        self._current: tuple[aiomqtt.Client, asyncio.Future[None]] | None = None
+        self._up = asyncio.Event()
+        self._first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.reconnects = 0
+
+    async def first_connection(self) -> None:
+        """Wait for the first connection; raise its error if it failed (a refused device is not retried)."""
+        await self._first
+
+    async def run(self) -> None:
+        """Connect, hold the connection until the broker drops it, and connect again after a delay."""
+        attempt = 0
+        while True:
+            lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            try:
+                async with self._make_client() as client:
+                    self._current = (client, lost)
+                    self._up.set()
+                    if self._first.done():
+                        self.reconnects += 1
+                        logger.info("%s: connected again after %d attempt(s)", self.device, attempt)
+                    else:
+                        self._first.set_result(None)
+                    attempt = 0
+                    async for _ in client.messages:  # ends only by MqttError, when the connection is lost
+                        pass
+            except aiomqtt.MqttError as exc:
+                if not self._first.done():
+                    self._first.set_exception(exc)
+                    return
+                if attempt == 0:
+                    logger.warning("%s: connection lost (%s); reconnecting", self.device, exc)
+            finally:
+                self._up.clear()
+                self._current = None
+                if not lost.done():
+                    lost.set_result(None)
+            await asyncio.sleep(reconnect_delay(attempt, self._rng))
+            attempt += 1
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with QoS 1; return once the broker acknowledged it, on whichever connection."""
+        while True:
+            await self._up.wait()
+            if self._current is None:
+                continue
+            client, lost = self._current
+            sending = asyncio.ensure_future(client.publish(topic, payload, qos=1))
+            await asyncio.wait((sending, lost), return_when=asyncio.FIRST_COMPLETED)
+            if sending.done() and sending.exception() is None:
+                return
+            if not sending.done():
+                sending.cancel()  # the connection it went out on is gone: send again on the next
+                await asyncio.gather(sending, return_exceptions=True)
+            else:
+                # Refused while the link has not noticed the loss yet: give it a moment, then retry.
+                await asyncio.wait((lost,), timeout=1.0)
+
+
+async def _publish(link: DeviceLink, message: SimMessage, window: asyncio.Semaphore, out: Any) -> None:
     try:
-        await client.publish(message.topic, message.payload, qos=1)
+        await link.publish(message.topic, message.payload)
         if out is not None:
             out.write(
                 orjson.dumps(
