@@ -1,0 +1,501 @@
+"""Faults under load, judged by the simulator's manifest and the database: nothing acknowledged is lost.
+
+Each scenario runs the simulator in the background (8 devices, 300 msg/s, each
+on its own mTLS connection), injects one fault on the real services, and then
+requires every message the broker acknowledged to be in `iot_measurements`
+with its exact number of rows (`verify`). Each run also measures:
+
+- time to recover: from the end of the fault (the service or worker is back)
+  until every message acknowledged up to then is in the database;
+- duplicates: raw records Kafka holds twice (ingest re-deliveries), decoded
+  records produced twice (decode re-reads), and rows the sink wrote again
+  (`f2_rows_duplicate_total`, summed over the worker's lives), all absorbed by
+  the primary key.
+
+The loss these guard against was probabilistic (about half the runs), so a
+scenario can be repeated: `F2_FAULT_REPEAT=N` runs it N times in one session,
+`F2_FAULT_REPORT=path` appends each run's figures as a JSON line (see
+`bench/faults.py`, `make faults`, docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from harness import (
+    Stack,
+    Worker,
+    Workers,
+    free_ports,
+    kill_kafka,
+    metric,
+    restart_mosquitto,
+    start_kafka,
+)
+
+from f2stream.simulator import device_ids
+from f2stream.verify import Verdict, verify_database
+
+pytestmark = pytest.mark.integration
+
+REPEAT = int(os.environ.get("F2_FAULT_REPEAT", "1"))
+REPORT = os.environ.get("F2_FAULT_REPORT")
+DEVICES = 8
+RATE = 300.0
+REBALANCE_CYCLES = 10
+DUPLICATES = "f2_rows_duplicate_total"
+
+_Key = tuple[str, str, str]
+
+
+def acknowledged(manifest: Path) -> Counter[_Key]:
+    """Expected rows per message in a manifest that may still be written (a torn last line is left out)."""
+    expected: Counter[_Key] = Counter()
+    if not manifest.exists():
+        return expected
+    for line in manifest.read_bytes().splitlines():
+        try:
+            entry = orjson.loads(line)
+            expected[(entry["device_id"], entry["component"], entry["time"])] += entry["points"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+    return expected
+
+
+class Load:
+    """`faust -A f2stream simulate` in the background, appending to one manifest.
+
+    A simulator that dies (e.g. the broker went away under it) can be
+    started again: the manifest holds only what the broker acknowledged.
+    """
+
+    def __init__(self, stack: Stack, first_device: int, manifest: Path, duration_s: float) -> None:
+        self.stack, self.first_device, self.manifest, self.duration_s = stack, first_device, manifest, duration_s
+        self.sent = 0
+        self.exits: list[int] = []
+        self.log = stack.var_dir / "log" / f"simulator-{manifest.stem}.log"
+        self._output_at = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._until = 0.0
+
+    def start(self, duration_s: float | None = None) -> None:
+        duration = self.duration_s if duration_s is None else duration_s
+        self._until = time.monotonic() + duration
+        command = [
+            sys.executable, "-m", "faust", "-A", "f2stream", "simulate", "--devices", str(DEVICES),
+            "--first-device", str(self.first_device), "--rate", str(RATE), "--duration-s", f"{duration:.1f}",
+            "--manifest", str(self.manifest), "--seed", str(int(time.time())),
+        ]  # fmt: skip
+        self._output_at = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as log:  # a file, not a pipe: a full pipe would stall the simulator
+            self._process = subprocess.Popen(
+                command, env=self.stack.run_env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.stack.var_dir
+            )
+
+    def _reap(self) -> None:
+        assert self._process is not None
+        self._process.wait()
+        self.exits.append(self._process.returncode)
+        with self.log.open("rb") as log:
+            log.seek(self._output_at)
+            output = log.read().decode(errors="replace")
+        for line in output.splitlines():
+            if line.startswith("simulate: ") and " messages published" in line:
+                self.sent += int(line.split()[1])
+        # A simulator that died under the fault prints no count: its acknowledged messages stand in.
+        self._process = None
+
+    def resume(self) -> None:
+        """If the simulator died, start it again for the rest of its time."""
+        if self._process is not None and self._process.poll() is not None:
+            self._reap()
+            left = self._until - time.monotonic()
+            if left > 1:
+                self.start(left)
+
+    async def wait(self) -> None:
+        if self._process is not None:
+            await asyncio.to_thread(self._process.wait)
+            self._reap()
+
+    def stop(self) -> None:
+        """End the load now (it is not started again)."""
+        self._until = time.monotonic()
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        if self._process is not None:
+            self._reap()
+
+
+@dataclass
+class Figures:
+    """One run of one scenario."""
+
+    scenario: str
+    run: int
+    sent: int = 0
+    acknowledged: int = 0
+    missing: int = 0
+    wrong_count: int = 0
+    raw_duplicates: int = 0
+    decoded_duplicates: int = 0
+    rows_duplicate: float = 0.0
+    recover_s: float | None = None
+    load_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.wrong_count == 0 and self.acknowledged > 0
+
+    def line(self) -> str:
+        recover = "-" if self.recover_s is None else f"{self.recover_s:.1f}s"
+        return (
+            f"{self.scenario} run {self.run}: sent {self.sent}, acknowledged {self.acknowledged}, "
+            f"missing {self.missing}, wrong count {self.wrong_count}, duplicated raw {self.raw_duplicates} / "
+            f"decoded {self.decoded_duplicates} / rows {self.rows_duplicate:.0f}, recovered in {recover}"
+        )
+
+
+class DuplicateRows:
+    """`f2_rows_duplicate_total` over a worker's lives: bank it before each kill (a new process starts at 0)."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.start = sum(metric(w, DUPLICATES) or 0.0 for w in workers)
+        self.banked = 0.0
+
+    def bank(self, worker: Worker) -> None:
+        self.banked += metric(worker, DUPLICATES) or 0.0
+
+    def total(self) -> float:
+        return self.banked + sum(metric(w, DUPLICATES) or 0.0 for w in self.workers) - self.start
+
+
+async def kafka_duplicates(stack: Stack, devices: set[str], since_ms: int) -> tuple[int, int]:
+    """Raw and decoded records of `devices` since `since_ms` that Kafka holds more than once."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"))
+    await consumer.start()
+    try:
+        extra = []
+        for topic in ("raw_iot_data", "decoded_iot_data"):
+            partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            starts = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+            seen: Counter[bytes] = Counter()
+            for tp in partitions:
+                consumer.seek(tp, starts[tp].offset if starts[tp] is not None else ends[tp])
+            while not await _at(consumer, ends):
+                for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                    for r in records:
+                        if r.key is not None and r.key.decode() in devices:
+                            seen[_identity(topic, r.value)] += 1
+            extra.append(sum(seen.values()) - len(seen))
+        return extra[0], extra[1]
+    finally:
+        await consumer.stop()
+
+
+async def _at(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+def _identity(topic: str, value: bytes | None) -> bytes:
+    if topic == "raw_iot_data" or not value:
+        return value or b""
+    record = orjson.loads(value)
+    return f"{record['device_id']}|{record['component']}|{record['time']}".encode()
+
+
+async def prime(stack: Stack, first_device: int) -> None:
+    """Register the devices and their parameters; return once their messages decode."""
+    manifest = stack.var_dir / f"prime-{first_device}.jsonl"
+    deadline = time.monotonic() + 90
+    register = ["--register-params"]
+    while True:
+        manifest.unlink(missing_ok=True)
+        result = stack.faust(
+            "simulate", "--devices", str(DEVICES), "--first-device", str(first_device), "--rate", "0",
+            "--count", str(DEVICES * 7), "--manifest", str(manifest), *register,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        register = []
+        verdict = await verify_database(stack.settings, acknowledged(manifest), 15)
+        if verdict.ok:
+            return
+        assert time.monotonic() < deadline, f"the devices' messages do not decode: {verdict}"
+
+
+def restart(worker: Worker, sig: int = signal.SIGKILL, accept: tuple[str, ...] = ("ok",)) -> None:
+    """Stop a worker with `sig` and start it again; return once it is healthy."""
+    worker.stop(sig)
+    worker.start()
+    worker.wait_healthy(timeout_s=120, accept=accept)
+
+
+@dataclass
+class Run:
+    """One run in progress: what a fault may note before it strikes."""
+
+    figures: Figures
+    duplicates: DuplicateRows
+    load: Load
+
+
+Fault = Callable[[Run], Awaitable[None]]
+
+
+async def run_scenario(
+    stack: Stack,
+    workers: Workers,
+    first_device: int,
+    scenario: str,
+    fault: Fault,
+    *,
+    duration_s: float,
+    fault_at_s: float,
+    extra_workers: tuple[Worker, ...] = (),
+) -> list[Figures]:
+    """Run `scenario` REPEAT times: load, `fault` at `fault_at_s`, then judge; figures per run."""
+    await prime(stack, first_device)
+    devices = set(device_ids(DEVICES, first_device))
+    all_figures = []
+    for run in range(1, REPEAT + 1):
+        figures = Figures(scenario, run)
+        manifest = stack.var_dir / f"{scenario}-{first_device}-{run}.jsonl"
+        duplicates = DuplicateRows([workers.pipeline, *extra_workers])
+        since_ms = int(time.time() * 1000) - 2000
+        load = Load(stack, first_device, manifest, duration_s)
+        started = time.monotonic()
+        load.start()
+        await asyncio.sleep(fault_at_s)
+        await fault(Run(figures, duplicates, load))
+        fault_end = time.monotonic()
+        load.resume()
+        so_far = acknowledged(manifest)
+        recovered = await verify_database(stack.settings, so_far, 180)
+        if recovered.ok:
+            figures.recover_s = round(time.monotonic() - fault_end, 1)
+        await load.wait()
+        load.resume()
+        await load.wait()
+        figures.load_s = round(time.monotonic() - started, 1)
+        expected = acknowledged(manifest)
+        verdict: Verdict = await verify_database(stack.settings, expected, 60)
+        figures.acknowledged, figures.missing = verdict.messages, verdict.missing
+        figures.wrong_count = verdict.wrong_count
+        figures.sent = max(load.sent, verdict.messages)
+        if any(load.exits):
+            figures.notes.append(f"simulator exit codes {load.exits} (a non-zero one was started again)")
+        figures.raw_duplicates, figures.decoded_duplicates = await kafka_duplicates(stack, devices, since_ms)
+        figures.rows_duplicate = duplicates.total()
+        report(figures)
+        all_figures.append(figures)
+    return all_figures
+
+
+def report(figures: Figures) -> None:
+    print(figures.line(), flush=True)
+    if REPORT:
+        with Path(REPORT).open("a") as out:
+            out.write(json.dumps(asdict(figures)) + "\n")
+
+
+def judge(figures: list[Figures], *workers: Worker, recover_within_s: float | None = None) -> None:
+    """Every run lost nothing and doubled nothing (and recovered in time, if given)."""
+    bad = [f for f in figures if not f.ok]
+    if recover_within_s is not None:
+        bad += [f for f in figures if f.ok and (f.recover_s is None or f.recover_s > recover_within_s)]
+    logs = "\n".join(f"--- {w.name}\n{w.log_tail(30)}" for w in workers)
+    assert not bad, "\n".join(f.line() for f in bad) + "\n" + logs
+
+
+@contextmanager
+def second_worker(stack: Stack, app: str, name: str, **env: str) -> Iterator[Worker]:
+    """One more worker beside the session's (not started), stopped on the way out."""
+    (port,) = free_ports(1)
+    worker = Worker(stack, app, port, name, **env)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def wait_for_log(worker: Worker, text: str, times: int, timeout_s: float = 60) -> None:
+    """Wait until `text` occurs `times` times in the worker's log."""
+    deadline = time.monotonic() + timeout_s
+    while worker.log_path.read_text(errors="replace").count(text) < times:
+        assert time.monotonic() < deadline, f"{worker.name}: {text!r} not {times} times in the log\n{worker.log_tail()}"
+        time.sleep(0.2)
+
+
+def healthy_again(workers: Workers) -> None:
+    """The session's workers are healthy (after a fault of the services under them)."""
+    workers.pipeline.wait_healthy(timeout_s=180)
+    workers.ingest.wait_healthy(timeout_s=180)
+
+
+async def discard_session(stack: Stack, client_id: str) -> None:
+    """End a persistent MQTT session (and its shared subscription) that no worker will resume."""
+    settings = stack.settings
+    assert settings.mqtt_password is not None
+    client = aiomqtt.Client(
+        settings.mqtt_host,
+        settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password.reveal(),
+        identifier=client_id,
+        clean_session=True,
+    )
+    async with client:
+        pass
+
+
+# --- the scenarios ------------------------------------------------------------
+
+
+async def test_kill_9_of_the_pipeline_worker_mid_batch(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    """Killed twice, 10 s apart (as in the issue's measurement), restarted each time at once.
+
+    Recovery is bounded too: with Faust's default 60 s session timeout a
+    restarted worker waited for each dead member to time out (108 s here).
+    """
+
+    async def fault(run: Run) -> None:
+        for kill in range(2):
+            if kill:
+                await asyncio.sleep(10)
+            run.duplicates.bank(workers.pipeline)
+            await asyncio.to_thread(restart, workers.pipeline)
+
+    judge(
+        await run_scenario(stack, workers, device_numbers, "kill-pipeline", fault, duration_s=30, fault_at_s=5),
+        workers.pipeline,
+        recover_within_s=60,
+    )
+
+
+async def test_kill_9_of_the_ingest_worker(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    async def fault(run: Run) -> None:
+        await asyncio.to_thread(restart, workers.ingest)
+
+    judge(
+        await run_scenario(stack, workers, device_numbers, "kill-ingest", fault, duration_s=20, fault_at_s=5),
+        workers.ingest,
+    )
+
+
+async def test_a_second_pipeline_worker_joining_and_leaving_20_times(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    """10 joins and 10 leaves (SIGTERM) of a second pipeline worker under load: 20 rebalances of each group."""
+    with second_worker(stack, "f2stream", "pipeline-2", F2_DATA_DIR=str(stack.var_dir / "data" / "faust-2")) as second:
+
+        async def fault(run: Run) -> None:
+            for _ in range(REBALANCE_CYCLES):
+                joined = second.log_path.read_text().count("consuming") if second.log_path.exists() else 0
+                second.start()
+                await asyncio.to_thread(second.wait_healthy, 120)
+                await asyncio.to_thread(wait_for_log, second, "consuming", joined + 2)  # decode and sink joined
+                await asyncio.sleep(2)  # both share the load for a moment
+                run.duplicates.bank(second)
+                await asyncio.to_thread(second.stop)
+                await asyncio.sleep(2)
+            run.load.stop()
+
+        figures = await run_scenario(
+            stack, workers, device_numbers, "rebalance-20", fault, duration_s=600, fault_at_s=3
+        )
+        judge(figures, second, workers.pipeline)
+        log = second.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, second.log_tail()
+
+
+async def test_timeseries_postgresql_stopped_for_30s(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    async def fault(run: Run) -> None:
+        await asyncio.to_thread(stack.pg_ctl, "timeseries", "stop")
+        await asyncio.sleep(30)
+        await asyncio.to_thread(stack.pg_ctl, "timeseries", "start")
+
+    figures = await run_scenario(stack, workers, device_numbers, "pg-down-30s", fault, duration_s=45, fault_at_s=5)
+    judge(figures, workers.pipeline)
+    healthy_again(workers)
+
+
+async def test_kill_9_of_kafka(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    async def fault(run: Run) -> None:
+        command = await asyncio.to_thread(kill_kafka, stack)
+        await asyncio.sleep(5)
+        await asyncio.to_thread(start_kafka, stack, command)
+
+    try:
+        figures = await run_scenario(stack, workers, device_numbers, "kill-kafka", fault, duration_s=30, fault_at_s=5)
+        judge(figures, workers.pipeline, workers.ingest)
+    finally:
+        healthy_again(workers)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Known loss, open: Mosquitto 2.0.11 restores a persistent session's queue across a restart but not its "
+    "$share subscription, so messages devices publish between the broker's restart and the ingest worker's "
+    "re-subscription are acknowledged to them and dropped (measured: 293 of 6,651, all within 1 s after the "
+    "restart; a plain subscription keeps them). docs/reliability.md",
+)
+async def test_mosquitto_restarted(stack: Stack, workers: Workers, device_numbers: int) -> None:
+    """Stopped with SIGTERM (it saves its persistence), started 2 s later; the simulator reconnects."""
+
+    async def fault(run: Run) -> None:
+        await asyncio.to_thread(restart_mosquitto, stack, signal.SIGTERM, 2.0)
+
+    try:
+        figures = await run_scenario(
+            stack, workers, device_numbers, "restart-mosquitto", fault, duration_s=25, fault_at_s=5
+        )
+        judge(figures, workers.ingest)
+    finally:
+        healthy_again(workers)
+
+
+async def test_two_ingest_workers_sharing_the_subscription_one_killed(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    """Both take messages from `$share/...`; one is killed with -9 and restarted."""
+    client_id = f"f2stream-ingest-{device_numbers}"
+    with second_worker(stack, "f2stream.ingest", "ingest-2", F2_MQTT_CLIENT_ID=client_id) as second:
+        second.start()
+        second.wait_healthy(timeout_s=120)
+
+        async def fault(run: Run) -> None:
+            await asyncio.to_thread(restart, second)
+
+        figures = await run_scenario(
+            stack, workers, device_numbers, "shared-ingest", fault, duration_s=20, fault_at_s=5
+        )
+        received = metric(second, "f2_raw_messages_produced_total")
+        judge(figures, second, workers.ingest)
+        assert received, "the second ingest worker took no share of the messages"
+    await discard_session(stack, client_id)
