@@ -1,0 +1,340 @@
+"""Malformed input through MQTT and straight into raw_iot_data: every case dead-lettered, workers up, memory flat.
+
+The cases come from a seeded generator: random bytes, truncated and deeply
+nested JSON, huge numbers, NaN and Infinity, non-UTF-8, wrong types and
+timestamps, non-object JSON, payloads of 1 MiB and over Kafka's limit, and
+malformed topics (unknown and malformed device ids, modes, connectors,
+components, too few and too many levels, empty and very long levels); through
+Kafka also records without or with broken headers, keys and values.
+
+`make test` runs a few thousand; the long run is
+`F2_FUZZ_CASES=100000 F2_FUZZ_SEED=7 .venv/bin/pytest tests/integration/test_fuzz.py -s`
+(docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from harness import Stack, Workers, service_client
+
+from f2stream.errors import BadMessage
+from f2stream.parameters import DeviceCodec, Parameter
+from f2stream.simulator import DEMO_PARAMETERS, device_ids
+from f2stream.topics import parse_topic
+
+pytestmark = pytest.mark.integration
+
+CASES = int(os.environ.get("F2_FUZZ_CASES", "3000"))
+SEED = int(os.environ.get("F2_FUZZ_SEED", "1"))
+KEEP = 64 * 1024  # what a too_large dead letter keeps of the payload (ingest and decode alike)
+MIB = 1024 * 1024
+# Memory a worker may grow by over the run (a big payload's buffers, metric children): flat, not leaking.
+RSS_SLACK_MB = 80
+
+_VALID_PATHS = (
+    "stat/{d}/access-control-mode/1/strike-1",
+    "stat/{d}/access-control-mode/1/door-sensors",
+    "tele/{d}/access-control-mode/1/reader-1",
+    "stat/{d}/alarm-mode/3/motion-sensor-1",
+    "cmnd/{d}/sensor-mode/4/sensor-3",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One malformed message: where it goes, what it is."""
+
+    kind: str
+    topic: str
+    payload: bytes
+
+
+def _stamp(rng: random.Random) -> str:
+    day, hour, minute, micro = rng.randint(1, 28), rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 999999)
+    return f"2026-01-{day:02d} {hour:02d}:{minute:02d}:00.{micro:06d}"
+
+
+def _payloads(rng: random.Random, big: bool) -> Iterator[tuple[str, bytes]]:  # noqa: PLR0912  # one branch a kind
+    """Endless (kind, payload) pairs that no codec may accept."""
+    while True:
+        ts = _stamp(rng)
+        good = orjson.dumps({"timestamp": ts, "state": "locked", "voltage": 12.1, "current": 1.5})
+        choice = rng.randrange(16 if big else 15)
+        if choice == 0:
+            yield "random_bytes", rng.randbytes(rng.randint(0, 2000))
+        elif choice == 1:
+            yield "empty", b""
+        elif choice == 2:
+            yield "truncated_json", good[: rng.randint(1, len(good) - 2)]
+        elif choice == 3:
+            depth = rng.choice((100, 1000, 5000, 100_000))
+            yield f"nested_array_{depth}", b"[" * depth + b"]" * depth
+        elif choice == 4:
+            depth = rng.choice((600, 2000, 50_000))
+            inner = b'{"a":' * depth + b"1" + b"}" * depth
+            yield f"nested_field_{depth}", b'{"timestamp":"' + ts.encode() + b'","state":' + inner + b"}"
+        elif choice == 5:
+            number = rng.choice((b"1e400", b"-1e400", b"9" * 5000, b"1" + b"0" * 400 + b".5"))
+            yield "huge_number", b'{"timestamp":"' + ts.encode() + b'","voltage":' + number + b',"state":"locked"}'
+        elif choice == 6:
+            literal = rng.choice((b"NaN", b"Infinity", b"-Infinity", b"nan"))
+            yield "nan", b'{"timestamp":"' + ts.encode() + b'","voltage":' + literal + b',"state":"locked"}'
+        elif choice == 7:
+            bad = rng.choice((b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\x80"))
+            yield "non_utf8", b'{"timestamp":"' + ts.encode() + b'","state":"lo' + bad + b'cked"}'
+        elif choice == 8:
+            yield "not_an_object", rng.choice((b"[]", b'"locked"', b"42", b"null", b"true", b"[1,2,3]"))
+        elif choice == 9:
+            stamp = rng.choice(('"yesterday"', "12345", "null", '"2026-13-45 99:99:99"', '""', "[]"))
+            yield "bad_timestamp", b'{"timestamp":' + stamp.encode() + b',"state":"locked"}'
+        elif choice == 10:
+            yield "no_timestamp", b'{"state":"locked","voltage":12.1}'
+        elif choice == 11:
+            value = rng.choice(('{"x":1}', "[1]", '"maybe"', "3.5", "null"))
+            yield "wrong_type", b'{"timestamp":"' + ts.encode() + b'","state":' + value.encode() + b"}"
+        elif choice == 12:
+            yield "duplicate_keys_and_junk", good + rng.randbytes(rng.randint(1, 50))
+        elif choice == 13:
+            yield "bom_and_controls", b"\xef\xbb\xbf\x00" + good
+        elif choice == 14:
+            yield "no_values", b'{"timestamp":"' + ts.encode() + b'"}'
+        else:  # rare and heavy: 1 MiB and over Kafka's 1 MiB limit
+            size = rng.choice((900 * 1024, MIB, MIB + 1, 3 * MIB))
+            yield f"size_{size}", b'{"timestamp":"' + ts.encode() + b'","x":"' + b"A" * size + b'"}'
+
+
+def _bad_topics(rng: random.Random, registered: str, unknown: str) -> Iterator[tuple[str, str]]:
+    """Endless (kind, topic) pairs under the ingest's filters that no device may have published to."""
+    while True:
+        kind = rng.choice(("stat", "tele", "cmnd"))
+        choice = rng.randrange(11)
+        if choice == 0:
+            yield "unknown_device", f"{kind}/{unknown}/access-control-mode/1/strike-1"
+        elif choice == 1:
+            device = rng.choice(("f2-xyz", "notadevice", "F2-E4FD45F654BE", "f2-e4fd45f654be00", "f2-", "ü"))
+            yield "bad_device", f"{kind}/{device}/access-control-mode/1/strike-1"
+        elif choice == 2:
+            yield "bad_mode", f"{kind}/{registered}/party-mode/1/strike-1"
+        elif choice == 3:
+            yield (
+                "bad_connector",
+                f"{kind}/{registered}/access-control-mode/{rng.choice(('0', '5', 'x', '-1'))}/strike-1",
+            )
+        elif choice == 4:
+            yield (
+                "bad_component",
+                f"{kind}/{registered}/access-control-mode/1/{rng.choice(('foo-1', 'strike', 'strike-x'))}",
+            )
+        elif choice == 5:
+            yield "too_few_levels", f"{kind}/{registered}/access-control-mode"
+        elif choice == 6:
+            yield "too_many_levels", f"{kind}/{registered}/access-control-mode/1/strike-1" + "/x" * rng.randint(1, 150)
+        elif choice == 7:
+            yield "empty_levels", f"{kind}//access-control-mode//strike-1"
+        elif choice == 8:
+            yield "long_level", f"{kind}/{registered}/" + "m" * rng.choice((300, 10_000)) + "/1/strike-1"
+        elif choice == 9:
+            yield "unicode", f"{kind}/{registered}/accèss-contröl-mode/1/strike-1"
+        else:
+            yield "device_only", f"{kind}/{registered}"
+
+
+def mqtt_cases(rng: random.Random, registered: str, unknown: str, count: int) -> list[Case]:
+    """Half bad payloads on valid topics of a registered device, half valid payloads on bad topics."""
+    payloads, topics = _payloads(rng, big=True), _bad_topics(rng, registered, unknown)
+    cases = []
+    for n in range(count):
+        if n % 2:
+            kind, payload = next(payloads)
+            cases.append(Case(kind, rng.choice(_VALID_PATHS).format(d=registered), payload))
+        else:
+            kind, topic = next(topics)
+            payload = orjson.dumps({"timestamp": _stamp(rng), "state": "locked", "voltage": 12.0, "current": 1.5})
+            cases.append(Case(kind, topic, payload))
+    return cases
+
+
+def raw_cases(
+    rng: random.Random, registered: str, unknown: str, count: int
+) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """(kind, key, value, headers) records for raw_iot_data, as no ingest worker would write them."""
+    payloads, topics = _payloads(rng, big=False), _bad_topics(rng, registered, unknown)
+    records = []
+    for _ in range(count):
+        kind, value = next(payloads)
+        choice = rng.randrange(6)
+        topic = rng.choice(_VALID_PATHS).format(d=registered)
+        key: bytes | None = registered.encode()
+        if choice == 0:
+            headers = []  # no mqtt_topic at all
+            kind = "no_headers"
+        elif choice == 1:
+            headers = [("mqtt_topic", rng.randbytes(rng.randint(0, 64))), ("received_at", rng.randbytes(8))]
+            kind = "random_headers"
+        elif choice == 2:
+            headers = [("mqtt_topic", topic.encode()[:-3] + b"\xff\xfe\xfd")]
+            kind = "non_utf8_topic"
+        elif choice == 3:
+            key, value = rng.choice((b"", rng.randbytes(16))), None  # Kafka needs a key or a value
+            headers = [("mqtt_topic", topic.encode())]
+            kind = "null_value"
+        elif choice == 4:
+            kind, bad = next(topics)
+            headers = [("mqtt_topic", bad.encode()), ("received_at", b"not a time")]
+            value = orjson.dumps({"timestamp": _stamp(rng), "state": "locked"})
+        else:
+            headers = [("mqtt_topic", topic.encode()), ("received_at", b"2026-01-01 00:00:00.000000")]
+        records.append((kind, key, value, headers))
+    return records
+
+
+def demo_codec(device: str) -> DeviceCodec:
+    """The codec the simulator's parameters give a device (to check the cases offline first)."""
+    rows = [
+        {"mode": m, "component_type": t, "component_number": n, "encoding": e, "unit": u, "scale_factor": s}
+        for m, t, n, e, u, s in DEMO_PARAMETERS
+    ]
+    return DeviceCodec(device, 1, [Parameter.from_row({"device_id": device, **row}) for row in rows])
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        lines = status.read().splitlines()
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def identity(topic: str, payload: bytes) -> tuple[str, bytes]:
+    """What ties a dead letter to its MQTT case: the topic and the digest of the payload's kept head."""
+    return topic, hashlib.sha256(payload[:KEEP]).digest()
+
+
+async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str, bytes], bytes]]:
+    """(headers, value) of every dead letter written since `since_ms`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"))
+    await consumer.start()
+    try:
+        partitions = [TopicPartition("iot_dead_letter", p) for p in range(stack.settings.topic_partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        for tp in partitions:
+            consumer.seek(tp, starts[tp].offset if starts[tp] is not None else ends[tp])
+        letters = []
+        while True:
+            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return letters
+            for records in (await consumer.getmany(*behind, timeout_ms=1000, max_records=5000)).values():
+                letters.extend((dict(r.headers), r.value or b"") for r in records)
+    finally:
+        await consumer.stop()
+
+
+def test_every_generated_case_is_refused_by_the_decoder() -> None:
+    """Offline first: the pure decoder refuses every case with a reason (cases it accepts are not malformed)."""
+    from f2stream.decode import decode_with
+
+    rng = random.Random(SEED)
+    registered, unknown = device_ids(2, 1)
+    codec = demo_codec(registered)
+    accepted = []
+    for case in mqtt_cases(rng, registered, unknown, min(CASES, 3000)):
+        try:
+            info = parse_topic(case.topic)
+            if info.device_id != registered:
+                continue  # unknown device: refused for want of parameters
+            decode_with(info, case.payload, "2026-01-01 00:00:00.000000", codec)
+        except BadMessage as exc:
+            assert exc.reason, case
+            continue
+        accepted.append((case.kind, case.topic, case.payload[:120]))
+    assert not accepted, accepted[:10]
+
+
+async def test_malformed_input_is_dead_lettered_and_the_workers_stay_up(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    registered, unknown = device_ids(2, device_numbers)
+    primed = stack.faust(
+        "simulate", "--devices", "1", "--first-device", str(device_numbers), "--count", "7", "--rate", "0",
+        "--register-params",
+    )  # fmt: skip
+    assert primed.returncode == 0, primed.stderr[-2000:]
+    await asyncio.sleep(3)  # the parameters reach the pipeline's replica
+    rng = random.Random(SEED)
+    mqtt = mqtt_cases(rng, registered, unknown, CASES // 2)
+    raw = raw_cases(rng, registered, unknown, CASES - len(mqtt))
+    pids = {w.name: w.process.pid for w in (workers.pipeline, workers.ingest) if w.process is not None}
+    since_ms = int(time.time() * 1000) - 1000
+    warm = max(1, len(mqtt) // 10)
+    rss_start: dict[str, float] = {}
+    started = time.monotonic()
+    async with service_client(stack) as client:
+        for n, case in enumerate(mqtt):
+            if n == warm:
+                rss_start = {name: rss_mb(pid) for name, pid in pids.items()}
+            await client.publish(case.topic, case.payload, qos=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"), acks="all", max_request_size=2 * MIB
+    )
+    await producer.start()
+    sources: Counter[str] = Counter()
+    try:
+        futures = [
+            await producer.send("raw_iot_data", value, key=key, headers=headers) for _, key, value, headers in raw
+        ]
+        for future in futures:
+            meta = await future
+            sources[f"raw_iot_data/{meta.partition}/{meta.offset}"] += 1
+    finally:
+        await producer.stop()
+    expected_mqtt = Counter(identity(c.topic, c.payload) for c in mqtt)
+    deadline = time.monotonic() + 120
+    while True:
+        letters = await dead_letters_since(stack, since_ms)
+        found_mqtt: Counter[tuple[str, bytes]] = Counter()
+        found_raw: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for headers, value in letters:
+            reason = headers.get("reason", b"").decode()
+            source = headers.get("source", b"").decode()
+            if source in sources:
+                found_raw[source] += 1
+            else:
+                topic = headers.get("mqtt_topic", b"").decode("utf-8", "replace")
+                found_mqtt[identity(topic, value)] += 1
+            reasons[reason or "(none)"] += 1
+        missing_mqtt = expected_mqtt - found_mqtt
+        missing_raw = sources - found_raw
+        if (not missing_mqtt and not missing_raw) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    elapsed = time.monotonic() - started
+    rss_end = {name: rss_mb(pid) for name, pid in pids.items()}
+    print(
+        f"fuzz: {len(mqtt)} MQTT + {len(raw)} raw cases (seed {SEED}) in {elapsed:.0f}s; dead letters by reason "
+        f"{dict(reasons)}; RSS MB start {rss_start} end {rss_end}",
+        flush=True,
+    )
+    kinds = Counter(c.kind for c in mqtt if identity(c.topic, c.payload) in missing_mqtt)
+    assert not missing_mqtt, f"{sum(missing_mqtt.values())} MQTT cases not dead-lettered, by kind: {kinds}"
+    assert not missing_raw, f"{sum(missing_raw.values())} raw records not dead-lettered"
+    assert "(none)" not in reasons, reasons
+    for worker in (workers.pipeline, workers.ingest):
+        assert worker.process is not None and worker.process.poll() is None, f"{worker.name} died\n{worker.log_tail()}"
+        worker.wait_healthy(timeout_s=30)
+        assert rss_end[worker.name] < rss_start[worker.name] + RSS_SLACK_MB, (worker.name, rss_start, rss_end)
