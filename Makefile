@@ -16,7 +16,7 @@ LOAD_ENV = test -f $(STACK_ENV) || { echo "$(STACK_ENV) not found: run make up" 
 
 .PHONY: help venv stack-install up down status clean health logs logs-kafka logs-mosquitto \
 	logs-pipeline logs-ingest logs-simulator db-params db-timescale kafka-topics kafka-raw \
-	kafka-decoded kafka-dead mqtt-monitor migrate demo test lint prometheus prometheus-down bench
+	kafka-decoded kafka-dead mqtt-monitor migrate demo test faults fuzz lint prometheus prometheus-down bench
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -119,6 +119,14 @@ test: stack-install venv ## the whole test suite (it starts its own stack on fre
 # BENCH_ARGS passes options, e.g. BENCH_ARGS='--sustained-s 300 --sessions 10000' (python -m bench.run -h).
 bench: stack-install venv ## throughput and latency against the bare path, each stage alone (own stack; var/bench/)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# A private stack on free ports, as make test: the local stack in var/ is not touched.
+faults: stack-install venv ## repeat fault scenarios under load, figures per run (SCENARIOS=all REPEAT=5)
+	$(VENV)/bin/python bench/faults.py --repeat $(or $(REPEAT),5) $(or $(SCENARIOS),all)
+
+fuzz: stack-install venv ## the long fuzzing run (FUZZ_CASES=100000 FUZZ_SEED=7)
+	F2_FUZZ_CASES=$(or $(FUZZ_CASES),100000) F2_FUZZ_SEED=$(or $(FUZZ_SEED),7) \
+		$(VENV)/bin/pytest tests/integration/test_fuzz.py -s -o timeout=0
 
 lint: stack-install venv ## ruff check, ruff format --check, mypy, shellcheck
 	shellcheck $$(find deploy .ci -name '*.sh' -o -name run -path '.ci/*' | sort)
