@@ -142,13 +142,18 @@ class MqttIngest(Service):
             first = False
             try:
                 await self._session()
-                backoff = 1.0
             except (aiomqtt.MqttError, ProduceFailed, OSError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning(
                     "MQTT session to %s:%d ended: %s", self.settings.mqtt_host, self.settings.mqtt_port, self.last_error
                 )
             finally:
+                if self.connected:
+                    # A session that was up ends with an error too: start the backoff over,
+                    # or a broker restart after a few earlier ones waits up to 30 s. While we
+                    # are away, Mosquitto drops what arrives for a $share subscription after
+                    # its own restart (docs/reliability.md): come back fast.
+                    backoff = 1.0
                 self._set_connected(False)
             await self.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
