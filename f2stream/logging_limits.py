@@ -9,8 +9,9 @@ drops the repeats within `window_s`, and then emits one summary,
 
 A kind is the logger name, the level and the message template (the `msg`
 before `%` arguments), so a line that differs only in its arguments (an
-address, a counter, a traceback) counts as a repeat. DEBUG records pass
-untouched: whoever turns DEBUG on wants every line.
+address, a counter, a traceback) counts as a repeat. Records below WARNING
+pass untouched: the floods are warnings and errors, and an INFO line (a
+rebalance, a parameter publication) is the news an operator reads the log for.
 """
 
 from __future__ import annotations
@@ -69,14 +70,16 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let `record` through unless it repeats a kind seen within the window."""
-        if record.levelno <= logging.DEBUG or getattr(record, _SUMMARY, False):
+        if getattr(record, _SUMMARY, False):
             return True
         kind: _Kind = (record.name, record.levelno, str(record.msg))
         now = self._clock()
         with self._lock:
-            due = self._take_due(now)
+            due = self._take_due(now)  # any record brings the summaries that are due
             window = self._windows.get(kind)
-            if window is not None:  # still open: _take_due closed every expired one
+            if record.levelno < logging.WARNING:
+                passes = True
+            elif window is not None:  # still open: _take_due closed every expired one
                 window.repeats += 1
                 passes = False
             else:

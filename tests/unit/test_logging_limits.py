@@ -81,9 +81,10 @@ def test_kinds_are_logger_level_and_template(limit: RepeatFilter) -> None:
     assert not limit.filter(record("m %s", 2))
 
 
-def test_debug_passes_untouched(limit: RepeatFilter) -> None:
+def test_info_and_debug_pass_untouched(limit: RepeatFilter) -> None:
     for _ in range(10):
         assert limit.filter(record("per message", level=logging.DEBUG))
+        assert limit.filter(record("Published parameters of %d devices", 1, level=logging.INFO))
 
 
 def test_flush_emits_what_is_pending(limit: RepeatFilter, clock: Clock, emitted: list) -> None:
