@@ -31,8 +31,10 @@ __all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record"]
 
 logger = logging.getLogger(__name__)
 
-# A dead letter keeps at most this much of a payload the decoded topic refused.
+# A too_large dead letter keeps this much of its payload.
 _TRUNCATE_AT = 64 * 1024
+# Room for a dead letter's headers (the detail is capped at 1 KiB).
+_HEADROOM = 4 * 1024
 
 
 @dataclass(slots=True)
@@ -51,7 +53,12 @@ def source_of(record: ConsumerRecord[bytes, bytes]) -> str:
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded) -> None:
-    """Decode one raw record into `into`: a decoded record, nothing (no values), or a dead letter."""
+    """Decode one raw record into `into`: a decoded record, nothing (no values), or a dead letter.
+
+    A decoded record that would exceed :data:`MAX_RECORD_BYTES` becomes a
+    `too_large` dead letter instead; a dead letter that could not hold its
+    payload keeps the payload's head, and its full size in `payload_bytes`.
+    """
     headers = header_map(record.headers)
     topic = headers.get("mqtt_topic", "")
     received_at = headers.get("received_at") or format_time(datetime.fromtimestamp(record.timestamp / 1000, UTC))
@@ -65,28 +72,33 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
         reason, detail = "decoder_error", f"{exc.__class__.__name__}: {exc}"
     else:
         into.messages += 1
-        if measurements:
-            into.measurements += len(measurements)
-            value = encode_decoded(measurements)
-            into.outputs.append(Output(DECODED_TOPIC, measurements[0].device_id.encode(), value, record.partition))
-        return
-    into.dead[reason] += 1
-    into.outputs.append(
-        Output(
-            DEAD_LETTER_TOPIC,
-            record.key,
-            payload,
-            record.partition,
-            dead_letter_headers(
-                reason=reason,
-                detail=detail,
-                stage="decode",
-                mqtt_topic=topic,
-                received_at=received_at,
-                source=source_of(record),
-            ),
+        if not measurements:
+            return
+        into.measurements += len(measurements)
+        output = Output(
+            DECODED_TOPIC, measurements[0].device_id.encode(), encode_decoded(measurements), record.partition
         )
+        if output.size <= MAX_RECORD_BYTES:
+            into.outputs.append(output)
+            return
+        reason = "too_large"
+        detail = f"its decoded record has {output.size} bytes, more than the {MAX_RECORD_BYTES} a record may hold"
+    size = len(payload)
+    value = payload
+    if size + _HEADROOM > MAX_RECORD_BYTES:  # the letter could not hold it: keep its head and say so
+        value = payload[:_TRUNCATE_AT]
+        detail = f"{detail}; the value keeps the first {_TRUNCATE_AT} of {size} bytes"
+    into.dead[reason] += 1
+    letter = dead_letter_headers(
+        reason=reason,
+        detail=detail,
+        stage="decode",
+        mqtt_topic=topic,
+        received_at=received_at,
+        source=source_of(record),
+        payload_bytes=size if value is not payload else None,
     )
+    into.outputs.append(Output(DEAD_LETTER_TOPIC, record.key, value, record.partition, letter))
 
 
 def decode_batch(records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecSource) -> Decoded:
@@ -95,28 +107,6 @@ def decode_batch(records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecS
     for record in records:
         decode_record(record, params, decoded)
     return decoded
-
-
-def too_large(output: Output, detail: str) -> Output:
-    """A dead letter in place of a record Kafka refused for its size: its head, and its full size."""
-    headers = dict(output.headers)
-    return Output(
-        DEAD_LETTER_TOPIC,
-        output.key,
-        output.value[:_TRUNCATE_AT],
-        output.partition,
-        [
-            *dead_letter_headers(
-                reason="too_large",
-                detail=detail,
-                stage="decode",
-                mqtt_topic=headers.get("mqtt_topic", b"").decode("utf-8", "replace") or None,
-                received_at=None,
-                source=headers.get("source", b"").decode() or output.topic,
-            ),
-            ("size", str(len(output.value)).encode()),
-        ],
-    )
 
 
 class DecodeStage:
@@ -134,15 +124,8 @@ class DecodeStage:
             KafkaError: a record was not acknowledged: the batch must be read again.
         """
         decoded = decode_batch(chain.from_iterable(batch.values()), self.params)
-        outputs = [self._fit(output) for output in decoded.outputs]
-        await self.producer.send_all(outputs)  # raises: nothing of the batch is committed
+        await self.producer.send_all(decoded.outputs)  # raises: nothing of the batch is committed
         self.metrics.decoded_messages.inc(decoded.messages)
         self.metrics.measurements.inc(decoded.measurements)
         for reason, count in decoded.dead.items():
             self.metrics.dead_letters.labels(reason=reason).inc(count)
-
-    def _fit(self, output: Output) -> Output:
-        if output.size <= MAX_RECORD_BYTES:
-            return output
-        self.metrics.dead_letters.labels(reason="too_large").inc()
-        return too_large(output, f"{output.topic} takes at most {MAX_RECORD_BYTES} bytes per record")

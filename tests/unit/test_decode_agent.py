@@ -300,3 +300,23 @@ def test_a_message_without_headers_is_dead_lettered_as_bad_topic() -> None:
     ((_, headers),) = dead_letters(decode_batch([raw(b'{"state": 1}', None)], INDEX))
     assert headers["reason"] == b"bad_topic"
     assert headers["mqtt_topic"] == b""
+
+
+def test_a_payload_too_big_for_a_dead_letter_keeps_its_head_and_its_size() -> None:
+    body = b"x" * 999_000
+    ((value, headers),) = dead_letters(decode_batch([raw(body, TOPICS[0], offset=5)], INDEX))
+    assert headers["reason"] == b"bad_json"
+    assert headers["payload_bytes"] == b"999000"
+    assert len(value) == 64 * 1024 and body.startswith(value)
+    assert headers["source"] == f"{RAW_TOPIC}/3/5".encode()
+
+
+def test_a_decoded_record_over_the_limit_is_dead_lettered_as_too_large() -> None:
+    many = {f"f{i}": "y" * 1000 for i in range(1100)}  # about 1.1 MB of text values
+    body = orjson.dumps({"timestamp": STAMP, "state": "locked", "voltage": 12, **many})
+    decoded = decode_batch([raw(body, TOPICS[0])], INDEX)
+    ((value, headers),) = dead_letters(decoded)
+    assert headers["reason"] == b"too_large"
+    assert value[:100] == body[:100]
+    assert decoded.dead == {"too_large": 1}
+    assert all(o.size <= 1_000_000 for o in decoded.outputs)
