@@ -15,7 +15,7 @@ import orjson
 from f2stream.batchloop import Batch
 from f2stream.deadletter import dead_letter_headers
 from f2stream.errors import BadMessage
-from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
+from f2stream.kafka import DEAD_LETTER_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.records import Measurement, Rows
@@ -39,11 +39,12 @@ class SinkStage:
         """Write one batch; return only once its rows are committed and its dead letters acknowledged."""
         rows = Rows()
         dead: list[Output] = []
+        sources: list[str] = []  # per row: the decoded record it came from, for its dead letter
         for record in chain.from_iterable(batch.values()):
+            source = f"{record.topic}/{record.partition}/{record.offset}"
             try:
-                rows.add_decoded(record.value)
+                sources.extend([source] * rows.add_decoded(record.value))
             except BadMessage as exc:  # not ours: never blocks the topic, kept as it came (its head)
-                source = f"{record.topic}/{record.partition}/{record.offset}"
                 headers = _headers(exc.reason, exc.detail, None, source)
                 dead.append(
                     Output(DEAD_LETTER_TOPIC, record.key, (record.value or b"")[:_KEEP], record.partition, headers)
@@ -57,7 +58,7 @@ class SinkStage:
         self.metrics.rows_duplicate.inc(len(rows) - inserted - len(rejected))
         for item in rejected:
             m = item.measurement
-            headers = _headers("sink_rejected", item.detail, m, DECODED_TOPIC)
+            headers = _headers("sink_rejected", item.detail, m, sources[item.index])
             dead.append(Output(DEAD_LETTER_TOPIC, m.device_id.encode(), orjson.dumps(m.asdict()), 0, headers))
         if not dead:
             return

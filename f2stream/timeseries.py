@@ -40,6 +40,7 @@ class Rejected:
 
     measurement: Measurement
     detail: str
+    index: int  # its row in the batch
 
 
 class MeasurementWriter:
@@ -95,11 +96,12 @@ class MeasurementWriter:
 
     async def _insert_one_by_one(self, batch: Rows) -> tuple[int, list[Rejected]]:
         inserted, rejected = 0, list[Rejected]()
-        for measurement in (batch.row(i) for i in range(len(batch))):
+        for index in range(len(batch)):
+            measurement = batch.row(index)
             try:
                 inserted += await self._insert(Rows.of([measurement]))
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                rejected.append(Rejected(measurement, f"{exc.sqlstate} {exc.__class__.__name__}: {exc}"))
+                rejected.append(Rejected(measurement, f"{exc.sqlstate} {exc.__class__.__name__}: {exc}", index))
         return inserted, rejected
 
     async def _get_pool(self) -> asyncpg.Pool:

@@ -45,6 +45,7 @@ async def test_rows_land_and_garbage_and_refused_rows_are_dead_lettered() -> Non
     assert reasons == [b"bad_record", b"sink_rejected"]
     assert all(o.topic == DEAD_LETTER_TOPIC for o in producer.sent)
     assert dict(producer.sent[0].headers)["source"] == f"{DECODED_TOPIC}/2/1".encode()
+    assert dict(producer.sent[1].headers)["source"] == f"{DECODED_TOPIC}/2/2".encode()
     assert producer.sent[0].value == b"garbage"
     assert sample(metrics, "f2_rows_written_total") == 2
     assert sample(metrics, "f2_dead_letters_total", reason="sink_rejected") == 1

@@ -47,7 +47,7 @@ async def test_a_refused_row_is_returned_and_the_others_land() -> None:
     writer = writer_with(pool)
     inserted, rejected = await writer.write(Rows.of(BATCH))
     assert inserted == 2
-    assert [r.measurement for r in rejected] == [BATCH[2]]
+    assert [(r.measurement, r.index) for r in rejected] == [(BATCH[2], 2)]
     assert rejected[0].detail.startswith("22003 NumericValueOutOfRangeError")
 
 
