@@ -8,9 +8,12 @@ If Kafka fails, the MQTT session is dropped without acknowledging, and the
 broker re-delivers from the persistent session on reconnect; duplicates
 that this causes are absorbed by the database's primary key.
 
-A message Kafka refuses for its size (above the producer's
-`max_request_size`, 1 MB) would be refused again on every re-delivery: it
-goes to iot_dead_letter instead (reason `too_large`, its first
+Messages are taken off the MQTT queue in bursts (what has arrived, up to
+500): one produce call per burst, acknowledged together once Kafka
+acknowledged them all.
+
+A message too large for a Kafka record (over 1 MB with its headers) would
+be refused again on every re-delivery: it goes to iot_dead_letter instead (reason `too_large`, its first
 :data:`TOO_LARGE_KEEP_BYTES`, its full size in the `payload_bytes` header),
 and is acknowledged once Kafka has the dead letter.
 """
@@ -23,22 +26,23 @@ import logging
 import random
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as paho
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
-from faust.exceptions import ProducerSendError
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from f2stream import health, web
 from f2stream.appbase import F2App, load_settings
 from f2stream.deadletter import dead_letter_headers
-from f2stream.decode import format_time
 from f2stream.health import Check, HealthChecks
 from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
+from f2stream.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.records import format_time
 from f2stream.settings import Settings
 
 __all__ = [
@@ -46,7 +50,6 @@ __all__ = [
     "MqttIngest",
     "ProduceFailed",
     "app",
-    "is_too_large",
     "message_identity",
     "subscriptions",
     "too_large_dead_letter",
@@ -56,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 _TYPES = ("cmnd", "stat", "tele")
 _BACKOFF_MAX_S = 30.0
+# Most messages taken off the MQTT queue at once.
+_BURST = 500
 #: How much of an oversized payload its dead letter keeps: enough to see what
 #: it was, far below any Kafka limit (the MQTT topic, up to 64 KB, is a header).
 TOO_LARGE_KEEP_BYTES: Final = 64 * 1024
@@ -73,18 +78,6 @@ def device_key(topic: str) -> bytes:
     return parts[1].encode() if len(parts) > 1 else b""
 
 
-def is_too_large(exc: BaseException) -> bool:
-    """Whether Kafka refused a record for its size; faust wraps aiokafka's error, so causes count too."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a cause chain is short; the bound guards against a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, MessageSizeTooLargeError | RecordTooLargeError):
-            return True
-        seen = seen.__cause__
-    return False
-
-
 def message_identity(topic: str, payload: bytes) -> str:
     """A stable identity of an MQTT message that has no Kafka offset: the same on every re-delivery.
 
@@ -97,13 +90,11 @@ def message_identity(topic: str, payload: bytes) -> str:
     return f"mqtt:sha256:{digest.hexdigest()}"
 
 
-def too_large_dead_letter(
-    topic: str, payload: bytes, received_at: str, cause: BaseException
-) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """The dead letter of a message Kafka refused for its size: its start, and headers saying why."""
+def too_large_dead_letter(topic: str, payload: bytes, received_at: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The dead letter of a message too large for a Kafka record: its start, and headers saying why."""
     detail = (
-        f"{len(payload)} bytes, more than Kafka takes ({_describe(cause)}); the value keeps the first "
-        f"{TOO_LARGE_KEEP_BYTES}"
+        f"{len(payload)} bytes, more than the {MAX_RECORD_BYTES} a Kafka record may hold; the value keeps "
+        f"the first {TOO_LARGE_KEEP_BYTES}"
     )
     headers = dead_letter_headers(
         reason="too_large",
@@ -115,6 +106,14 @@ def too_large_dead_letter(
         payload_bytes=len(payload),
     )
     return payload[:TOO_LARGE_KEEP_BYTES], headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    """Messages taken together: their (mid, qos) in arrival order, and Kafka's answer for all of them."""
+
+    acks: list[tuple[int, int]]
+    done: asyncio.Future[Any]
 
 
 class ProduceFailed(Exception):
@@ -132,6 +131,9 @@ class MqttIngest(Service):
         self.connected = False
         self.last_error: str | None = None
         self._paho: paho.Client | None = None
+        # A child: started before the MQTT session, stopped after it.
+        self.producer = Producer(settings.kafka_bootstrap, "f2stream-ingest")
+        self.add_dependency(self.producer)
 
     @Service.task
     async def _run(self) -> None:
@@ -176,8 +178,7 @@ class MqttIngest(Service):
         mqtt: paho.Client = client._client  # noqa: SLF001
         mqtt.manual_ack_set(True)
         self._paho = mqtt
-        producer = await self.app.maybe_start_producer()
-        pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]] = asyncio.Queue(s.mqtt_max_inflight)
+        pending: asyncio.Queue[_Burst] = asyncio.Queue(max(2, s.mqtt_max_inflight // _BURST))
         async with client:
             _set_nodelay(mqtt.socket())
             await client.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)])
@@ -186,65 +187,61 @@ class MqttIngest(Service):
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._acknowledge(mqtt, pending), name="f2stream-ingest-acks")
-                    tasks.create_task(self._forward(client, producer, pending), name="f2stream-ingest-forward")
+                    tasks.create_task(self._forward(client, pending), name="f2stream-ingest-forward")
             except* (aiomqtt.MqttError, ProduceFailed, OSError) as group:
                 raise group.exceptions[0] from None
 
-    async def _forward(
-        self, client: aiomqtt.Client, producer: Any, pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]]
-    ) -> None:
-        # Label children resolved once, not per message; the label set is bounded.
+    async def _forward(self, client: aiomqtt.Client, pending: asyncio.Queue[_Burst]) -> None:
+        # What has arrived is taken in bursts: one produce call and one
+        # acknowledgement future per burst, not per message.
         received = {kind: self.metrics.mqtt_received.labels(type=kind) for kind in (*_TYPES, "other")}
         note_device, clock = self.metrics.devices.note, time.monotonic
-        async for message in client.messages:
-            topic = message.topic.value
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        messages = client.messages
+        while True:
+            burst = [await anext(messages)]
+            for _ in range(min(len(messages), _BURST - 1)):  # already queued: no waiting
+                burst.append(await anext(messages))
             received_at = format_time(datetime.now(UTC))
-            key = device_key(topic)
-            note_device(key, clock())
+            stamp = received_at.encode()
+            outputs, acks = [], []
+            now = clock()
+            for message in burst:
+                topic = message.topic.value
+                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                key = device_key(topic)
+                note_device(key, now)
+                output = Output(RAW_TOPIC, key, payload, None, [("mqtt_topic", topic.encode()), ("received_at", stamp)])
+                if output.size > MAX_RECORD_BYTES:
+                    output = self._dead_letter(key, topic, payload, received_at)
+                outputs.append(output)
+                acks.append((message.mid, message.qos))
+                received.get(topic.partition("/")[0], received["other"]).inc()
             try:
-                future = await producer.send(
-                    RAW_TOPIC,
-                    key,
-                    payload,
-                    None,
-                    None,
-                    [("mqtt_topic", topic.encode()), ("received_at", received_at.encode())],
-                )
-            except ProducerSendError as exc:
-                if not is_too_large(exc):
-                    raise ProduceFailed(f"Kafka did not take a record ({_describe(exc)})") from exc
-                future = await self._dead_letter(producer, key, topic, payload, received_at, exc)
-            received.get(topic.partition("/")[0], received["other"]).inc()
-            await pending.put((message.mid, message.qos, future))
+                done = await self.producer.submit(outputs)
+            except KafkaError as exc:
+                raise ProduceFailed(f"Kafka did not take {len(outputs)} records ({_describe(exc)})") from exc
+            await pending.put(_Burst(acks, done))
 
-    async def _dead_letter(
-        self, producer: Any, key: bytes, topic: str, payload: bytes, received_at: str, cause: BaseException
-    ) -> asyncio.Future[Any]:
-        """Send a too-large message's dead letter; its future stands in for the record's."""
-        value, headers = too_large_dead_letter(topic, payload, received_at, cause)
+    def _dead_letter(self, key: bytes, topic: str, payload: bytes, received_at: str) -> Output:
+        """The dead letter that stands in for a message too large for Kafka; acknowledged like the record."""
+        value, headers = too_large_dead_letter(topic, payload, received_at)
         # Once per oversized message, not per message: the operator should hear of it.
         logger.warning("MQTT message on %.200s of %d bytes is too large for Kafka: dead-lettered", topic, len(payload))
         self.metrics.dead_letters.labels(reason="too_large").inc()
-        try:
-            future: asyncio.Future[Any] = await producer.send(DEAD_LETTER_TOPIC, key, value, None, None, headers)
-        except ProducerSendError as exc:
-            raise ProduceFailed(f"Kafka did not take a dead letter ({_describe(exc)})") from exc
-        return future
+        return Output(DEAD_LETTER_TOPIC, key, value, None, headers)
 
-    async def _acknowledge(
-        self, mqtt: paho.Client, pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]]]
-    ) -> None:
+    async def _acknowledge(self, mqtt: paho.Client, pending: asyncio.Queue[_Burst]) -> None:
         produced = self.metrics.kafka_produced
         while True:
-            mid, qos, future = await pending.get()
+            burst = await pending.get()
             try:
-                await future
+                await burst.done
             except Exception as exc:
                 raise ProduceFailed(f"Kafka did not take a record ({_describe(exc)})") from exc
-            produced.inc()
-            if qos > 0:
-                mqtt.ack(mid, qos)
+            produced.inc(len(burst.acks))
+            for mid, qos in burst.acks:  # in arrival order
+                if qos > 0:
+                    mqtt.ack(mid, qos)
 
     def _set_connected(self, up: bool) -> None:
         self.connected = up
@@ -259,7 +256,7 @@ class MqttIngest(Service):
 
 
 def _describe(exc: BaseException) -> str:
-    # faust's ProducerSendError repeats its cause's repr; name the root cause instead.
+    # A wrapped error repeats its cause's repr; name the root cause instead.
     root = exc.__cause__ or exc
     return f"{root.__class__.__name__}: {root}"
 

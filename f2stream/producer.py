@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import murmur2
 from mode import Service
 
 __all__ = ["MAX_RECORD_BYTES", "Output", "Producer"]
@@ -30,13 +31,14 @@ class Output:
 
     `partition` is a hint taken modulo the topic's partition count: the
     stages pass their input record's partition, so that a device's records,
-    which share an input partition, keep their order.
+    which share an input partition, keep their order. Without one the key
+    decides (murmur2, as Kafka's default partitioner).
     """
 
     topic: str
     key: bytes | None
     value: bytes
-    partition: int
+    partition: int | None  # None: by the key, as Kafka's default partitioner does
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
@@ -76,12 +78,21 @@ class Producer(Service):
     async def send_all(self, outputs: Iterable[Output]) -> None:
         """Produce `outputs` and return once Kafka acknowledged every one.
 
-        Records of one topic and partition keep their order. Callers keep
-        each record under :data:`MAX_RECORD_BYTES`.
-
         Raises:
             KafkaError: a record was not acknowledged (nothing says which:
                 the caller produces the whole batch again).
+        """
+        await (await self.submit(outputs))
+
+    async def submit(self, outputs: Iterable[Output]) -> asyncio.Future[list[Any]]:
+        """Queue `outputs`; the future resolves once Kafka acknowledged every one, or fails.
+
+        Records of one topic and partition keep their order. Callers keep
+        each record under :data:`MAX_RECORD_BYTES`. Waits while a
+        partition's previous batch is still on its way (backpressure).
+
+        Raises:
+            KafkaError: the records could not even be queued.
         """
         producer = self._producer
         if producer is None:
@@ -89,17 +100,23 @@ class Producer(Service):
         by_partition: dict[tuple[str, int], list[Output]] = {}
         for output in outputs:
             count = self._partitions.get(output.topic) or await self._count(producer, output.topic)
-            by_partition.setdefault((output.topic, output.partition % count), []).append(output)
+            hint = output.partition if output.partition is not None else murmur2(output.key or b"") & 0x7FFFFFFF
+            by_partition.setdefault((output.topic, hint % count), []).append(output)
         pending: list[asyncio.Future[Any]] = []
-        for (topic, partition), records in by_partition.items():
-            batch = producer.create_batch()
-            for record in records:
-                if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
-                    pending.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()  # an empty batch takes any record
-                    batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+        try:
+            for (topic, partition), records in by_partition.items():
+                batch = producer.create_batch()
+                for record in records:
+                    if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
+                        pending.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()  # an empty batch takes any record
+                        batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+        except BaseException:
+            for future in pending:  # their outcome no longer matters: the caller sends all again
+                future.add_done_callback(_consume)
+            raise
+        return asyncio.gather(*pending)
 
     async def _count(self, producer: AIOKafkaProducer, topic: str) -> int:
         partitions = await producer.partitions_for(topic)
@@ -107,3 +124,8 @@ class Producer(Service):
             raise KafkaError(f"topic {topic} has no partitions")
         self._partitions[topic] = len(partitions)
         return len(partitions)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "exception was never retrieved" warning
