@@ -20,7 +20,7 @@ from aiokafka import ConsumerRecord
 
 from f2stream.batchloop import Batch
 from f2stream.deadletter import dead_letter_headers, header_map
-from f2stream.decode import CodecSource, decode_message
+from f2stream.decoder import CodecSource, decode_message
 from f2stream.errors import BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics

@@ -27,15 +27,15 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.sink import SinkStage
 from f2stream.agents.stages import _DECODE_BATCH, Producer
-from f2stream.tables.replica import ParameterReplica
-
 from f2stream.batchloop import Batch, BatchLoop, Handler
 from f2stream.kafka import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
+from f2stream.tables.replica import ParameterReplica
 from f2stream.timeseries import MeasurementWriter
 
 

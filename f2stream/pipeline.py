@@ -10,7 +10,7 @@ from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks
 from f2stream.metrics import Metrics
-from f2stream.tables.params import ParameterTable
+from f2stream.tables.parameters import ParameterTable
 from f2stream.timeseries import MeasurementWriter
 
 __all__ = ["app", "metrics", "params", "settings", "stages", "topics", "writer"]

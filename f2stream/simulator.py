@@ -26,9 +26,9 @@ from faust.cli import option
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.db import connect
-from f2stream.decode import format_time
 from f2stream.devices import ensure_device_certificates
 from f2stream.pki import PkiPaths
+from f2stream.records import format_time
 from f2stream.settings import Settings
 
 __all__ = [

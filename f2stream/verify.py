@@ -19,7 +19,7 @@ import orjson
 from faust.cli import option
 
 from f2stream.db import connect
-from f2stream.decode import format_time
+from f2stream.records import format_time
 from f2stream.settings import Settings
 
 __all__ = ["Verdict", "compare", "read_manifest", "register", "verify_database"]

@@ -6,7 +6,7 @@ worker may meet any device. :class:`ParameterReplica` reads all partitions of
 the compacted topic without a group (nothing to commit, no rebalance),
 from the beginning at start, then follows it; it holds each device's
 compiled codec. The topic is the table's source of truth, written by the
-leader's :class:`~f2stream.tables.params.ParameterSync` only after
+leader's :class:`~f2stream.tables.parameters.ParameterSync` only after
 PostgreSQL said so, so decoding goes on from memory while PostgreSQL is down.
 """
 

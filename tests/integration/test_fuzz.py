@@ -247,7 +247,7 @@ async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str
 
 def test_every_generated_case_is_refused_by_the_decoder() -> None:
     """Offline first: the pure decoder refuses every case with a reason (cases it accepts are not malformed)."""
-    from f2stream.decode import decode_with
+    from f2stream.decoder import decode_with
 
     rng = random.Random(SEED)
     registered, unknown = device_ids(2, 1)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from f2stream.codecs import DEFAULT_FALSE_WORDS, DEFAULT_TRUE_WORDS, encode_modbus_frame, parse_modbus_frame
-from f2stream.decode import decode_message
+from f2stream.decoder import decode_message
 from f2stream.errors import BadMessage
 from f2stream.parameters import DeviceCodec, Parameter, ParameterIndex, effective_parameters
 from f2stream.records import Measurement

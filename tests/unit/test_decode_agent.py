@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from f2stream.agents.decode import Decoded, decode_batch
 from f2stream.codecs import encode_modbus_frame
-from f2stream.decode import decode_message
+from f2stream.decoder import decode_message
 from f2stream.errors import REASONS, BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
 from f2stream.parameters import Parameter, ParameterIndex

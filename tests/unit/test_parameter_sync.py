@@ -1,4 +1,4 @@
-"""f2stream.tables.params.build_sets: the effective parameter sets the sync publishes, from database rows."""
+"""f2stream.tables.parameters.build_sets: the effective parameter sets the sync publishes, from database rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from f2stream.parameters import Parameter
 from f2stream.records import ParameterSet
-from f2stream.tables.params import build_sets
+from f2stream.tables.parameters import build_sets
 
 DEVICE = "f2-e4fd45f654be"
 OTHER = "f2-02f200000001"
@@ -99,7 +99,7 @@ def test_an_invalid_row_is_skipped_and_the_others_kept(caplog: pytest.LogCapture
         row(OTHER, "sensor", "3", "hex_to_float", data_type="int64"),
         row(OTHER, "sensor", "3", "hex_to_float", data_point="t", data_type="int16"),
     ]
-    with caplog.at_level(logging.WARNING, logger="f2stream.tables.params"):
+    with caplog.at_level(logging.WARNING, logger="f2stream.tables.parameters"):
         sets = build_sets([(DEVICE, 2), (OTHER, 4)], own, [])
     assert [(p.component_type, p.encoding, p.data_point) for p in parameters_of(sets[0])] == [
         ("strike", "boolean", None),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 
 from f2stream.errors import BadMessage
-from f2stream.records import Measurement, Rows, encode_decoded, measurements_of
+from f2stream.records import Measurement, Rows, encode_decoded, format_time, measurements_of
 
 
 def point(data_point: str, value: float | None, text: str | None = None, unit: str | None = None) -> Measurement:
@@ -52,3 +54,8 @@ def test_anything_else_is_a_bad_record_and_adds_nothing(value: bytes | None) -> 
         rows.add_decoded(value)
     assert caught.value.reason == "bad_record"
     assert len(rows) == 3 and all(len(column) == 3 for column in rows.columns)
+
+
+def test_format_time() -> None:
+    assert format_time(datetime(2025, 1, 31, 12, tzinfo=UTC)) == "2025-01-31T12:00:00.000000+00:00"
+    assert format_time(datetime.fromisoformat("2025-01-31T13:00:00.5+01:00")) == "2025-01-31T12:00:00.500000+00:00"

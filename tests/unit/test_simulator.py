@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from f2stream.decode import decode_message
+from f2stream.decoder import decode_message
 from f2stream.parameters import Parameter, ParameterIndex
 from f2stream.simulator import DEMO_PARAMETERS, SimMessage, device_ids, messages
 from f2stream.topics import canonical_device_id, parse_topic

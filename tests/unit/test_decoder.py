@@ -1,4 +1,4 @@
-"""f2stream.decode: one raw MQTT message to measurements (golden tests, bad input, properties)."""
+"""f2stream.decoder: one raw MQTT message to measurements (golden tests, bad input, properties)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from f2stream.codecs import encode_modbus_frame
-from f2stream.decode import MAIN_FIELDS, decode_message, format_time
+from f2stream.decoder import MAIN_FIELDS, decode_message
 from f2stream.errors import BadMessage
 from f2stream.parameters import ParameterIndex
 from f2stream.records import Measurement
@@ -68,11 +68,6 @@ def test_main_fields() -> None:
         "motion-sensor": "motion_detected",
         "sensor": "data",
     }
-
-
-def test_format_time() -> None:
-    assert format_time(datetime(2025, 1, 31, 12, tzinfo=UTC)) == "2025-01-31T12:00:00.000000+00:00"
-    assert format_time(datetime.fromisoformat("2025-01-31T13:00:00.5+01:00")) == "2025-01-31T12:00:00.500000+00:00"
 
 
 @pytest.mark.parametrize(

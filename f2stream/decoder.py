@@ -36,7 +36,7 @@ from f2stream.parameters import DeviceCodec, Parameter
 from f2stream.records import Measurement, format_time
 from f2stream.topics import TopicInfo, parse_topic
 
-__all__ = ["MAIN_FIELDS", "CodecSource", "decode_message", "decode_with", "format_time"]
+__all__ = ["MAIN_FIELDS", "CodecSource", "decode_message", "decode_with"]
 
 #: The field a parameter reads unless it names another (None: `boolean_map` reads every boolean field).
 MAIN_FIELDS: Final[dict[str, str | None]] = {
