@@ -119,10 +119,10 @@ def _stages(stages: dict[str, Any]) -> list[str]:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Throughput and latency against offered rate, pipeline and bare path."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  # only `make bench` plots: a heavy import the rest never needs
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  # after use("Agg"), or it looks for a display
 
     runs = [r for r in results.get("runs", []) if r["path"] in ("pipeline", "bare") and not r.get("sessions")]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))

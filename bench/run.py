@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import report
 from bench.procstat import Watched, cpu_snapshot, memory_kb, pid_file
 from f2stream.db import connect
+from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
 from f2stream.settings import Settings
 from f2stream.simulator import device_ids, register_demo_parameters
@@ -88,8 +90,6 @@ FROM bench_bare
 
 def free_ports(count: int) -> list[int]:
     """Ports nobody listens on right now."""
-    import socket
-
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
@@ -601,8 +601,6 @@ class Bench:
 
     async def sessions(self, count: int) -> None:
         """`count` simultaneous mTLS device sessions, each publishing every --session-period-s."""
-        from f2stream.pki.authority import issue_device_certificate
-
         assert self.settings is not None
         ids = device_ids(count, self.args.first_device)
         self.progress.show(f"bench: issuing {count} device certificates", force=True)

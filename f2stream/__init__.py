@@ -13,7 +13,7 @@ __all__ = ["app"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from f2stream.pipeline import app
+        from f2stream.pipeline import app  # noqa: PLC0415  # built on first access (see above)
 
         return app
     raise AttributeError(f"module 'f2stream' has no attribute {name!r}")

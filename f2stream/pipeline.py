@@ -5,7 +5,7 @@ Run it with `faust -A f2stream worker -l info` (web on :6066).
 
 from __future__ import annotations
 
-from f2stream import cli, health, views, web
+from f2stream import commands, health, views, web
 from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks
@@ -95,4 +95,4 @@ metrics.parameters.set_function(lambda: stages.replica.size)
 metrics.parameters_synced.set_function(lambda: params.sync.synced_at or 0.0)
 web.register(app, metrics, health_checks)
 views.register(app, settings, params)
-cli.register(app, settings)
+commands.register(app, settings)

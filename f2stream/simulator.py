@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import faust
+import asyncpg
 import orjson
-from faust.cli import option
 
 from f2stream.codecs import encode_modbus_frame
 from f2stream.db import connect
-from f2stream.devices import ensure_device_certificates
-from f2stream.pki import PkiPaths
+from f2stream.enrolment import ensure_device_certificates
+from f2stream.pki import PkiError, PkiPaths
 from f2stream.records import format_time
 from f2stream.settings import Settings
 
@@ -37,10 +36,12 @@ __all__ = [
     "SimMessage",
     "device_ids",
     "device_tls_context",
+    "enrol_demo_devices",
     "messages",
     "reconnect_delay",
-    "register",
     "register_demo_parameters",
+    "run_simulation",
+    "write_demo_parameters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,26 +181,45 @@ def messages(devices: list[str], rng: random.Random, clock: Callable[[], datetim
 
 
 async def register_demo_parameters(settings: Settings, devices: list[str]) -> None:
-    """Upsert the demo parameter rows for the given devices."""
+    """Upsert the demo parameter rows for the given devices, over a connection of its own."""
     conn = await connect(settings.params_dsn, settings.params_password)
     try:
-        await conn.executemany(_UPSERT, [(d, *row) for d in devices for row in DEMO_PARAMETERS])
+        await write_demo_parameters(conn, devices)
     finally:
         await conn.close()
+
+
+async def write_demo_parameters(conn: asyncpg.Connection, devices: list[str]) -> None:
+    """Upsert the demo parameter rows for the given devices."""
+    await conn.executemany(_UPSERT, [(d, *row) for d in devices for row in DEMO_PARAMETERS])
+
+
+async def enrol_demo_devices(
+    conn: asyncpg.Connection, settings: Settings, devices: list[str], *, parameters: bool
+) -> None:
+    """Register the devices that have no certificate yet and, when asked, write their demo parameters.
+
+    Args:
+        conn: a connection to the parameters database.
+    """
+    issued = await ensure_device_certificates(conn, settings, devices, serial_prefix="SIM")
+    if issued:
+        logger.info("Registered %d demo devices and issued their certificates", issued)
+    if parameters:
+        await write_demo_parameters(conn, devices)
+        logger.info("Registered demo parameters for %d devices", len(devices))
 
 
 def device_tls_context(settings: Settings, device_id: str) -> ssl.SSLContext:
     """TLS 1.2+ client context: the broker checked against our CA, the device's own certificate.
 
     Raises:
-        CommandError: the device has no certificate in `F2_PKI_DIR`.
+        PkiError: the device has no certificate in `F2_PKI_DIR`.
     """
-    from f2stream.cli import CommandError  # cli imports this module
-
     paths = PkiPaths(settings.pki_dir)
     cert, key = paths.device_cert(device_id), paths.device_key(device_id)
     if not (cert.exists() and key.exists() and paths.ca_cert.exists()):
-        raise CommandError(
+        raise PkiError(
             f"no certificate for {device_id} in {settings.pki_dir}: run "
             f"`faust -A f2stream register-device {device_id} --serial SN` or simulate --register-devices"
         )
@@ -211,28 +231,21 @@ def device_tls_context(settings: Settings, device_id: str) -> ssl.SSLContext:
 
 async def run_simulation(
     settings: Settings,
+    ids: list[str],
     *,
-    devices: int,
     rate: float,
     count: int,
     duration_s: float,
-    register_params: bool,
     manifest: Path | None,
     seed: int,
-    first_device: int,
-    register_devices: bool = False,
 ) -> int:
-    """Publish simulated telemetry; return how many messages were acknowledged by the broker."""
-    ids = device_ids(devices, first_device)
-    if register_devices or register_params:
-        issued = await ensure_device_certificates(settings, ids, serial_prefix="SIM")
-        if issued:
-            logger.info("Registered %d demo devices and issued their certificates", issued)
+    """Publish simulated telemetry from the given devices; return how many messages the broker acknowledged.
+
+    Raises:
+        PkiError: a device has no certificate.
+        aiomqtt.MqttError: the broker refused a device's first connection.
+    """
     contexts = {d: device_tls_context(settings, d) for d in ids}
-    if register_params:
-        await register_demo_parameters(settings, ids)
-        logger.info("Registered demo parameters for %d devices", len(ids))
-        await asyncio.sleep(1.0)  # the pipeline reloads on the change notification; give it a moment
     rng = random.Random(seed)
     source = messages(ids, rng, lambda: datetime.now(UTC))
     sent = 0
@@ -378,74 +391,3 @@ async def _publish(link: DeviceLink, message: SimMessage, window: asyncio.Semaph
             )
     finally:
         window.release()
-
-
-def register(app: faust.App, settings: Settings) -> None:
-    """Attach the `simulate` command."""
-    from f2stream.errors import F2StreamError
-
-    @app.command(
-        option("--devices", type=int, default=5, show_default=True, help="How many controllers."),
-        option("--first-device", type=int, default=1, show_default=True, help="Number of the first device id."),
-        option(
-            "--rate",
-            type=float,
-            default=20.0,
-            show_default=True,
-            help="Messages per second in all (0: as fast as possible).",
-        ),
-        option("--count", type=int, default=0, help="Stop after this many messages (0: never)."),
-        option("--duration-s", type=float, default=0.0, help="Stop after this many seconds (0: never)."),
-        option(
-            "--register-params",
-            is_flag=True,
-            default=False,
-            help="Write the demo devices' parameter rows first (and register the devices, as --register-devices).",
-        ),
-        option(
-            "--register-devices",
-            is_flag=True,
-            default=False,
-            help="Register the demo devices that have no certificate yet (issues them one).",
-        ),
-        option("--manifest", type=str, default=None, help="Append what was sent (JSON lines) here, for `verify`."),
-        option("--seed", type=int, default=1, show_default=True, help="Random seed of the values."),
-    )
-    async def simulate(
-        self: Any,
-        devices: int,
-        first_device: int,
-        rate: float,
-        count: int,
-        duration_s: float,
-        register_params: bool,
-        register_devices: bool,
-        manifest: str | None,
-        seed: int,
-    ) -> None:
-        """Publish simulated F2 controller telemetry over MQTT."""
-        if devices < 1 or rate < 0 or count < 0:
-            print("f2stream: --devices must be at least 1, --rate and --count at least 0", flush=True)
-            raise SystemExit(2)
-        try:
-            sent = await run_simulation(
-                settings,
-                devices=devices,
-                rate=rate,
-                count=count,
-                duration_s=duration_s,
-                register_params=register_params,
-                manifest=Path(manifest) if manifest else None,
-                seed=seed,
-                first_device=first_device,
-                register_devices=register_devices,
-            )
-        except aiomqtt.MqttError as exc:
-            raise SystemExit(
-                f"f2stream: MQTT at {settings.mqtt_host}:{settings.mqtt_tls_port} refused or dropped the "
-                f"simulator ({exc}); start the stack (make up), check F2_MQTT_TLS_PORT and that the "
-                "devices are registered and not revoked (faust -A f2stream devices)"
-            ) from None
-        except F2StreamError as exc:
-            raise SystemExit(f"f2stream: {exc}") from None
-        print(f"simulate: {sent} messages published by {devices} devices", flush=True)

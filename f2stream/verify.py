@@ -1,4 +1,4 @@
-"""`faust -A f2stream verify`: check the database against a simulator manifest.
+"""Checking the database against a simulator manifest (`faust -A f2stream verify`).
 
 Every message the broker acknowledged to the simulator must be in
 `iot_measurements` with exactly the number of rows it yields: none missing,
@@ -12,17 +12,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import faust
+import asyncpg
 import orjson
-from faust.cli import option
 
 from f2stream.db import connect
 from f2stream.records import format_time
 from f2stream.settings import Settings
 
-__all__ = ["Verdict", "compare", "read_manifest", "register", "verify_database"]
+__all__ = ["Verdict", "compare", "poll_database", "read_manifest", "verify_database"]
 
 _Key = tuple[str, str, str]  # device, component, time
 
@@ -83,40 +81,24 @@ def compare(expected: Counter[_Key], found: Counter[_Key]) -> Verdict:
 
 
 async def verify_database(settings: Settings, expected: Counter[_Key], timeout_s: float) -> Verdict:
-    """Poll the database until every expected row is there or the time is up."""
-    devices = sorted({device for device, _, _ in expected})
-    deadline = time.monotonic() + timeout_s
+    """:func:`poll_database` over a connection of its own."""
     conn = await connect(settings.timeseries_dsn, settings.timeseries_password)
     try:
-        while True:
-            rows = await conn.fetch(_COUNT_ROWS, devices)
-            found: Counter[_Key] = Counter(
-                {(r["device_id"], r["component"], format_time(r["time"])): r["rows"] for r in rows}
-            )
-            verdict = compare(expected, found)
-            if verdict.ok or time.monotonic() > deadline:
-                return verdict
-            await asyncio.sleep(0.5)
+        return await poll_database(conn, expected, timeout_s)
     finally:
         await conn.close()
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    """Attach the `verify` command."""
-
-    @app.command(
-        option("--manifest", type=str, required=True, help="The file `simulate --manifest` wrote."),
-        option("--timeout-s", type=float, default=60.0, show_default=True, help="How long to wait for rows."),
-    )
-    async def verify(self: Any, manifest: str, timeout_s: float) -> None:
-        """Check that every simulated message landed in the database exactly once."""
-        try:
-            expected = read_manifest(Path(manifest))
-        except FileNotFoundError:
-            raise SystemExit(
-                f"f2stream: manifest {manifest} does not exist; run `simulate --manifest {manifest}` first"
-            ) from None
-        verdict = await verify_database(settings, expected, timeout_s)
-        print(f"verify: {verdict}", flush=True)
-        if not verdict.ok:
-            raise SystemExit(1)
+async def poll_database(conn: asyncpg.Connection, expected: Counter[_Key], timeout_s: float) -> Verdict:
+    """Poll the time-series database until every expected row is there or the time is up."""
+    devices = sorted({device for device, _, _ in expected})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await conn.fetch(_COUNT_ROWS, devices)
+        found: Counter[_Key] = Counter(
+            {(r["device_id"], r["component"], format_time(r["time"])): r["rows"] for r in rows}
+        )
+        verdict = compare(expected, found)
+        if verdict.ok or time.monotonic() > deadline:
+            return verdict
+        await asyncio.sleep(0.5)

@@ -11,7 +11,6 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from f2stream.devices import DeviceRecord, format_devices
 from f2stream.pki import DeviceExistsError, PkiError, PkiPaths, init_pki, issue_device_certificate, revoke_in_crl
 
 
@@ -89,24 +88,3 @@ def test_crl_accumulates_revoked_serials(tmp_path: Path) -> None:
     assert {r.serial_number for r in crl} == {int(a.serial, 16), int(b.serial, 16)}
     assert crl.is_signature_valid(load(PkiPaths(root).ca_cert).public_key())  # type: ignore[arg-type]
     assert crl.next_update_utc is not None and crl.next_update_utc > datetime.now(UTC) + timedelta(days=365)
-
-
-def test_devices_listing_marks_certificates_close_to_expiry() -> None:
-    now = datetime(2030, 1, 1, tzinfo=UTC)
-
-    def record(device: str, days: int, status: str = "active") -> DeviceRecord:
-        return DeviceRecord(device, "SN", "ab", "0" * 64, now, now + timedelta(days=days), status, None)
-
-    lines = format_devices(
-        [
-            record("f2-000000000001", 400),
-            record("f2-000000000002", 10),
-            record("f2-000000000003", -1),
-            record("f2-000000000004", 5, "revoked"),
-        ],
-        now,
-    )
-    assert lines[1].endswith("2031-02-05 00:00 ab")
-    assert lines[2].endswith("EXPIRES SOON")
-    assert lines[3].endswith("EXPIRED")
-    assert "revoked" in lines[4] and not lines[4].endswith("SOON")

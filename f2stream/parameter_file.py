@@ -1,13 +1,8 @@
-"""`faust -A f2stream params`: manage device parameters without writing SQL.
+"""Parameter files: device parameter rows from a .csv or .json file, checked whole, loaded in one transaction.
 
-    params list                      devices, their row counts, template and version
-    params show DEVICE               one device's rows
-    params load FILE [--replace]     rows from a .csv or .json file, all or nothing
-    params delete DEVICE             all rows of a device
-
-A loaded file is checked whole before anything is written; the first bad row
-is reported with its line and nothing is loaded. `--replace` replaces every
-row of the devices in the file; otherwise rows are upserted by their key.
+A file is checked whole before anything is written; the first bad row is
+reported with its line (CSV) or item (JSON) number and nothing is loaded.
+`faust -A f2stream params load` (:mod:`f2stream.commands.params`) uses it.
 """
 
 from __future__ import annotations
@@ -15,40 +10,26 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import click
-import faust
 import orjson
-from faust.cli import argument, option
 
-from f2stream.db import connect, describe_dsn
 from f2stream.errors import F2StreamError
 from f2stream.parameters import OPTIONAL_COLUMNS, Parameter
-from f2stream.settings import Settings
 from f2stream.topics import canonical_device_id
 
-__all__ = ["ParameterFileError", "parse_parameter_file", "register"]
+__all__ = ["COLUMNS", "ParameterFileError", "load_parameters", "parse_parameter_file"]
 
-_COLUMNS = (
+#: The columns of `device_parameters` a file may hold, in table order.
+COLUMNS = (
     "device_id", "mode", "component_type", "component_number", "encoding", "unit", "scale_factor", *OPTIONAL_COLUMNS,
 )  # fmt: skip
 _UPSERT = f"""
-INSERT INTO device_parameters ({", ".join(_COLUMNS)})
-VALUES ({", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))})
+INSERT INTO device_parameters ({", ".join(COLUMNS)})
+VALUES ({", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))})
 ON CONFLICT (device_id, mode, component_type, coalesce(component_number, ''), coalesce(data_point, ''))
-DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[4:])}, updated_at = now()
-"""
-_LIST = """
-SELECT v.device_id, count(p.device_id) AS rows, t.template, v.version
-FROM parameter_versions v
-LEFT JOIN device_parameters p ON p.device_id = v.device_id
-LEFT JOIN device_templates t ON t.device_id = v.device_id
-GROUP BY v.device_id, t.template, v.version
-HAVING count(p.device_id) > 0 OR t.template IS NOT NULL
-ORDER BY v.device_id
+DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[4:])}, updated_at = now()
 """
 
 
@@ -109,13 +90,13 @@ _REQUIRED = ("device_id", "mode", "component_type", "encoding")
 
 
 def _parse_row(row: Mapping[str, Any]) -> Parameter:
-    unknown = set(row) - set(_COLUMNS)
+    unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown column {sorted(unknown)[0]!r}")
     for column in _REQUIRED:
         if row.get(column) is None:
             raise ValueError(f"column {column!r} is missing or empty")
-    fixed: dict[str, Any] = {c: row.get(c) for c in _COLUMNS}
+    fixed: dict[str, Any] = {c: row.get(c) for c in COLUMNS}
     fixed["device_id"] = canonical_device_id(str(row["device_id"]))
     for name in ("true_words", "false_words"):
         if isinstance(fixed[name], str):
@@ -140,7 +121,7 @@ def _whole(value: object, name: str) -> int | None:
 
 def _values(parameter: Parameter) -> list[Any]:
     row = parameter.as_row()
-    return [row[c] for c in _COLUMNS]
+    return [row[c] for c in COLUMNS]
 
 
 async def load_parameters(conn: asyncpg.Connection, parameters: list[Parameter], *, replace: bool) -> int:
@@ -153,66 +134,3 @@ async def load_parameters(conn: asyncpg.Connection, parameters: list[Parameter],
             )
         await conn.executemany(_UPSERT, [_values(p) for p in parameters])
     return len(parameters)
-
-
-def register(app: faust.App, settings: Settings) -> None:
-    """Attach the `params` command."""
-    from f2stream.cli import one_line_errors  # cli imports this module
-
-    @app.command(
-        argument("action", type=click.Choice(["list", "show", "load", "delete"])),
-        argument("target", required=False),
-        option("--replace", is_flag=True, default=False, help="load: replace all rows of the devices in the file."),
-    )
-    @one_line_errors
-    async def params(self: Any, action: str, target: str | None, replace: bool) -> None:
-        """Manage device parameters: list, show DEVICE, load FILE, delete DEVICE."""
-        await _run(settings, action, target, replace=replace)
-
-
-def _prepare(action: str, target: str | None) -> tuple[list[Parameter], str]:
-    """Check the arguments (and read the file) before touching the database."""
-    if action != "list" and not target:
-        raise ParameterFileError(f"params {action} needs a {'FILE' if action == 'load' else 'DEVICE'} argument")
-    if action == "load":
-        path = Path(str(target))
-        try:
-            content = path.read_bytes()
-        except OSError as exc:
-            raise ParameterFileError(f"cannot read {path}: {exc.strerror}") from exc
-        return parse_parameter_file(path.name, content), ""
-    if action in ("show", "delete"):
-        try:
-            return [], canonical_device_id(str(target))
-        except ValueError as exc:
-            raise ParameterFileError(str(exc)) from exc
-    return [], ""
-
-
-async def _run(settings: Settings, action: str, target: str | None, *, replace: bool) -> None:
-    parameters, device = _prepare(action, target)
-    try:
-        conn = await connect(settings.params_dsn, settings.params_password)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise ParameterFileError(
-            f"cannot connect to {describe_dsn(settings.params_dsn)} ({exc.__class__.__name__}); "
-            "start it or set F2_PARAMS_DSN"
-        ) from exc
-    try:
-        if action == "list":
-            for r in await conn.fetch(_LIST):
-                print(f"{r['device_id']}  rows={r['rows']}  template={r['template'] or '-'}  version={r['version']}")
-        elif action == "show":
-            rows = await conn.fetch(f"SELECT {', '.join(_COLUMNS)} FROM device_parameters WHERE device_id = $1", device)
-            if not rows:
-                raise ParameterFileError(f"device {device} has no parameter rows")
-            for r in rows:
-                print(orjson.dumps({k: v for k, v in dict(r).items() if v is not None}).decode())
-        elif action == "load":
-            count = await load_parameters(conn, parameters, replace=replace)
-            print(f"params: {count} rows of {len({p.device_id for p in parameters})} devices loaded")
-        else:
-            status = await conn.execute("DELETE FROM device_parameters WHERE device_id = $1", device)
-            print(f"params: {status.split()[-1]} rows of {device} deleted")
-    finally:
-        await conn.close()

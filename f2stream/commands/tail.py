@@ -1,4 +1,4 @@
-"""Commands of `faust -A f2stream`: migrate, tail, simulate, verify."""
+"""`faust -A f2stream tail TOPIC`: follow a Kafka topic, one JSON record per line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import asyncio
 import base64
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable
-from functools import wraps
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -16,27 +15,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from faust.cli import argument, option
 
-from f2stream.db import connect, describe_dsn
+from f2stream.commands.base import CommandError, one_line_errors
 from f2stream.errors import F2StreamError
 from f2stream.kafka import PIPELINE_TOPICS
-from f2stream.migrate import DATABASES, apply_migrations, load_migrations
 from f2stream.settings import Settings
 
-__all__ = ["CommandError", "one_line_errors", "register", "render_record"]
-
-
-class CommandError(F2StreamError):
-    """A command cannot do what was asked; the message says how to fix it."""
+__all__ = ["register", "render_record", "tail_topic"]
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    """Attach the commands to the pipeline app."""
-
-    @app.command()
-    @one_line_errors
-    async def migrate(self: Any) -> None:
-        """Apply the SQL migrations to the parameters and time-series databases."""
-        await run_migrations(settings, print)
+    """Attach the `tail` command."""
 
     @app.command(
         argument("topic"),
@@ -60,53 +48,6 @@ def register(app: faust.App, settings: Settings) -> None:
         except Exception as exc:
             # One line, not a traceback that a pipe (`| wc -l`) would hide among output.
             raise CommandError(f"tail {topic} stopped: {exc.__class__.__name__}: {exc}") from exc
-
-    from f2stream import devices, params_cli, simulator, verify  # they register their own commands
-
-    simulator.register(app, settings)
-    params_cli.register(app, settings)
-    devices.register(app, settings)
-    verify.register(app, settings)
-
-
-def one_line_errors(fun: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Turn a project error into one line on stderr and exit status 2: no traceback."""
-
-    @wraps(fun)
-    async def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            await fun(*args, **kwargs)
-        except F2StreamError as exc:
-            print(f"f2stream: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-
-    return run
-
-
-async def run_migrations(settings: Settings, report: Callable[[str], None]) -> None:
-    """Apply every pending migration to both databases."""
-    targets = {
-        "params": (settings.params_dsn, settings.params_password, "F2_PARAMS_DSN"),
-        "timeseries": (settings.timeseries_dsn, settings.timeseries_password, "F2_TIMESERIES_DSN"),
-    }
-    for database in DATABASES:
-        dsn, password, setting = targets[database]
-        try:
-            conn = await connect(dsn, password)
-        except (TimeoutError, OSError, Exception) as exc:  # asyncpg raises many kinds
-            raise CommandError(
-                f"cannot connect to the {database} database at {describe_dsn(dsn)} ({exc.__class__.__name__}: {exc}); "
-                f"start it (make up) or set {setting}"
-            ) from exc
-        try:
-            count = await apply_migrations(conn, load_migrations(database), _prefixed(report, database))
-        finally:
-            await conn.close()
-        report(f"{database}: {count} migration(s) applied, {describe_dsn(dsn)} is up to date")
-
-
-def _prefixed(report: Callable[[str], None], prefix: str) -> Callable[[str], None]:
-    return lambda line: report(f"{prefix}: {line}")
 
 
 async def tail_topic(

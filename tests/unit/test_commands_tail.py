@@ -1,4 +1,4 @@
-"""f2stream.cli.render_record: every Kafka record becomes one JSON line, whatever it holds."""
+"""f2stream.commands.tail.render_record: every Kafka record becomes one JSON line, whatever it holds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from f2stream.cli import render_record
+from f2stream.commands.tail import render_record
 
 
 @dataclass

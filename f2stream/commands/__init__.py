@@ -1,0 +1,23 @@
+"""The operator commands of `faust -A f2stream`, one module per command group.
+
+The modules here parse options, open what the command needs and print; the
+work itself is library code that imports no click (:mod:`f2stream.migrate`,
+:mod:`f2stream.simulator`, :mod:`f2stream.verify`,
+:mod:`f2stream.parameter_file`, :mod:`f2stream.enrolment`).
+:mod:`f2stream.commands.base` holds what they share.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from f2stream.commands import devices, migrate, params, pki, simulate, tail, verify
+from f2stream.settings import Settings
+
+__all__ = ["register"]
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    """Attach every command to the pipeline app."""
+    for group in (migrate, tail, simulate, verify, params, pki, devices):
+        group.register(app, settings)
