@@ -59,7 +59,9 @@ class Settings:
     mqtt_username: str = "f2-ingest"
     mqtt_password: Secret | None = None
     mqtt_client_id: str = "f2stream-ingest"
-    mqtt_share_group: str = "f2stream-ingest"
+    # Empty: a plain subscription, which Mosquitto keeps across its restarts.
+    # Set it (the same on every ingest worker) to share the messages among several.
+    mqtt_share_group: str = ""
     mqtt_max_inflight: int = 1000
     sim_mqtt_username: str = "f2-simulator"
     sim_mqtt_password: Secret | None = None

@@ -38,7 +38,9 @@ def pipeline(stack: Stack, name: str) -> Worker:
 
 def ingest(stack: Stack, name: str) -> Worker:
     (port,) = free_ports(1)
-    return Worker(stack, "f2stream.ingest", port, name, F2_MQTT_CLIENT_ID=f"f2stream-{name}")
+    return Worker(
+        stack, "f2stream.ingest", port, name, F2_MQTT_CLIENT_ID=f"f2stream-{name}", F2_MQTT_SHARE_GROUP="scale-ingest"
+    )
 
 
 def simulate(stack: Stack, first_device: int, manifest: Path) -> subprocess.Popen[bytes]:
