@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 _TYPES = ("cmnd", "stat", "tele")
 _BACKOFF_MAX_S = 30.0
+# The share group ingest workers used by default before a plain subscription became the default.
+_FORMER_DEFAULT_GROUP = "f2stream-ingest"
 # Most messages taken off the MQTT queue at once.
 _BURST = 500
 #: How much of an oversized payload its dead letter keeps: enough to see what
@@ -182,6 +184,10 @@ class MqttIngest(Service):
         async with client:
             _set_nodelay(mqtt.socket())
             await client.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)])
+            if not s.mqtt_share_group:
+                # A session kept from a release that shared by default still holds
+                # those filters: without this, every message would arrive twice.
+                await client.unsubscribe(subscriptions(_FORMER_DEFAULT_GROUP))
             self._set_connected(True)
             logger.info("MQTT session up as %s, subscribed to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
             try:
