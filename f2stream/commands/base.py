@@ -14,7 +14,15 @@ from f2stream.errors import F2StreamError
 from f2stream.settings import Settings
 from f2stream.topics import canonical_device_id
 
-__all__ = ["CommandError", "Database", "connect_database", "device_id_of", "one_line_errors"]
+__all__ = [
+    "ERROR_EXIT",
+    "CommandError",
+    "Database",
+    "cannot_connect",
+    "connect_database",
+    "device_id_of",
+    "one_line_errors",
+]
 
 #: The two databases a command may need.
 Database = Literal["params", "timeseries"]
