@@ -90,19 +90,22 @@ async def test_two_of_each_worker_one_killed_one_added_back(
     manifest = stack.var_dir / "scale-workers.jsonl"
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
     await admin.start()
+    # Pipeline workers already in the groups (the session's, when other tests ran
+    # first; its decode loop may still be waiting for the first parameter sync).
+    others = max([count for _, count in [await members(admin, g) for g in (DECODE_GROUP, SINK_GROUP)]])
     with running(*pipelines, *ingests):
         for worker in (*pipelines, *ingests):
             worker.start()
         for worker in (*pipelines, *ingests):
             await asyncio.to_thread(worker.wait_healthy, 120)
-        await wait_group(admin, 2)
+        await wait_group(admin, others + 2)
         load = simulate(stack, device_numbers, manifest)
         try:
             started = time.monotonic()
             await asyncio.sleep(KILL_AT_S)
             pipelines[0].stop(signal.SIGKILL)
             ingests[0].stop(signal.SIGKILL)
-            after_kill = await wait_group(admin, 1, timeout_s=90)
+            after_kill = await wait_group(admin, others + 1, timeout_s=90)
             await asyncio.sleep(max(0.0, ADD_AT_S - (time.monotonic() - started)))
             added = time.monotonic()
             # The ingest worker comes back under its own client id: its persistent
@@ -110,7 +113,7 @@ async def test_two_of_each_worker_one_killed_one_added_back(
             pipelines[0].start()
             ingests[0].start()
             await asyncio.to_thread(ingests[0].wait_healthy, 120)
-            after_add = await wait_group(admin, 2, timeout_s=90)
+            after_add = await wait_group(admin, others + 2, timeout_s=90)
             after_add_total = time.monotonic() - added
             out, _ = await asyncio.to_thread(load.communicate, timeout=DURATION_S + 60)
             assert load.returncode == 0, out.decode(errors="replace")[-3000:]
