@@ -19,7 +19,7 @@ from itertools import chain
 from aiokafka import ConsumerRecord
 
 from f2stream.batchloop import Batch
-from f2stream.deadletter import dead_letter_headers, header_map
+from f2stream.deadletter import dead_letter_headers, header_map, source_of
 from f2stream.decoder import CodecSource, decode_message
 from f2stream.errors import BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
@@ -45,11 +45,6 @@ class Decoded:
     messages: int = 0
     measurements: int = 0
     dead: Counter[str] = field(default_factory=Counter)
-
-
-def source_of(record: ConsumerRecord[bytes, bytes]) -> str:
-    """`topic/partition/offset`: the identity of a raw record, in its dead letters (to deduplicate them)."""
-    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded) -> None:

@@ -8,12 +8,13 @@ acknowledged by Kafka; only then does the batch loop commit its offsets.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from itertools import chain
 
 import orjson
 
 from f2stream.batchloop import Batch
-from f2stream.deadletter import dead_letter_headers
+from f2stream.deadletter import dead_letter_headers, source_of
 from f2stream.errors import BadMessage
 from f2stream.kafka import DEAD_LETTER_TOPIC
 from f2stream.metrics import Metrics
@@ -39,12 +40,14 @@ class SinkStage:
         """Write one batch; return only once its rows are committed and its dead letters acknowledged."""
         rows = Rows()
         dead: list[Output] = []
+        unreadable: Counter[str] = Counter()  # records that are not decoded records, by reason
         sources: list[str] = []  # per row: the decoded record it came from, for its dead letter
         for record in chain.from_iterable(batch.values()):
-            source = f"{record.topic}/{record.partition}/{record.offset}"
+            source = source_of(record)
             try:
                 sources.extend([source] * rows.add_decoded(record.value))
             except BadMessage as exc:  # not ours: never blocks the topic, kept as it came (its head)
+                unreadable[exc.reason] += 1
                 headers = _headers(exc.reason, exc.detail, None, source)
                 dead.append(
                     Output(DEAD_LETTER_TOPIC, record.key, (record.value or b"")[:_KEEP], record.partition, headers)
@@ -63,8 +66,9 @@ class SinkStage:
         if not dead:
             return
         await self.producer.send_all(dead)
-        for output in dead:
-            self.metrics.dead_letters.labels(reason=output.headers[0][1].decode()).inc()
+        self.metrics.dead_letters.labels(reason="sink_rejected").inc(len(rejected))
+        for reason, count in unreadable.items():
+            self.metrics.dead_letters.labels(reason=reason).inc(count)
 
 
 def _headers(reason: str, detail: str, measurement: Measurement | None, source: str) -> list[tuple[str, bytes]]:

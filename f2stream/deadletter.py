@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["dead_letter_headers", "header_map"]
+from aiokafka import ConsumerRecord
+
+__all__ = ["dead_letter_headers", "header_map", "source_of"]
 
 
 def dead_letter_headers(
@@ -47,3 +49,8 @@ def header_map(headers: object) -> dict[str, str]:
         headers if isinstance(headers, tuple | list) else headers.items() if isinstance(headers, Mapping) else ()
     )
     return {str(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in pairs}
+
+
+def source_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    """`topic/partition/offset`: the identity of a Kafka record in the dead letters made from it."""
+    return f"{record.topic}/{record.partition}/{record.offset}"
