@@ -32,9 +32,25 @@ async def connect(dsn: str, password: Secret | None, *, timeout_s: float = 10.0)
     return await asyncpg.connect(dsn, password=_reveal(password), timeout=timeout_s)
 
 
-async def create_pool(dsn: str, password: Secret | None, *, size: int = 2) -> asyncpg.Pool:
-    """Open a small pool; connections are checked out per batch, never per message."""
-    pool = await asyncpg.create_pool(dsn, password=_reveal(password), min_size=1, max_size=size, timeout=10.0)
+async def create_pool(
+    dsn: str,
+    password: Secret | None,
+    *,
+    size: int = 2,
+    setup_sql: str | None = None,
+) -> asyncpg.Pool:
+    """Open a small pool; connections are checked out per batch, never per message.
+
+    `setup_sql` runs once on each new connection (e.g. a session's temp table).
+    """
+
+    async def init(conn: asyncpg.Connection) -> None:
+        if setup_sql is not None:
+            await conn.execute(setup_sql)
+
+    pool = await asyncpg.create_pool(
+        dsn, password=_reveal(password), min_size=1, max_size=size, timeout=10.0, init=init
+    )
     assert pool is not None
     return pool
 
