@@ -18,13 +18,13 @@ from itertools import chain
 
 from aiokafka import ConsumerRecord
 
-from f2stream.batchloop import Batch
+from f2stream.agents.batchloop import Batch
+from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.codec.message import CodecSource, decode_message
 from f2stream.deadletter import dead_letter_headers, header_map, source_of
-from f2stream.decoder import CodecSource, decode_message
 from f2stream.errors import BadMessage
-from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
-from f2stream.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.records import encode_decoded, format_time
 
 __all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record"]

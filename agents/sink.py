@@ -13,14 +13,14 @@ from itertools import chain
 
 import orjson
 
-from f2stream.batchloop import Batch
+from f2stream.agents.batchloop import Batch
+from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.deadletter import dead_letter_headers, source_of
 from f2stream.errors import BadMessage
-from f2stream.kafka import DEAD_LETTER_TOPIC
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC
 from f2stream.metrics import Metrics
-from f2stream.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.records import Measurement, Rows
-from f2stream.timeseries import MeasurementWriter
+from f2stream.storage.timeseries import MeasurementWriter
 
 __all__ = ["SinkStage"]
 

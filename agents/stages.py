@@ -1,6 +1,6 @@
 """The pipeline's stages as one service: the parameter replica, the decode and sink loops, their producer.
 
-Each stage is a :class:`~f2stream.batchloop.BatchLoop` in a consumer group
+Each stage is a :class:`~f2stream.agents.batchloop.BatchLoop` in a consumer group
 of its own (`f2stream-decode`, `f2stream-sink`): any number of pipeline
 workers share the partitions. Start order: the producer, the replica, the
 loops (the decode loop joins its group only once the parameters are read);
@@ -14,15 +14,15 @@ from typing import Any
 
 from mode import Service
 
+from f2stream.agents.batchloop import BatchLoop
 from f2stream.agents.decode import DecodeStage
+from f2stream.agents.producer import Producer
 from f2stream.agents.sink import SinkStage
-from f2stream.batchloop import BatchLoop
-from f2stream.kafka import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
-from f2stream.producer import Producer
 from f2stream.settings import Settings
+from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.replica import ParameterReplica
-from f2stream.timeseries import MeasurementWriter
 
 __all__ = ["DECODE_GROUP", "SINK_GROUP", "Stages"]
 

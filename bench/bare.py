@@ -26,9 +26,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from f2stream.db import connect
 from f2stream.records import format_time
 from f2stream.settings import Settings
+from f2stream.storage.db import connect
 
 TOPIC = "bench_bare_raw"
 TABLE = "bench_bare"

@@ -166,8 +166,11 @@ def profile_summary(raw: Path) -> list[tuple[str, float]]:
     more specific is on top).
     """
     areas = (
-        ("f2stream: decode", ("f2stream/decoder.py", "f2stream/codecs.py", "f2stream/topics.py", "agents/decode.py")),
-        ("f2stream: records/sink", ("f2stream/records.py", "agents/sink.py", "f2stream/timeseries.py")),
+        (
+            "f2stream: decode",
+            ("f2stream/codec/", "f2stream/mqtt_topics.py", "agents/decode.py"),
+        ),
+        ("f2stream: records/sink", ("f2stream/records.py", "agents/sink.py", "f2stream/storage/timeseries.py")),
         ("f2stream: metrics", ("f2stream/metrics.py",)),
         ("f2stream: other", ("f2stream/", "agents/", "tables/")),
         ("prometheus_client", ("prometheus_client/",)),

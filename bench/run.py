@@ -49,11 +49,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import report
 from bench.procstat import Watched, cpu_snapshot, memory_kb, pid_file
-from f2stream.db import connect
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
 from f2stream.settings import Settings
 from f2stream.simulator import device_ids, register_demo_parameters
+from f2stream.storage.db import connect
 from f2stream.verify import compare, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]

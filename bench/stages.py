@@ -4,7 +4,7 @@
     python -m bench.stages sink   [--max-records N] [--timeout-s S]
 
 `decode` runs :class:`~f2stream.agents.decode.DecodeStage` in a
-:class:`~f2stream.batchloop.BatchLoop` of a fresh consumer group over
+:class:`~f2stream.agents.batchloop.BatchLoop` of a fresh consumer group over
 `raw_iot_data` (with the parameter replica read from `device_parameters`,
 producing to `decoded_iot_data` with acks=all, as the worker does); `sink`
 runs :class:`~f2stream.agents.sink.SinkStage` over `decoded_iot_data` into
@@ -28,15 +28,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from f2stream.agents.batchloop import Batch, BatchLoop, Handler
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.sink import SinkStage
 from f2stream.agents.stages import _DECODE_BATCH, Producer
-from f2stream.batchloop import Batch, BatchLoop, Handler
-from f2stream.kafka import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
+from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.replica import ParameterReplica
-from f2stream.timeseries import MeasurementWriter
 
 
 class Counting:

@@ -9,7 +9,7 @@ import faust
 
 from f2stream import logging_limits
 from f2stream.errors import ConfigError, F2StreamError
-from f2stream.kafka import PARAMETERS_TOPIC, ensure_topics
+from f2stream.kafka_topics import PARAMETERS_TOPIC, ensure_topics
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import aiokafka
 
-from f2stream.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 from f2stream.settings import Secret
+from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
 __all__ = [
     "Check",

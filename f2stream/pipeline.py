@@ -5,13 +5,14 @@ Run it with `faust -A f2stream worker -l info` (web on :6066).
 
 from __future__ import annotations
 
-from f2stream import commands, health, views, web
+from f2stream import commands, health
 from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks
 from f2stream.metrics import Metrics
+from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterTable
-from f2stream.timeseries import MeasurementWriter
+from f2stream.web import pages, views
 
 __all__ = ["app", "metrics", "params", "settings", "stages", "topics", "writer"]
 
@@ -93,6 +94,6 @@ health_checks = HealthChecks(
 metrics.watch_lag(consumer_lag)
 metrics.parameters.set_function(lambda: stages.replica.size)
 metrics.parameters_synced.set_function(lambda: params.sync.synced_at or 0.0)
-web.register(app, metrics, health_checks)
+pages.register(app, metrics, health_checks)
 views.register(app, settings, params)
 commands.register(app, settings)

@@ -142,7 +142,7 @@ class Rows:
 class ParameterSet(faust.Record, serializer="json", include_metadata=False):
     """A device's effective parameters at one version: a record of `device_parameters`.
 
-    `parameters` holds rows as :meth:`f2stream.parameters.Parameter.as_row`
+    `parameters` holds rows as :meth:`f2stream.codec.model.Parameter.as_row`
     writes them; an empty list means the device has no parameters any more.
     """
 

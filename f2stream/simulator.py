@@ -23,12 +23,12 @@ import aiomqtt
 import asyncpg
 import orjson
 
-from f2stream.codecs import encode_modbus_frame
-from f2stream.db import connect
-from f2stream.enrolment import ensure_device_certificates
+from f2stream.codec.values import encode_modbus_frame
+from f2stream.devices.enrolment import ensure_device_certificates
 from f2stream.pki import PkiError, PkiPaths
 from f2stream.records import format_time
 from f2stream.settings import Settings
+from f2stream.storage.db import connect
 
 __all__ = [
     "DEMO_PARAMETERS",

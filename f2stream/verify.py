@@ -16,9 +16,9 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from f2stream.db import connect
 from f2stream.records import format_time
 from f2stream.settings import Settings
+from f2stream.storage.db import connect
 
 __all__ = ["Verdict", "compare", "poll_database", "read_manifest", "verify_database"]
 

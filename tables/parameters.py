@@ -33,10 +33,10 @@ import faust
 from faust.exceptions import PartitionsMismatch
 from mode import Service
 
-from f2stream.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
-from f2stream.parameters import Parameter, effective_parameters
+from f2stream.codec.model import Parameter, effective_parameters
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
+from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
 __all__ = ["CHANNEL", "ParameterSync", "ParameterTable", "build_sets"]
 
@@ -164,7 +164,7 @@ class ParameterTable:
         )  # fmt: skip
         self.sync = ParameterSync(app, settings, topic)
         app.service(self.sync)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
-        self.agent = app.agent(topic, name="f2stream.parameters")(self._apply)
+        self.agent = app.agent(topic, name="f2stream.codec.model")(self._apply)
 
     async def _apply(self, stream: faust.StreamT[ParameterSet]) -> None:
         async for event in stream.events():

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from f2stream.parameters import DeviceCodec, Parameter
+from f2stream.codec.model import DeviceCodec, Parameter
 
 __all__ = ["ParameterReplica", "codec_of"]
 

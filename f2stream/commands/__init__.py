@@ -1,9 +1,9 @@
 """The operator commands of `faust -A f2stream`, one module per command group.
 
 The modules here parse options, open what the command needs and print; the
-work itself is library code that imports no click (:mod:`f2stream.migrate`,
+work itself is library code that imports no click (:mod:`f2stream.storage.migrate`,
 :mod:`f2stream.simulator`, :mod:`f2stream.verify`,
-:mod:`f2stream.parameter_file`, :mod:`f2stream.enrolment`).
+:mod:`f2stream.devices.parameter_file`, :mod:`f2stream.devices.enrolment`).
 :mod:`f2stream.commands.base` holds what they share.
 """
 

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import asyncpg
 
-from f2stream.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 from f2stream.errors import F2StreamError
+from f2stream.mqtt_topics import canonical_device_id
 from f2stream.settings import Settings
-from f2stream.topics import canonical_device_id
+from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
 __all__ = [
     "ERROR_EXIT",

@@ -1,4 +1,4 @@
-"""`register-device`, `revoke-device` and `devices`: device identities (:mod:`f2stream.enrolment`)."""
+"""`register-device`, `revoke-device` and `devices`: device identities (:mod:`f2stream.devices.enrolment`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import faust
 from faust.cli import argument, option
 
 from f2stream.commands.base import connect_database, device_id_of, one_line_errors
-from f2stream.enrolment import register_device, revoke_device
+from f2stream.devices.enrolment import register_device, revoke_device
+from f2stream.devices.registry import DeviceRecord, list_devices
 from f2stream.pki import DEVICE_DAYS, PkiPaths
-from f2stream.registry import DeviceRecord, list_devices
 from f2stream.settings import Settings
 
 __all__ = ["EXPIRY_WARNING", "format_devices", "register"]

@@ -1,4 +1,4 @@
-"""`faust -A f2stream migrate`: apply the migrations to both databases (:mod:`f2stream.migrate`)."""
+"""`faust -A f2stream migrate`: apply the migrations to both databases (:mod:`f2stream.storage.migrate`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import faust
 
 from f2stream.commands.base import connect_database, one_line_errors
-from f2stream.db import describe_dsn
-from f2stream.migrate import DATABASES, apply_migrations, load_migrations
 from f2stream.settings import Settings
+from f2stream.storage.db import describe_dsn
+from f2stream.storage.migrate import DATABASES, apply_migrations, load_migrations
 
 __all__ = ["register", "run_migrations"]
 

@@ -6,7 +6,7 @@
     params delete DEVICE             all rows of a device
 
 A loaded file is checked whole before anything is written
-(:mod:`f2stream.parameter_file`). `--replace` replaces every row of the
+(:mod:`f2stream.devices.parameter_file`). `--replace` replaces every row of the
 devices in the file; otherwise rows are upserted by their key.
 """
 
@@ -21,9 +21,9 @@ import faust
 import orjson
 from faust.cli import argument, option
 
+from f2stream.codec.model import Parameter
 from f2stream.commands.base import CommandError, connect_database, device_id_of, one_line_errors
-from f2stream.parameter_file import COLUMNS, ParameterFileError, load_parameters, parse_parameter_file
-from f2stream.parameters import Parameter
+from f2stream.devices.parameter_file import COLUMNS, ParameterFileError, load_parameters, parse_parameter_file
 from f2stream.settings import Settings
 
 __all__ = ["register"]

@@ -17,7 +17,7 @@ from faust.cli import argument, option
 
 from f2stream.commands.base import CommandError, one_line_errors
 from f2stream.errors import F2StreamError
-from f2stream.kafka import PIPELINE_TOPICS
+from f2stream.kafka_topics import PIPELINE_TOPICS
 from f2stream.settings import Settings
 
 __all__ = ["register", "render_record", "tail_topic"]

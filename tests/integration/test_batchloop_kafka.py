@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness import Stack
 
-from f2stream.batchloop import Batch, BatchLoop
+from f2stream.agents.batchloop import Batch, BatchLoop
 
 pytestmark = pytest.mark.integration
 

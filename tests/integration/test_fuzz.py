@@ -28,10 +28,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from harness import Stack, Workers, service_client
 
+from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.errors import BadMessage
-from f2stream.parameters import DeviceCodec, Parameter
+from f2stream.mqtt_topics import parse_topic
 from f2stream.simulator import DEMO_PARAMETERS, device_ids
-from f2stream.topics import parse_topic
 
 pytestmark = pytest.mark.integration
 
@@ -247,7 +247,7 @@ async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str
 
 def test_every_generated_case_is_refused_by_the_decoder() -> None:
     """Offline first: the pure decoder refuses every case with a reason (cases it accepts are not malformed)."""
-    from f2stream.decoder import decode_with
+    from f2stream.codec.message import decode_with
 
     rng = random.Random(SEED)
     registered, unknown = device_ids(2, 1)

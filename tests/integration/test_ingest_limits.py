@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from harness import Stack, Workers, metric, publish
 
-from f2stream.ingest import TOO_LARGE_KEEP_BYTES, message_identity
-from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
+from f2stream.agents.ingest import TOO_LARGE_KEEP_BYTES, message_identity
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 
 pytestmark = pytest.mark.integration
 

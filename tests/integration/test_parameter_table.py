@@ -11,7 +11,7 @@ import orjson
 import pytest
 from harness import Stack, Workers, rows_for, service_client
 
-from f2stream.codecs import encode_modbus_frame
+from f2stream.codec.values import encode_modbus_frame
 from f2stream.simulator import device_ids, register_demo_parameters
 
 pytestmark = pytest.mark.integration

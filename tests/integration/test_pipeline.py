@@ -11,10 +11,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from harness import Stack, Workers, publish, rows_for
 
-from f2stream.codecs import encode_modbus_frame
-from f2stream.kafka import DEAD_LETTER_TOPIC, RAW_TOPIC
-from f2stream.migrate import detect_timescaledb, load_migrations
+from f2stream.codec.values import encode_modbus_frame
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.simulator import device_ids, register_demo_parameters
+from f2stream.storage.migrate import detect_timescaledb, load_migrations
 from f2stream.verify import read_manifest, verify_database
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from harness import Stack, Workers, rows_for
 
-from f2stream.kafka import RAW_TOPIC
+from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.pki import PkiPaths, init_pki, issue_device_certificate
 from f2stream.simulator import device_ids, register_demo_parameters
 

@@ -8,7 +8,7 @@ import pytest
 from harness import Stack
 
 from f2stream.records import Measurement, Rows
-from f2stream.timeseries import MeasurementWriter
+from f2stream.storage.timeseries import MeasurementWriter
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ Shared by the decoder's property tests and the decode stage's tests.
 
 from __future__ import annotations
 
-from f2stream.parameters import Parameter, ParameterIndex
+from f2stream.codec.model import Parameter, ParameterIndex
 
 DEVICE = "f2-e4fd45f654be"
 SENSOR_DEVICE = "f2-02f200000001"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from f2stream.parameters import Parameter, ParameterIndex
+from f2stream.codec.model import Parameter, ParameterIndex
 
 DEVICE = "f2-e4fd45f654be"
 COLUMNS = ("device_id", "mode", "component_type", "component_number", "encoding", "unit", "scale_factor")

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from f2stream.producer import Output
+from f2stream.agents.producer import Output
 
 BAD_DEVICE = "f2-0000000000bd"
 

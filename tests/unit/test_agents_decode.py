@@ -8,7 +8,7 @@ from aiokafka import ConsumerRecord
 from codec_cases import ACM, DEVICE, INDEX, RECEIVED, STAMP, TIME, TOPICS, UNKNOWN_DEVICE
 
 from f2stream.agents.decode import Decoded, decode_batch
-from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
 from f2stream.records import Measurement, measurements_of
 
 

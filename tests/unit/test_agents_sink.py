@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from fakes import BAD_DEVICE, FakePool, FakeProducer
-from test_timeseries import GOOD, writer_with
+from test_storage_timeseries import GOOD, writer_with
 
 from f2stream.agents.sink import SinkStage
-from f2stream.kafka import DEAD_LETTER_TOPIC, DECODED_TOPIC
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.records import encode_decoded
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from f2stream.commands.devices import format_devices
-from f2stream.registry import DeviceRecord
+from f2stream.devices.registry import DeviceRecord
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from f2stream.decoder import decode_message
-from f2stream.parameters import Parameter, ParameterIndex
+from f2stream.codec.message import decode_message
+from f2stream.codec.model import Parameter, ParameterIndex
+from f2stream.mqtt_topics import canonical_device_id, parse_topic
 from f2stream.simulator import DEMO_PARAMETERS, SimMessage, device_ids, messages
-from f2stream.topics import canonical_device_id, parse_topic
 
 START = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 COMPONENTS = {"strike-1", "door-sensors", "reader-1", "exit-buttons", "motion-sensor-1", "siren-1", "sensor-3"}

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from f2stream.parameters import Parameter
+from f2stream.codec.model import Parameter
 from f2stream.records import ParameterSet
 from f2stream.tables.parameters import build_sets
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from f2stream.db import describe_dsn, failure, is_transient
+from f2stream.storage.db import describe_dsn, failure, is_transient
 
 
 @pytest.mark.parametrize(

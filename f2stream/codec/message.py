@@ -19,7 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
-from f2stream.codecs import (
+from f2stream.codec.model import DeviceCodec, Parameter
+from f2stream.codec.values import (
     DEFAULT_FALSE_WORDS,
     DEFAULT_TRUE_WORDS,
     ModbusFrame,
@@ -32,9 +33,8 @@ from f2stream.codecs import (
     to_boolean,
 )
 from f2stream.errors import BadMessage
-from f2stream.parameters import DeviceCodec, Parameter
+from f2stream.mqtt_topics import TopicInfo, parse_topic
 from f2stream.records import Measurement, format_time
-from f2stream.topics import TopicInfo, parse_topic
 
 __all__ = ["MAIN_FIELDS", "CodecSource", "decode_message", "decode_with"]
 

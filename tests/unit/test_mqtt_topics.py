@@ -1,4 +1,4 @@
-"""f2stream.topics: topic parsing and canonical device ids."""
+"""f2stream.mqtt_topics: topic parsing and canonical device ids."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from f2stream.errors import BadMessage
-from f2stream.topics import COMPONENT_TYPES, MESSAGE_TYPES, MODES, TopicInfo, canonical_device_id, parse_topic
+from f2stream.mqtt_topics import COMPONENT_TYPES, MESSAGE_TYPES, MODES, TopicInfo, canonical_device_id, parse_topic
 
 DEVICE = "f2-e4fd45f654be"
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=300)

@@ -8,10 +8,10 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from f2stream.db import connect
+from f2stream.mqtt_topics import canonical_device_id
 from f2stream.records import format_time
 from f2stream.settings import Settings
-from f2stream.topics import canonical_device_id
+from f2stream.storage.db import connect
 
 __all__ = ["latest_points", "parameters_answer", "register"]
 

@@ -1,12 +1,12 @@
-"""f2stream.parameter_file.parse_parameter_file: CSV and JSON parameter files, all or nothing."""
+"""f2stream.devices.parameter_file.parse_parameter_file: CSV and JSON parameter files, all or nothing."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from f2stream.parameter_file import ParameterFileError, parse_parameter_file
-from f2stream.parameters import Parameter
+from f2stream.codec.model import Parameter
+from f2stream.devices.parameter_file import ParameterFileError, parse_parameter_file
 
 DEVICE = "f2-e4fd45f654be"
 HEADER = "device_id,mode,component_type,component_number,encoding,unit,scale_factor"

@@ -1,7 +1,7 @@
 """Enrolling and revoking devices: certificate, registry row and broker access kept in step.
 
 The certificates come from :mod:`f2stream.pki`, the registry is
-:mod:`f2stream.registry`, the broker's side is :mod:`f2stream.dynsec`.
+:mod:`f2stream.devices.registry`, the broker's side is :mod:`f2stream.devices.dynsec`.
 Revocation acts at once, without restarting the broker, in three places:
 
 1. the broker: the device's session is cut and every topic denied to it;
@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from f2stream import dynsec
+from f2stream.devices import dynsec
+from f2stream.devices.registry import DeviceRecord, fetch_device, mark_revoked, record_certificate
 from f2stream.pki import (
     DEVICE_DAYS,
     CertificateInfo,
@@ -27,7 +28,6 @@ from f2stream.pki import (
     issue_device_certificate,
     revoke_in_crl,
 )
-from f2stream.registry import DeviceRecord, fetch_device, mark_revoked, record_certificate
 from f2stream.settings import Settings
 
 __all__ = ["ensure_device_certificates", "register_device", "revoke_device"]

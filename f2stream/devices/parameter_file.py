@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from f2stream.codec.model import OPTIONAL_COLUMNS, Parameter
 from f2stream.errors import F2StreamError
-from f2stream.parameters import OPTIONAL_COLUMNS, Parameter
-from f2stream.topics import canonical_device_id
+from f2stream.mqtt_topics import canonical_device_id
 
 __all__ = ["COLUMNS", "ParameterFileError", "load_parameters", "parse_parameter_file"]
 

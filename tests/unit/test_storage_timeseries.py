@@ -10,7 +10,7 @@ from fakes import BAD_DEVICE, FakePool
 
 from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
-from f2stream.timeseries import MeasurementWriter
+from f2stream.storage.timeseries import MeasurementWriter
 
 GOOD = Measurement(
     "2025-01-01T00:00:00.000001+00:00", "f2-000000000001", "access-control-mode", 1, "strike-1", "state", 1.0,

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from test_migrate import code_only, columns_of
+from test_storage_migrate import code_only, columns_of
 
-from f2stream.migrate import DATABASES, Migration, load_migrations
+from f2stream.storage.migrate import DATABASES, Migration, load_migrations
 
 TIMESCALEDB_ONLY = re.compile(
     r"timescaledb|hypertable|time_bucket|_policy\s*\(|continuous_aggregate|_chunks?\s*\(", re.IGNORECASE

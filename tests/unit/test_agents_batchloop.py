@@ -7,7 +7,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from f2stream.batchloop import BatchLoop, PendingCommits, first_offsets, next_offsets
+from f2stream.agents.batchloop import BatchLoop, PendingCommits, first_offsets, next_offsets
 
 A, B = TopicPartition("raw_iot_data", 0), TopicPartition("raw_iot_data", 1)
 

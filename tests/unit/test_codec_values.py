@@ -1,4 +1,4 @@
-"""f2stream.codecs: JSON payloads, timestamps, boolean words, text and numbers, Modbus RTU frames."""
+"""f2stream.codec.values: JSON payloads, timestamps, boolean words, text and numbers, Modbus RTU frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from f2stream.codecs import (
+from f2stream.codec.values import (
     DEFAULT_FALSE_WORDS,
     DEFAULT_TRUE_WORDS,
     ModbusFrame,

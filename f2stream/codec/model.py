@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal, get_args
 
 from f2stream.errors import BadMessage
-from f2stream.topics import COMPONENT_TYPES, MODES, TopicInfo
+from f2stream.mqtt_topics import COMPONENT_TYPES, MODES, TopicInfo
 
 __all__ = [
     "DATA_TYPES",

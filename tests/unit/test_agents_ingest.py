@@ -1,10 +1,10 @@
-"""f2stream.ingest: the pure helpers of the MQTT ingest worker."""
+"""f2stream.agents.ingest: the pure helpers of the MQTT ingest worker."""
 
 from __future__ import annotations
 
 import pytest
 
-from f2stream.ingest import device_key, subscriptions
+from f2stream.agents.ingest import device_key, subscriptions
 
 
 def test_shared_subscriptions() -> None:

@@ -1,4 +1,4 @@
-"""f2stream.decoder: whatever the topic and bytes, decoding gives measurements or a BadMessage with a known reason."""
+"""f2stream.codec.message: whatever the topic and bytes, decoding gives measurements or a BadMessage with a reason."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from codec_cases import ACM, DEVICE, INDEX, RECEIVED, SENSOR_DEVICE, STAMP, TOPI
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from f2stream.codecs import encode_modbus_frame
-from f2stream.decoder import decode_message
+from f2stream.codec.message import decode_message
+from f2stream.codec.values import encode_modbus_frame
 from f2stream.errors import REASONS, BadMessage
 from f2stream.records import Measurement
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from f2stream.db import DB_ERRORS, create_pool, describe_dsn, failure, is_transient
 from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
+from f2stream.storage.db import DB_ERRORS, create_pool, describe_dsn, failure, is_transient
 
 __all__ = ["MeasurementWriter", "Rejected"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from f2stream.records import ParameterSet
-from f2stream.views import latest_points, parameters_answer
+from f2stream.web.views import latest_points, parameters_answer
 
 DEVICE = "f2-e4fd45f654be"
 HELD = {DEVICE: ParameterSet(device_id=DEVICE, version=4, parameters=[{"encoding": "boolean"}])}

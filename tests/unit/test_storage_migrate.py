@@ -1,4 +1,4 @@
-"""f2stream.migrate: the migration files shipped with the package."""
+"""f2stream.storage.migrate: the migration files shipped with the package."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from f2stream.migrate import (
+from f2stream.storage.migrate import (
     DATABASES,
     Migration,
     MigrationError,

@@ -1,4 +1,4 @@
-"""f2stream.decoder: one raw MQTT message to measurements (golden tests, bad input, properties)."""
+"""f2stream.codec.message: one raw MQTT message to measurements (golden tests, bad input, properties)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from f2stream.codecs import encode_modbus_frame
-from f2stream.decoder import MAIN_FIELDS, decode_message
+from f2stream.codec.message import MAIN_FIELDS, decode_message
+from f2stream.codec.model import ParameterIndex
+from f2stream.codec.values import encode_modbus_frame
 from f2stream.errors import BadMessage
-from f2stream.parameters import ParameterIndex
 from f2stream.records import Measurement
 
 DEVICE = "f2-e4fd45f654be"

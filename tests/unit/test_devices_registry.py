@@ -1,4 +1,4 @@
-"""f2stream.registry: what an operator is told when the registry or the device is missing (fake connection)."""
+"""f2stream.devices.registry: what an operator is told when the registry or the device is missing (fake connection)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from f2stream.registry import RegistryError, fetch_device, list_devices, mark_revoked
+from f2stream.devices.registry import RegistryError, fetch_device, list_devices, mark_revoked
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 DEVICE = "f2-e4fd45f654be"

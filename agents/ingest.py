@@ -1,0 +1,272 @@
+"""The ingest stage: MQTT (service listener) to Kafka raw_iot_data.
+
+The ingest app (:mod:`f2stream.ingest`) runs it:
+`faust -A f2stream.ingest worker -l info --web-port 6067`.
+
+Each QoS 1 message is acknowledged to the broker only after Kafka has
+acknowledged the record (acks=all), and in the order the messages arrived.
+If Kafka fails, the MQTT session is dropped without acknowledging, and the
+broker re-delivers from the persistent session on reconnect; duplicates
+that this causes are absorbed by the database's primary key.
+
+Messages are taken off the MQTT queue in bursts (what has arrived, up to
+500): one produce call per burst, acknowledged together once Kafka
+acknowledged them all.
+
+A message too large for a Kafka record (over 1 MB with its headers) would
+be refused again on every re-delivery: it goes to iot_dead_letter instead (reason `too_large`, its first
+:data:`TOO_LARGE_KEEP_BYTES`, its full size in the `payload_bytes` header),
+and is acknowledged once Kafka has the dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiomqtt
+import faust
+import paho.mqtt.client as paho
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.deadletter import dead_letter_headers
+from f2stream.health import Check
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
+from f2stream.metrics import Metrics
+from f2stream.records import format_time
+from f2stream.settings import Settings
+
+__all__ = [
+    "TOO_LARGE_KEEP_BYTES",
+    "MqttIngest",
+    "ProduceFailed",
+    "message_identity",
+    "subscriptions",
+    "too_large_dead_letter",
+]
+
+logger = logging.getLogger(__name__)
+
+_TYPES = ("cmnd", "stat", "tele")
+_BACKOFF_MAX_S = 30.0
+# The share group ingest workers used by default before a plain subscription became the default.
+_FORMER_DEFAULT_GROUP = "f2stream-ingest"
+# Most messages taken off the MQTT queue at once.
+_BURST = 500
+#: How much of an oversized payload its dead letter keeps: enough to see what
+#: it was, far below any Kafka limit (the MQTT topic, up to 64 KB, is a header).
+TOO_LARGE_KEEP_BYTES: Final = 64 * 1024
+
+
+def subscriptions(share_group: str) -> list[str]:
+    """The topic filters of the ingest session; shared when a group is set."""
+    prefix = f"$share/{share_group}/" if share_group else ""
+    return [f"{prefix}{kind}/#" for kind in _TYPES]
+
+
+def device_key(topic: str) -> bytes:
+    """The Kafka key of a message: its topic's device level (validated later, by decode)."""
+    parts = topic.split("/", 2)
+    return parts[1].encode() if len(parts) > 1 else b""
+
+
+def message_identity(topic: str, payload: bytes) -> str:
+    """A stable identity of an MQTT message that has no Kafka offset: the same on every re-delivery.
+
+    A device's payload carries its own timestamp, so topic and bytes tell
+    messages apart; a re-delivered copy has the same identity.
+    """
+    digest = hashlib.sha256(topic.encode("utf-8", "surrogateescape"))
+    digest.update(b"\0")
+    digest.update(payload)
+    return f"mqtt:sha256:{digest.hexdigest()}"
+
+
+def too_large_dead_letter(topic: str, payload: bytes, received_at: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The dead letter of a message too large for a Kafka record: its start, and headers saying why."""
+    detail = (
+        f"{len(payload)} bytes, more than the {MAX_RECORD_BYTES} a Kafka record may hold; the value keeps "
+        f"the first {TOO_LARGE_KEEP_BYTES}"
+    )
+    headers = dead_letter_headers(
+        reason="too_large",
+        detail=detail,
+        stage="ingest",
+        mqtt_topic=topic,
+        received_at=received_at,
+        source=message_identity(topic, payload),
+        payload_bytes=len(payload),
+    )
+    return payload[:TOO_LARGE_KEEP_BYTES], headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    """Messages taken together: their (mid, qos) in arrival order, and Kafka's answer for all of them."""
+
+    acks: list[tuple[int, int]]
+    done: asyncio.Future[Any]
+
+
+class ProduceFailed(Exception):
+    """Kafka did not take a record; the MQTT session is dropped so the broker re-delivers."""
+
+
+class MqttIngest(Service):
+    """One persistent MQTT session feeding raw_iot_data, reconnecting with capped random backoff."""
+
+    def __init__(self, app: faust.App, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.connected = False
+        self.last_error: str | None = None
+        self._paho: paho.Client | None = None
+        # A child: started before the MQTT session, stopped after it.
+        self.producer = Producer(settings.kafka_bootstrap, "f2stream-ingest")
+        self.add_dependency(self.producer)
+
+    @Service.task
+    async def _run(self) -> None:
+        backoff, first = 1.0, True
+        while not self.should_stop:
+            if not first:
+                self.metrics.mqtt_reconnects.inc()
+            first = False
+            try:
+                await self._session()
+            except (aiomqtt.MqttError, ProduceFailed, OSError) as exc:
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                logger.warning(
+                    "MQTT session to %s:%d ended: %s", self.settings.mqtt_host, self.settings.mqtt_port, self.last_error
+                )
+            finally:
+                if self.connected:
+                    # A session that was up ends with an error too: start the backoff over,
+                    # or a broker restart after a few earlier ones waits up to 30 s. While we
+                    # are away, Mosquitto drops what arrives for a $share subscription after
+                    # its own restart (docs/reliability.md): come back fast.
+                    backoff = 1.0
+                self._set_connected(False)
+            await self.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _session(self) -> None:
+        s = self.settings
+        client = aiomqtt.Client(
+            s.mqtt_host,
+            s.mqtt_port,
+            username=s.mqtt_username,
+            password=None if s.mqtt_password is None else s.mqtt_password.reveal(),
+            identifier=s.mqtt_client_id,
+            clean_session=False,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            keepalive=30,
+            timeout=10,
+        )
+        # aiomqtt acknowledges QoS 1 on arrival and exposes no manual ack; its
+        # paho client does, so we switch it on there and ack after Kafka.
+        mqtt: paho.Client = client._client  # noqa: SLF001
+        mqtt.manual_ack_set(True)
+        self._paho = mqtt
+        pending: asyncio.Queue[_Burst] = asyncio.Queue(max(2, s.mqtt_max_inflight // _BURST))
+        async with client:
+            _set_nodelay(mqtt.socket())
+            await client.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)])
+            if not s.mqtt_share_group:
+                # A session kept from a release that shared by default still holds
+                # those filters: without this, every message would arrive twice.
+                await client.unsubscribe(subscriptions(_FORMER_DEFAULT_GROUP))
+            self._set_connected(True)
+            logger.info("MQTT session up as %s, subscribed to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._acknowledge(mqtt, pending), name="f2stream-ingest-acks")
+                    tasks.create_task(self._forward(client, pending), name="f2stream-ingest-forward")
+            except* (aiomqtt.MqttError, ProduceFailed, OSError) as group:
+                raise group.exceptions[0] from None
+
+    async def _forward(self, client: aiomqtt.Client, pending: asyncio.Queue[_Burst]) -> None:
+        # What has arrived is taken in bursts: one produce call and one
+        # acknowledgement future per burst, not per message.
+        received = {kind: self.metrics.mqtt_received.labels(type=kind) for kind in (*_TYPES, "other")}
+        note_device, clock = self.metrics.devices.note, time.monotonic
+        messages = client.messages
+        while True:
+            burst = [await anext(messages)]
+            for _ in range(min(len(messages), _BURST - 1)):  # already queued: no waiting
+                burst.append(await anext(messages))
+            received_at = format_time(datetime.now(UTC))
+            stamp = received_at.encode()
+            outputs, acks = [], []
+            now = clock()
+            for message in burst:
+                topic = message.topic.value
+                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                key = device_key(topic)
+                note_device(key, now)
+                output = Output(RAW_TOPIC, key, payload, None, [("mqtt_topic", topic.encode()), ("received_at", stamp)])
+                if output.size > MAX_RECORD_BYTES:
+                    output = self._dead_letter(key, topic, payload, received_at)
+                outputs.append(output)
+                acks.append((message.mid, message.qos))
+                received.get(topic.partition("/")[0], received["other"]).inc()
+            try:
+                done = await self.producer.submit(outputs)
+            except KafkaError as exc:
+                raise ProduceFailed(f"Kafka did not take {len(outputs)} records ({_describe(exc)})") from exc
+            await pending.put(_Burst(acks, done))
+
+    def _dead_letter(self, key: bytes, topic: str, payload: bytes, received_at: str) -> Output:
+        """The dead letter that stands in for a message too large for Kafka; acknowledged like the record."""
+        value, headers = too_large_dead_letter(topic, payload, received_at)
+        # Once per oversized message, not per message: the operator should hear of it.
+        logger.warning("MQTT message on %.200s of %d bytes is too large for Kafka: dead-lettered", topic, len(payload))
+        self.metrics.dead_letters.labels(reason="too_large").inc()
+        return Output(DEAD_LETTER_TOPIC, key, value, None, headers)
+
+    async def _acknowledge(self, mqtt: paho.Client, pending: asyncio.Queue[_Burst]) -> None:
+        produced = self.metrics.kafka_produced
+        while True:
+            burst = await pending.get()
+            try:
+                await burst.done
+            except Exception as exc:
+                raise ProduceFailed(f"Kafka did not take a record ({_describe(exc)})") from exc
+            produced.inc(len(burst.acks))
+            for mid, qos in burst.acks:  # in arrival order
+                if qos > 0:
+                    mqtt.ack(mid, qos)
+
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        self.metrics.mqtt_connected.set(1 if up else 0)
+
+    async def health(self) -> Check:
+        """The MQTT entry of `/health`: the session is up and its socket connected right now."""
+        where = f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+        if self.connected and self._paho is not None and self._paho.is_connected():
+            return Check("mqtt", "ok", f"session up at {where}")
+        return Check("mqtt", "failing", f"not connected to {where}: {self.last_error or 'connecting'}")
+
+
+def _describe(exc: BaseException) -> str:
+    # A wrapped error repeats its cause's repr; name the root cause instead.
+    root = exc.__cause__ or exc
+    return f"{root.__class__.__name__}: {root}"
+
+
+def _set_nodelay(sock: Any) -> None:
+    # paho never sets TCP_NODELAY; without it every PUBACK can wait on Nagle.
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
