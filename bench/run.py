@@ -30,7 +30,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import report
 from bench.procstat import Watched, cpu_snapshot, memory_kb, pid_file
+from bench.stack import PORT_SETTINGS, free_ports, read_env_file
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
 from f2stream.settings import Settings
@@ -58,14 +58,6 @@ from f2stream.verify import compare, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "var" / "bench"
-PORT_SETTINGS = (
-    "F2_KAFKA_PORT",
-    "F2_KAFKA_CONTROLLER_PORT",
-    "F2_MQTT_PORT",
-    "F2_MQTT_TLS_PORT",
-    "F2_PARAMS_PORT",
-    "F2_TIMESERIES_PORT",
-)
 
 _WINDOW_ROWS = "SELECT count(*) AS n, max(written_at) AS last FROM iot_measurements WHERE time BETWEEN $1 AND $2"
 _WINDOW_KEYS = """
@@ -86,28 +78,6 @@ SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99])
            written_at - ((payload::json->>'timestamp')::timestamp AT TIME ZONE 'UTC'))) AS d
 FROM bench_bare
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a stack.env."""
-    env = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            env[key] = value.strip().strip("'\"")
-    return env
 
 
 class Progress:

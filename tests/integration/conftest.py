@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import PORT_SETTINGS, ROOT, Stack, Worker, Workers, free_ports, read_env_file
+from harness import ROOT, Stack, Worker, Workers
+
+from bench.stack import PORT_SETTINGS, free_ports, read_env_file
 
 
 @pytest.fixture(scope="session")

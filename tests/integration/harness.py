@@ -24,36 +24,6 @@ import asyncpg
 from f2stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_SETTINGS = (
-    "F2_KAFKA_PORT",
-    "F2_KAFKA_CONTROLLER_PORT",
-    "F2_MQTT_PORT",
-    "F2_MQTT_TLS_PORT",
-    "F2_PARAMS_PORT",
-    "F2_TIMESERIES_PORT",
-)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a stack.env."""
-    env = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            env[key] = value.strip().strip("'\"")
-    return env
 
 
 @dataclass

@@ -21,7 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import PORT_SETTINGS, ROOT, Stack, free_ports, read_env_file
+from harness import ROOT, Stack
+
+from bench.stack import PORT_SETTINGS, free_ports, read_env_file
 
 STACK_SH = str(ROOT / "deploy" / "stack.sh")
 PROMETHEUS_SH = str(ROOT / "deploy" / "prometheus" / "run.sh")

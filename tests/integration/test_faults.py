@@ -41,13 +41,13 @@ from harness import (
     Stack,
     Worker,
     Workers,
-    free_ports,
     kill_kafka,
     metric,
     restart_mosquitto,
     start_kafka,
 )
 
+from bench.stack import free_ports
 from f2stream.simulator import device_ids
 from f2stream.verify import Verdict, verify_database
 

@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from harness import ROOT, Stack, Worker, Workers, free_ports, publish
+from harness import ROOT, Stack, Worker, Workers, publish
 from obs_harness import ControlledStack, as_always_answering, health, promql, scrape, wait_for
 
+from bench.stack import free_ports
 from f2stream.simulator import device_ids, register_demo_parameters
 
 pytestmark = pytest.mark.integration

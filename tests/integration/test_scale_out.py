@@ -5,8 +5,9 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from harness import Stack, Worker, Workers, free_ports
+from harness import Stack, Worker, Workers
 
+from bench.stack import free_ports
 from f2stream.verify import read_manifest, verify_database
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from harness import Stack, Worker, free_ports
+from harness import Stack, Worker
 
+from bench.stack import free_ports
 from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
 from f2stream.verify import read_manifest, verify_database
 

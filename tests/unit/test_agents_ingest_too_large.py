@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from f2stream.agents.ingest import TOO_LARGE_KEEP_BYTES, message_identity, too_large_dead_letter
 from f2stream.deadletter import header_map
 from f2stream.errors import REASONS
-from f2stream.agents.ingest import TOO_LARGE_KEEP_BYTES, message_identity, too_large_dead_letter
 
 TOPIC = "stat/f2-e4fd45f654be/access-control-mode/1/strike-1"
 
