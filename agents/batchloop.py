@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,16 +28,14 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
+from f2stream.backoff import Backoff
+
 __all__ = ["Batch", "BatchLoop", "Handler", "PendingCommits", "first_offsets", "next_offsets"]
 
 logger = logging.getLogger(__name__)
 
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 Handler = Callable[[Batch], Awaitable[None]]
-
-
-_BACKOFF_FIRST_S = 0.2
-_BACKOFF_MAX_S = 10.0
 
 
 def next_offsets(batch: Batch) -> dict[TopicPartition, int]:
@@ -203,34 +200,31 @@ class BatchLoop(Service):
             await self.ready()
         self._consumer = AIOKafkaConsumer(**self.consumer_options)
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff()
         while not self._joined:
             try:
                 await self.consumer.start()
                 self._joined = True
             except KafkaError as exc:  # Kafka not up yet: keep trying, the worker serves /health meanwhile
                 self._failed("joining", exc)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next())
         logger.info("%s: consuming %s as group %s", self.name, self.topic, self.group_id)
-        backoff = _BACKOFF_FIRST_S
+        backoff.reset()
         while not self.should_stop:
             try:
                 batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.max_records)
                 if batch and not await self._handle(batch):
-                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    await asyncio.sleep(backoff.next())
                     continue
-                backoff = _BACKOFF_FIRST_S
+                backoff.reset()
                 if self.pending:
                     await self._commit(self.assignment())
             except KafkaError as exc:  # fetching failed: Kafka down or moving; aiokafka reconnects
                 self._failed("fetching", exc)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next())
             except Exception:  # a bug must not end the loop silently; nothing uncommitted is lost
                 logger.exception("%s: loop iteration failed", self.name)
-                await asyncio.sleep(_BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.max_s)
 
     async def _handle(self, batch: Batch) -> bool:
         async with self._in_flight:

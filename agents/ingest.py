@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import socket
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.backoff import Backoff
 from f2stream.deadletter import dead_letter_headers
 from f2stream.health import Check
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
@@ -138,7 +138,7 @@ class MqttIngest(Service):
 
     @Service.task
     async def _run(self) -> None:
-        backoff, first = 1.0, True
+        backoff, first = Backoff(1.0, _BACKOFF_MAX_S), True
         while not self.should_stop:
             if not first:
                 self.metrics.mqtt_reconnects.inc()
@@ -156,10 +156,9 @@ class MqttIngest(Service):
                     # or a broker restart after a few earlier ones waits up to 30 s. While we
                     # are away, Mosquitto drops what arrives for a $share subscription after
                     # its own restart (docs/reliability.md): come back fast.
-                    backoff = 1.0
+                    backoff.reset()
                 self._set_connected(False)
-            await self.sleep(random.uniform(backoff / 2, backoff))
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            await self.sleep(backoff.next())
 
     async def _session(self) -> None:
         s = self.settings

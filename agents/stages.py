@@ -1,15 +1,14 @@
-"""The pipeline's stages as one service: the parameter replica, the decode and sink loops, their producer.
+"""The pipeline's stages as one service: the decode and sink loops and their producer.
 
 Each stage is a :class:`~f2stream.agents.batchloop.BatchLoop` in a consumer group
 of its own (`f2stream-decode`, `f2stream-sink`): any number of pipeline
-workers share the partitions. Start order: the producer, the replica, the
-loops (the decode loop joins its group only once the parameters are read);
+workers share the partitions. Start order: the producer, the loops (the
+decode loop joins its group only once the parameter table is read);
 stop order is the reverse, so a batch in flight can still produce.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mode import Service
@@ -18,11 +17,11 @@ from f2stream.agents.batchloop import BatchLoop
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.producer import Producer
 from f2stream.agents.sink import SinkStage
-from f2stream.kafka_topics import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DECODED_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
 from f2stream.storage.timeseries import MeasurementWriter
-from f2stream.tables.replica import ParameterReplica
+from f2stream.tables.parameters import ParameterTable
 
 __all__ = ["DECODE_GROUP", "SINK_GROUP", "Stages"]
 
@@ -40,21 +39,20 @@ class Stages(Service):
         settings: Settings,
         metrics: Metrics,
         writer: MeasurementWriter,
-        first_sync: Callable[[], Awaitable[bool]],
+        params: ParameterTable,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         bootstrap = settings.kafka_bootstrap
         self.producer = Producer(bootstrap, "f2stream-pipeline")
-        self.replica = ParameterReplica(bootstrap, PARAMETERS_TOPIC)
         self.decode = BatchLoop(
             name="decode",
             topic=RAW_TOPIC,
             group_id=DECODE_GROUP,
-            handler=DecodeStage(self.producer, self.replica, metrics),
+            handler=DecodeStage(self.producer, params, metrics),
             bootstrap=bootstrap,
             max_records=_DECODE_BATCH,
-            ready=lambda: self.replica.wait_ready(first_sync),
+            ready=params.wait_ready,
         )
         self.sink = BatchLoop(
             name="sink",
@@ -67,7 +65,6 @@ class Stages(Service):
         )
         self.writer = writer
         self.add_dependency(self.producer)  # children stop in reverse: the producer last
-        self.add_dependency(self.replica)
         self.add_dependency(self.decode)
         self.add_dependency(self.sink)
 

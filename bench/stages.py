@@ -5,7 +5,7 @@
 
 `decode` runs :class:`~f2stream.agents.decode.DecodeStage` in a
 :class:`~f2stream.agents.batchloop.BatchLoop` of a fresh consumer group over
-`raw_iot_data` (with the parameter replica read from `device_parameters`,
+`raw_iot_data` (with the parameter table read from `device_parameters`,
 producing to `decoded_iot_data` with acks=all, as the worker does); `sink`
 runs :class:`~f2stream.agents.sink.SinkStage` over `decoded_iot_data` into
 `iot_measurements`. Each consumes from the beginning until it has committed
@@ -32,11 +32,11 @@ from f2stream.agents.batchloop import Batch, BatchLoop, Handler
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.sink import SinkStage
 from f2stream.agents.stages import _DECODE_BATCH, Producer
-from f2stream.kafka_topics import DECODED_TOPIC, PARAMETERS_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DECODED_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
 from f2stream.storage.timeseries import MeasurementWriter
-from f2stream.tables.replica import ParameterReplica
+from f2stream.tables.parameters import ParameterTable
 
 
 class Counting:
@@ -71,15 +71,11 @@ async def run(stage: str, max_records: int, timeout_s: float) -> dict[str, Any]:
     services: list[Any] = [producer]
     writer: MeasurementWriter | None = None
     if stage == "decode":
-        replica = ParameterReplica(bootstrap, PARAMETERS_TOPIC)
-        await replica.start()
-        services.append(replica)
-
-        async def nothing_to_sync() -> bool:
-            return False
-
-        await replica.wait_ready(nothing_to_sync)
-        topic, handler, batch = RAW_TOPIC, Counting(DecodeStage(producer, replica, metrics)), _DECODE_BATCH
+        params = ParameterTable(settings)  # reads the topic; no sync from PostgreSQL
+        await params.start()
+        services.append(params)
+        await params.wait_ready()
+        topic, handler, batch = RAW_TOPIC, Counting(DecodeStage(producer, params, metrics)), _DECODE_BATCH
     else:
         writer = MeasurementWriter(settings)
         topic, handler, batch = DECODED_TOPIC, Counting(SinkStage(producer, writer, metrics)), settings.sink_batch_size

@@ -11,19 +11,21 @@ from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks
 from f2stream.metrics import Metrics
 from f2stream.storage.timeseries import MeasurementWriter
-from f2stream.tables.parameters import ParameterTable
+from f2stream.tables.parameters import ParameterSync, ParameterTable
 from f2stream.web import pages, views
 
-__all__ = ["app", "metrics", "params", "settings", "stages", "topics", "writer"]
+__all__ = ["app", "metrics", "params", "settings", "stages", "sync", "topics", "writer"]
 
 settings = load_settings()
 app = F2App("f2stream", settings, web_port=6066)
 topics = PipelineTopics(app)
 metrics = Metrics()
-params = ParameterTable(app, settings, topics.parameters)
+sync = ParameterSync(app, settings, topics.parameters)
+params = ParameterTable(settings, sync=sync)
+app.service(params)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
 writer = MeasurementWriter(settings)
 
-stages = Stages(settings, metrics, writer, params.first_sync)
+stages = Stages(settings, metrics, writer, params)
 app.service(stages)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
 
 
@@ -53,7 +55,7 @@ async def _parameters() -> Check:
         "SELECT count(*) FROM device_parameters",
         describe=lambda n: f"{n} rows in the database",
     )
-    held = f"{stages.replica.size} devices' parameters held for decoding"
+    held = f"{params.size} devices' parameters held for decoding"
     if checked.status != "ok":  # decoding goes on with the table
         return Check("parameters", "degraded", f"{checked.detail}; {held}")
     return Check("parameters", "ok", f"{checked.detail}; {held}")
@@ -92,8 +94,8 @@ health_checks = HealthChecks(
     }
 )
 metrics.watch_lag(consumer_lag)
-metrics.parameters.set_function(lambda: stages.replica.size)
-metrics.parameters_synced.set_function(lambda: params.sync.synced_at or 0.0)
+metrics.parameters.set_function(lambda: params.size)
+metrics.parameters_synced.set_function(lambda: sync.synced_at or 0.0)
 pages.register(app, metrics, health_checks)
 views.register(app, settings, params)
 commands.register(app, settings)

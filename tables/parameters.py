@@ -1,4 +1,4 @@
-"""The device-parameter table: a Faust table backed by its changelog, kept in step with PostgreSQL.
+"""The device-parameter table: every device's parameters in every pipeline worker, from a compacted topic.
 
 How it flows:
 
@@ -12,11 +12,15 @@ How it flows:
   id; then it advances the cursor. Missed notifications cannot leave the
   table stale: the cursor catches up on every wake-up, reconnect and
   `params_refresh_s` tick, and a restart reads no more than what changed.
-* The table agent writes each set into the `device_parameters` table, whose
-  changelog a restarting worker recovers from. The topic is co-partitioned
-  with raw_iot_data (same key, same partition count), so the decode agent
-  finds its devices' parameters in local memory, and decodes while
-  PostgreSQL is down.
+* :class:`ParameterTable` is the one table that decode and the views read.
+  The compacted topic is its changelog: each worker reads all of its
+  partitions without a consumer group (nothing to commit, no rebalance),
+  from the beginning at start, then follows it, and holds each device's
+  compiled codec in memory. Why all partitions, not a Faust table's share:
+  the decode stage owns its consumer group, so any worker may meet any
+  device; a Faust `GlobalTable` would hold the same, with an open staleness
+  bug (faust-streaming#283). Decoding goes on from memory while PostgreSQL
+  is down, because the topic is written only after PostgreSQL said so.
 """
 
 from __future__ import annotations
@@ -30,25 +34,29 @@ from typing import Any
 
 import asyncpg
 import faust
-from faust.exceptions import PartitionsMismatch
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from mode import Service
 
-from f2stream.codec.model import Parameter, effective_parameters
+from f2stream.backoff import Backoff
+from f2stream.codec.model import DeviceCodec, Parameter, ParameterIndex, effective_parameters
+from f2stream.kafka_topics import PARAMETERS_TOPIC
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
-__all__ = ["CHANNEL", "ParameterSync", "ParameterTable", "build_sets"]
+__all__ = ["CHANNEL", "ParameterSync", "ParameterTable", "build_sets", "codec_of"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "f2stream_parameters"
 SYNC_NAME = "pipeline"
 _BATCH = 2000
-_RETRY_S = 2.0
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 10.0
 _DEBOUNCE_S = 0.05
 _LEADER_POLL_S = 2.0
-_WRITE_ATTEMPTS = 20
 
 _CHANGED = """
 SELECT device_id, version FROM parameter_versions WHERE version > $1 ORDER BY version LIMIT $2
@@ -105,14 +113,22 @@ class ParameterSync(Service):
     @Service.task
     async def _follow(self) -> None:
         where = describe_dsn(self.settings.params_dsn)
+        backoff = Backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
         while not self.should_stop:
             try:
                 await self._listen_and_sync()
+                backoff.reset()
             except DB_ERRORS as exc:
                 self.last_error = failure(exc)
                 log = logger.warning if is_transient(exc) else logger.error
                 log("Parameters database %s: %s; decoding goes on with the parameters held", where, self.last_error)
-            await self.sleep(_RETRY_S)
+            except KafkaError as exc:  # publishing failed: the cursor did not move, the next pass sends again
+                self.last_error = f"Kafka: {exc.__class__.__name__}: {exc}"
+                logger.warning("Publishing parameters failed (%s); retrying", self.last_error)
+            except Exception as exc:  # a bug must not end the sync (and with it the worker): log it, start over
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                logger.exception("Parameter sync failed; starting over")
+            await self.sleep(backoff.next())
 
     async def _listen_and_sync(self) -> None:
         changed = asyncio.Event()
@@ -131,6 +147,27 @@ class ParameterSync(Service):
                 await asyncio.sleep(_DEBOUNCE_S)  # one pass for a burst of changes
         finally:
             await conn.close()
+
+    async def first_sync(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the parameters were published at least once; False when PostgreSQL cannot say in time.
+
+        On a fresh deployment the leader's first sync has not run yet: wait
+        for its cursor, but never past `timeout_s`, and not at all when
+        PostgreSQL is unreachable (decode with what the topic holds).
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                conn = await connect(self.settings.params_dsn, self.settings.params_password, timeout_s=3.0)
+                try:
+                    if await conn.fetchval(_CURSOR, SYNC_NAME) is not None:
+                        return True
+                finally:
+                    await conn.close()
+            except DB_ERRORS:
+                return False
+            await asyncio.sleep(0.5)
+        return False
 
     async def sync(self, conn: asyncpg.Connection) -> int:
         """Publish every device changed since the cursor; return how many."""
@@ -153,52 +190,140 @@ class ParameterSync(Service):
         return published
 
 
-class ParameterTable:
-    """The parameter table of the pipeline app, its agent, its sync, and compiled lookups."""
+def codec_of(value: bytes | None) -> tuple[str, DeviceCodec | None] | None:
+    """A `device_parameters` record as (device id, codec), codec None for a deletion; None if unreadable."""
+    try:
+        record = orjson.loads(value or b"null")
+        if record is None:
+            return None
+        device = str(record["device_id"])
+        rows = record["parameters"]
+        if not rows:
+            return device, None
+        return device, DeviceCodec(device, record.get("version"), [Parameter.from_row(row) for row in rows])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        logger.warning("Unreadable parameter record skipped: %s: %s", exc.__class__.__name__, exc)
+        return None
 
-    def __init__(self, app: faust.App, settings: Settings, topic: faust.TopicT) -> None:
+
+def apply_records(records: Iterable[ConsumerRecord[bytes, bytes]], into: ParameterIndex) -> None:
+    """Apply `device_parameters` records in order.
+
+    A parameter set replaces the device's codec; an empty set or a tombstone drops it.
+    """
+    for record in records:
+        parsed = codec_of(record.value)
+        if parsed is None:
+            if record.value is None and record.key:  # a tombstone
+                into.remove(record.key.decode("utf-8", "replace"))
+            continue
+        device, codec = parsed
+        if codec is None:
+            into.remove(device)
+        else:
+            into.put(codec)
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+class ParameterTable(Service):
+    """The one parameter table: every device's codec, kept in step with the compacted `device_parameters` topic.
+
+    Decode looks codecs up with :meth:`codec`; the views answer from
+    :meth:`parameter_set`. In the pipeline worker the leader's
+    :class:`ParameterSync` (a child service, `sync`) writes the topic from
+    PostgreSQL; without it the table only reads (`make bench`'s stages).
+    """
+
+    def __init__(
+        self, settings: Settings, *, topic: str = PARAMETERS_TOPIC, sync: ParameterSync | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         self.settings = settings
-        self.table = app.Table(
-            "device_parameters", default=None, partitions=settings.topic_partitions,
-            key_type=str, value_type=ParameterSet, help="Effective parameters per device, from PostgreSQL",
-        )  # fmt: skip
-        self.sync = ParameterSync(app, settings, topic)
-        app.service(self.sync)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
-        self.agent = app.agent(topic, name="f2stream.codec.model")(self._apply)
+        self.topic_name = topic
+        self.sync = sync
+        if sync is not None:
+            self.add_dependency(sync)
+        self._index = ParameterIndex()
+        self._caught_up = asyncio.Event()
 
-    async def _apply(self, stream: faust.StreamT[ParameterSet]) -> None:
-        async for event in stream.events():
-            value = event.value
-            if not isinstance(value, ParameterSet):
-                continue
-            for attempt in range(_WRITE_ATTEMPTS):
-                try:
-                    if value.parameters:
-                        self.table[value.device_id] = value
-                    elif value.device_id in self.table:
-                        del self.table[value.device_id]
-                    break
-                except PartitionsMismatch as exc:  # changelog metadata not fetched yet: it will be
-                    logger.warning("Parameter table write of %s deferred (%s)", value.device_id, exc)
-                    await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
+    def codec(self, device_id: str) -> DeviceCodec | None:
+        """The device's codec, or None for a device without parameters."""
+        return self._index.codec(device_id)
 
-    async def first_sync(self, timeout_s: float = 30.0) -> bool:
-        """Wait until the parameters were published at least once; False when PostgreSQL cannot say in time.
+    def parameter_set(self, device_id: str) -> ParameterSet | None:
+        """The device's parameters and their version, as published; None for a device without parameters."""
+        codec = self._index.codec(device_id)
+        if codec is None or codec.version is None:
+            return None
+        return ParameterSet(
+            device_id=device_id, version=codec.version, parameters=[p.as_row() for p in codec.parameters]
+        )
 
-        On a fresh deployment the leader's first sync has not run yet: wait
-        for its cursor, but never past `timeout_s`, and not at all when
-        PostgreSQL is unreachable (decode with what the topic holds).
+    @property
+    def size(self) -> int:
+        """Devices with parameters."""
+        return len(self._index)
+
+    async def wait_ready(self, *, settle_s: float = 2.0) -> None:
+        """Return once the topic is read to where it was at start, and after a deployment's first sync.
+
+        On a fresh deployment the leader's first publication may still be on
+        its way: when PostgreSQL says it happened, wait up to `settle_s` for
+        it to arrive. When PostgreSQL cannot say, decode with what the topic
+        holds.
         """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        await self._caught_up.wait()
+        if self.sync is not None and await self.sync.first_sync():
+            settle = time.monotonic() + settle_s
+            while not len(self._index) and time.monotonic() < settle:  # noqa: ASYNC110  # no event to wait on
+                await asyncio.sleep(0.1)
+
+    @Service.task
+    async def _follow(self) -> None:
+        backoff = Backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
+        while not self.should_stop:
+            # Without a group, aiokafka assigns every partition of the subscribed topic.
+            consumer = AIOKafkaConsumer(
+                self.topic_name,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                client_id="f2stream-params",
+            )
             try:
-                conn = await connect(self.settings.params_dsn, self.settings.params_password, timeout_s=3.0)
-                try:
-                    if await conn.fetchval(_CURSOR, SYNC_NAME) is not None:
-                        return True
-                finally:
-                    await conn.close()
-            except DB_ERRORS:
-                return False
-            await asyncio.sleep(0.5)
-        return False
+                await consumer.start()
+                await self._read(consumer, backoff)
+            except KafkaError as exc:
+                logger.warning("Reading %s failed (%s: %s); decoding goes on with what is held",
+                               self.topic_name, exc.__class__.__name__, exc)  # fmt: skip
+            except Exception:  # a bug here must not silently stop parameter updates: log it, start over
+                logger.exception("Reading %s failed; starting over", self.topic_name)
+            finally:
+                await consumer.stop()
+            await self.sleep(backoff.next())
+
+    async def _read(self, consumer: AIOKafkaConsumer, backoff: Backoff) -> None:
+        fresh = ParameterIndex()
+        while not consumer.assignment():  # the first fetch assigns the partitions
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                apply_records(records, fresh)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(list(consumer.assignment()))
+        # A restart of this reader builds a new index, so a deletion missed meanwhile cannot linger.
+        while not await _reached(consumer, ends):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                apply_records(records, fresh)
+        self._index = fresh
+        backoff.reset()
+        if not self._caught_up.is_set():
+            logger.info("Parameters of %d devices read from %s", len(fresh), self.topic_name)
+            self._caught_up.set()
+        while not self.should_stop:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                apply_records(records, self._index)

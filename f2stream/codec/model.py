@@ -9,7 +9,7 @@ and :class:`ParameterIndex` maps devices to codecs. No I/O here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal, get_args
 
@@ -135,17 +135,17 @@ def effective_parameters(device_id: str, own: Iterable[Parameter], template: Ite
 class DeviceCodec:
     """One device's parameters at one version, indexed by component."""
 
-    __slots__ = ("_by_component", "device_id", "size", "version")
+    __slots__ = ("_by_component", "device_id", "parameters", "version")
 
     def __init__(self, device_id: str, version: int | None, parameters: Iterable[Parameter]) -> None:
         self.device_id = device_id
         self.version = version
+        #: The parameters as given, in their order.
+        self.parameters = tuple(parameters)
         self._by_component: dict[tuple[str, str], dict[str | None, dict[str, Parameter]]] = {}
-        self.size = 0
-        for parameter in parameters:
+        for parameter in self.parameters:
             numbers = self._by_component.setdefault((parameter.mode, parameter.component_type), {})
             numbers.setdefault(parameter.component_number, {})[parameter.data_point or ""] = parameter
-            self.size += 1
 
     def for_component(self, info: TopicInfo) -> list[Parameter]:
         """The parameters of a topic's component: rows for all numbers, overridden by its own number's.
@@ -169,9 +169,9 @@ class DeviceCodec:
 
 
 class ParameterIndex:
-    """Codecs by device, for decoding from memory."""
+    """Codecs by device: what a worker decodes from, held in memory."""
 
-    __slots__ = ("_codecs", "size")
+    __slots__ = ("_codecs",)
 
     def __init__(self, parameters: Iterable[Parameter] = (), versions: Mapping[str, int] | None = None) -> None:
         by_device: dict[str, list[Parameter]] = {}
@@ -179,24 +179,19 @@ class ParameterIndex:
             by_device.setdefault(parameter.device_id, []).append(parameter)
         versions = versions or {}
         self._codecs = {d: DeviceCodec(d, versions.get(d), ps) for d, ps in by_device.items()}
-        self.size = sum(c.size for c in self._codecs.values())
 
-    @property
-    def device_count(self) -> int:
-        """How many devices have at least one parameter."""
+    def __len__(self) -> int:
+        """How many devices have parameters."""
         return len(self._codecs)
 
     def codec(self, device_id: str) -> DeviceCodec | None:
         """The device's codec, or None for a device without parameters."""
         return self._codecs.get(device_id)
 
-    def lookup(self, info: TopicInfo) -> Sequence[Parameter]:
-        """The parameters of a topic's component.
+    def put(self, codec: DeviceCodec) -> None:
+        """Hold `codec` for its device, in place of the one before."""
+        self._codecs[codec.device_id] = codec
 
-        Raises:
-            BadMessage: `unknown_device` or `no_parameter`.
-        """
-        codec = self._codecs.get(info.device_id)
-        if codec is None:
-            raise BadMessage("unknown_device", f"device {info.device_id} has no parameters", topic=info.topic)
-        return codec.for_component(info)
+    def remove(self, device_id: str) -> None:
+        """Forget the device's parameters (none is fine)."""
+        self._codecs.pop(device_id, None)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass
 
 import asyncpg
 
+from f2stream.backoff import Backoff
 from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
 from f2stream.storage.db import DB_ERRORS, create_pool, describe_dsn, failure, is_transient
@@ -45,8 +45,6 @@ CREATE TEMP TABLE f2_staging (
 ) ON COMMIT DELETE ROWS
 """
 _FROM_STAGING = _INSERT_SELECT.format(source="f2_staging")
-_BACKOFF_FIRST_S = 0.2
-_BACKOFF_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,7 @@ class MeasurementWriter:
         A batch the database refuses for its content (SQLSTATE class 22 or 23)
         is written row by row and the rows it refuses are returned.
         """
-        delay = _BACKOFF_FIRST_S
+        backoff = Backoff()
         while True:
             try:
                 try:
@@ -98,10 +96,10 @@ class MeasurementWriter:
                 # /health reports it as failing until someone applies it.
                 self.last_error, self.last_error_transient = failure(exc), is_transient(exc)
                 log = logger.warning if self.last_error_transient else logger.error
+                delay = backoff.next()
                 log("Writing %d rows to %s failed (%s); retrying in %.1fs",
                     len(batch), describe_dsn(self.settings.timeseries_dsn), self.last_error, delay)  # fmt: skip
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(delay)
 
     async def _insert(self, batch: Rows) -> int:
         pool = await self._get_pool()

@@ -12,6 +12,7 @@ from f2stream.mqtt_topics import canonical_device_id
 from f2stream.records import format_time
 from f2stream.settings import Settings
 from f2stream.storage.db import connect
+from f2stream.tables.parameters import ParameterTable
 
 __all__ = ["latest_points", "parameters_answer", "register"]
 
@@ -55,14 +56,13 @@ def latest_points(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def register(app: faust.App, settings: Settings, params: Any) -> None:
+def register(app: faust.App, settings: Settings, params: ParameterTable) -> None:
     """Serve `/devices/{device_id}/parameters` and `/devices/{device_id}/latest`."""
 
     @app.page("/devices/{device_id}/parameters")
-    @app.table_route(table=params.table, match_info="device_id")
     async def device_parameters(self: View, request: Request, device_id: str) -> Response:
-        """The device's parameters as this worker's table holds them, with their version."""
-        status, body = parameters_answer(device_id, params.table.get)
+        """The device's parameters as the parameter table holds them, with their version."""
+        status, body = parameters_answer(device_id, params.parameter_set)
         return self.json(body, status=status)
 
     @app.page("/devices/{device_id}/latest")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from f2stream.codec.model import ENCODINGS, Parameter, ParameterIndex
+from f2stream.codec.model import ENCODINGS, DeviceCodec, Parameter, ParameterIndex
 from f2stream.errors import BadMessage
 from f2stream.mqtt_topics import parse_topic
 
@@ -73,11 +73,30 @@ def test_from_row_refuses_bad_fields(changes: dict[str, object], message: str) -
     assert str(caught.value).startswith(message)
 
 
-def test_index_counts(seed_index: ParameterIndex) -> None:
-    assert seed_index.size == 5
-    assert seed_index.device_count == 1
-    assert ParameterIndex().size == 0
-    assert ParameterIndex().device_count == 0
+def test_index_holds_a_codec_per_device(seed_index: ParameterIndex) -> None:
+    codec = seed_index.codec(DEVICE)
+    assert codec is not None
+    assert (len(seed_index), len(codec.parameters)) == (1, 5)
+    assert len(ParameterIndex()) == 0
+
+
+def test_index_put_replaces_and_remove_forgets(seed_index: ParameterIndex) -> None:
+    before = seed_index.codec(DEVICE)
+    assert before is not None
+    seed_index.put(DeviceCodec(DEVICE, 9, before.parameters[:1]))
+    after = seed_index.codec(DEVICE)
+    assert after is not None
+    assert (after.version, after.parameters) == (9, before.parameters[:1])
+    seed_index.remove(DEVICE)
+    seed_index.remove(DEVICE)  # twice is fine
+    assert (seed_index.codec(DEVICE), len(seed_index)) == (None, 0)
+
+
+def lookup(index: ParameterIndex, topic: str) -> list[Parameter]:
+    info = parse_topic(topic)
+    codec = index.codec(info.device_id)
+    assert codec is not None
+    return codec.for_component(info)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +112,7 @@ def test_index_counts(seed_index: ParameterIndex) -> None:
 def test_lookup_finds_the_seed_rows(
     seed_index: ParameterIndex, topic: str, component_type: str, number: str | None
 ) -> None:
-    [parameter] = seed_index.lookup(parse_topic(topic))
+    [parameter] = lookup(seed_index, topic)
     assert (parameter.component_type, parameter.component_number) == (component_type, number)
 
 
@@ -105,17 +124,12 @@ def test_own_number_first_then_the_row_for_all() -> None:
         ]
     )
     for number, unit in (("2", "two"), ("1", "all"), ("7", "all")):
-        [parameter] = index.lookup(parse_topic(f"tele/{DEVICE}/access-control-mode/1/reader-{number}"))
+        [parameter] = lookup(index, f"tele/{DEVICE}/access-control-mode/1/reader-{number}")
         assert parameter.unit == unit
 
 
 def test_unknown_device(seed_index: ParameterIndex) -> None:
-    topic = "stat/f2-000000000001/access-control-mode/1/strike-1"
-    with pytest.raises(BadMessage) as caught:
-        seed_index.lookup(parse_topic(topic))
-    assert caught.value.reason == "unknown_device"
-    assert caught.value.detail == "device f2-000000000001 has no parameters"
-    assert caught.value.topic == topic
+    assert seed_index.codec("f2-000000000001") is None
 
 
 @pytest.mark.parametrize(
@@ -137,5 +151,5 @@ def test_unknown_device(seed_index: ParameterIndex) -> None:
 )
 def test_no_parameter(seed_index: ParameterIndex, topic: str, detail: str) -> None:
     with pytest.raises(BadMessage) as caught:
-        seed_index.lookup(parse_topic(topic))
+        lookup(seed_index, topic)
     assert (caught.value.reason, caught.value.detail, caught.value.topic) == ("no_parameter", detail, topic)

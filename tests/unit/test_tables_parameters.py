@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+from aiokafka import ConsumerRecord
 
-from f2stream.codec.model import Parameter
+from f2stream.codec.model import Parameter, ParameterIndex
 from f2stream.records import ParameterSet
-from f2stream.tables.parameters import build_sets
+from f2stream.tables.parameters import apply_records, build_sets, codec_of
 
 DEVICE = "f2-e4fd45f654be"
 OTHER = "f2-02f200000001"
@@ -175,3 +176,44 @@ def test_an_invalid_template_row_is_skipped() -> None:
     template = [row(DEVICE, "strike", "1", "boolean"), row(DEVICE, "strike", "2", "boolean", mode="door-mode")]
     (parameter_set,) = build_sets([(DEVICE, 1)], [], template)
     assert [p.component_number for p in parameters_of(parameter_set)] == ["1"]
+
+
+def published(device_id: str, value: bytes | None, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    """A record of the compacted `device_parameters` topic, as the table reads it."""
+    return ConsumerRecord(
+        topic="device_parameters", partition=0, offset=offset, timestamp=0, timestamp_type=0,
+        key=device_id.encode(), value=value, checksum=None, serialized_key_size=len(device_id),
+        serialized_value_size=len(value or b""), headers=(),
+    )  # fmt: skip
+
+
+def test_the_table_holds_what_was_published_last_and_drops_deleted_devices() -> None:
+    [first, other] = build_sets([(DEVICE, 1), (OTHER, 2)], [row(DEVICE, "strike", "1", "boolean"),
+                                row(OTHER, "siren", None, "boolean")], [])  # fmt: skip
+    [changed] = build_sets([(DEVICE, 3)], [row(DEVICE, "reader", None, "raw_string", unit="text")], [])
+    index = ParameterIndex()
+    apply_records(
+        [
+            published(DEVICE, first.dumps()),
+            published(OTHER, other.dumps()),
+            published(DEVICE, changed.dumps()),
+            published(THIRD, b"{not json"),  # unreadable: skipped, the rest applies
+        ],
+        index,
+    )
+    codec = index.codec(DEVICE)
+    assert codec is not None
+    assert (codec.version, [p.component_type for p in codec.parameters]) == (3, ["reader"])
+    assert index.codec(THIRD) is None
+    apply_records([published(OTHER, ParameterSet(device_id=OTHER, version=4, parameters=[]).dumps())], index)
+    apply_records([published(DEVICE, None)], index)  # a tombstone
+    assert (index.codec(OTHER), index.codec(DEVICE), len(index)) == (None, None, 0)
+
+
+def test_codec_of_reads_back_what_build_sets_published() -> None:
+    [parameter_set] = build_sets([(DEVICE, 7)], [row(DEVICE, "sensor", "3", "hex_to_float", scale_factor=0.1)], [])
+    parsed = codec_of(parameter_set.dumps())
+    assert parsed is not None
+    device, codec = parsed
+    assert codec is not None
+    assert (device, codec.version, [p.as_row() for p in codec.parameters]) == (DEVICE, 7, parameter_set.parameters)
