@@ -17,7 +17,7 @@ import orjson
 
 from f2stream.errors import BadMessage
 
-__all__ = ["Measurement", "ParameterSet", "Rows", "encode_decoded", "format_time", "measurements_of"]
+__all__ = ["Measurement", "ParameterSet", "Rows", "encode_decoded", "format_time"]
 
 
 def format_time(moment: datetime) -> str:
@@ -73,17 +73,6 @@ def encode_decoded(measurements: Sequence[Measurement]) -> bytes:
         {"data_point": m.data_point, "value": m.value, "text_value": m.text_value, "unit": m.unit} for m in measurements
     ]
     return orjson.dumps(record)
-
-
-def measurements_of(value: bytes | None) -> list[Measurement]:
-    """The measurements of one `decoded_iot_data` value (see :func:`encode_decoded`).
-
-    Raises:
-        BadMessage: `bad_record`: the value is not such a record.
-    """
-    rows = Rows()
-    rows.add_decoded(value)
-    return [rows.row(i) for i in range(len(rows))]
 
 
 class Rows:

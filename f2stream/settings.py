@@ -78,7 +78,6 @@ class Settings:
     data_dir: Path = Path("var/data/faust")
     pki_dir: Path = Path("var/pki")
     pki_hosts: str = ""
-    log_dir: Path = Path("var/log")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -17,10 +17,8 @@ import asyncpg
 import orjson
 
 from f2stream.records import format_time
-from f2stream.settings import Settings
-from f2stream.storage.db import connect
 
-__all__ = ["Verdict", "compare", "poll_database", "read_manifest", "verify_database"]
+__all__ = ["Verdict", "compare", "poll_database", "read_manifest"]
 
 _Key = tuple[str, str, str]  # device, component, time
 
@@ -78,15 +76,6 @@ def compare(expected: Counter[_Key], found: Counter[_Key]) -> Verdict:
         rows_expected=sum(expected.values()),
         rows_found=sum(found.get(key, 0) for key in expected),
     )
-
-
-async def verify_database(settings: Settings, expected: Counter[_Key], timeout_s: float) -> Verdict:
-    """:func:`poll_database` over a connection of its own."""
-    conn = await connect(settings.timeseries_dsn, settings.timeseries_password)
-    try:
-        return await poll_database(conn, expected, timeout_s)
-    finally:
-        await conn.close()
 
 
 async def poll_database(conn: asyncpg.Connection, expected: Counter[_Key], timeout_s: float) -> Verdict:

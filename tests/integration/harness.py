@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import aiomqtt
 import asyncpg
 
 from f2stream.settings import Settings
+from f2stream.storage.db import connect
+from f2stream.verify import Verdict, poll_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -275,3 +278,12 @@ def metric(worker: Worker, name: str) -> float | None:
     except OSError:
         return None
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((f"{name} ", f"{name}{{")))
+
+
+async def verify_database(settings: Settings, expected: Counter[tuple[str, str, str]], timeout_s: float) -> Verdict:
+    """`verify`'s check (:func:`f2stream.verify.poll_database`) over a connection of its own."""
+    conn = await connect(settings.timeseries_dsn, settings.timeseries_password)
+    try:
+        return await poll_database(conn, expected, timeout_s)
+    finally:
+        await conn.close()

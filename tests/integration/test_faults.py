@@ -45,11 +45,12 @@ from harness import (
     metric,
     restart_mosquitto,
     start_kafka,
+    verify_database,
 )
 
 from bench.stack import free_ports
 from f2stream.simulator import device_ids
-from f2stream.verify import Verdict, verify_database
+from f2stream.verify import Verdict
 
 pytestmark = pytest.mark.integration
 

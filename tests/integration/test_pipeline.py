@@ -9,13 +9,13 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from harness import Stack, Workers, publish, rows_for
+from harness import Stack, Workers, publish, rows_for, verify_database
 
 from f2stream.codec.values import encode_modbus_frame
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.simulator import device_ids, register_demo_parameters
 from f2stream.storage.migrate import detect_timescaledb, load_migrations
-from f2stream.verify import read_manifest, verify_database
+from f2stream.verify import read_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from harness import Stack, Worker, Workers
+from harness import Stack, Worker, Workers, verify_database
 
 from bench.stack import free_ports
-from f2stream.verify import read_manifest, verify_database
+from f2stream.verify import read_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from harness import Stack, Worker
+from harness import Stack, Worker, verify_database
 
 from bench.stack import free_ports
 from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
-from f2stream.verify import read_manifest, verify_database
+from f2stream.verify import read_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from collections import Counter
 
 import orjson
 import pytest
-from harness import Stack, Workers, restart_mosquitto
+from harness import Stack, Workers, restart_mosquitto, verify_database
 
-from f2stream.verify import read_manifest, verify_database
+from f2stream.verify import read_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from f2stream.agents.producer import Output
+from f2stream.records import Measurement, Rows
 
 BAD_DEVICE = "f2-0000000000bd"
 
@@ -60,3 +61,10 @@ class FakeProducer:
             self.failures -= 1
             raise ConnectionError("Kafka did not acknowledge")
         self.sent.extend(outputs)
+
+
+def measurements_of(value: bytes | None) -> list[Measurement]:
+    """The measurements of one `decoded_iot_data` value, read back as the sink reads it."""
+    rows = Rows()
+    rows.add_decoded(value)
+    return [rows.row(i) for i in range(len(rows))]

@@ -6,10 +6,11 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 from codec_cases import ACM, DEVICE, INDEX, RECEIVED, STAMP, TIME, TOPICS, UNKNOWN_DEVICE
+from fakes import measurements_of
 
 from f2stream.agents.decode import Decoded, decode_batch
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
-from f2stream.records import Measurement, measurements_of
+from f2stream.records import Measurement
 
 
 def raw(body: bytes, topic: str | None, *, key: bytes = b"k", offset: int = 0) -> ConsumerRecord[bytes, bytes]:

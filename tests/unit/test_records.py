@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from fakes import measurements_of
 
 from f2stream.errors import BadMessage
-from f2stream.records import Measurement, Rows, encode_decoded, format_time, measurements_of
+from f2stream.records import Measurement, Rows, encode_decoded, format_time
 
 
 def point(data_point: str, value: float | None, text: str | None = None, unit: str | None = None) -> Measurement:
