@@ -10,6 +10,19 @@ no gap between fetched offsets is ever counted as done, and a partition
 that changes hands starts again at its committed offset (aiokafka never
 returns records of a previous assignment).
 
+What fails is sorted by one rule (:func:`f2stream.outage.is_outage`). An
+outage (Kafka, the database, the network) has the whole batch fetched again
+after a backoff, without limit, and never dead-letters anything. Any other
+failure may come from one record that would fail the same way on every try:
+the batch is tried once more, then split in halves until the failing record
+is alone; that record goes to the stage's `quarantine` (a `handler_error`
+dead letter) and the rest of the batch flows.
+
+The loop cannot skip: a failed batch seeks its partitions back before
+anything else runs, and the loop's task is supervised: if it dies, its
+consumer is closed (its uncommitted offsets with it) and a fresh one joins
+the group, after a backoff, at the committed offsets.
+
 Why not Faust's stream acks: faust-streaming 0.15 counts a jump between
 fetched offsets as acked and drops events queued during table recovery
 untracked, so a rebalance can commit past records nobody processed
@@ -21,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -29,13 +43,24 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from f2stream.backoff import Backoff
+from f2stream.outage import is_outage
 
-__all__ = ["Batch", "BatchLoop", "Handler", "PendingCommits", "first_offsets", "next_offsets"]
+__all__ = [
+    "Batch",
+    "BatchLoop",
+    "Handler",
+    "PendingCommits",
+    "Quarantine",
+    "first_offsets",
+    "next_offsets",
+    "split_batch",
+]
 
 logger = logging.getLogger(__name__)
 
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 Handler = Callable[[Batch], Awaitable[None]]
+Quarantine = Callable[[ConsumerRecord[bytes, bytes], Exception], Awaitable[None]]
 
 
 def next_offsets(batch: Batch) -> dict[TopicPartition, int]:
@@ -76,6 +101,10 @@ class PendingCommits:
             if self._offsets.get(tp) == offset:
                 del self._offsets[tp]
 
+    def partitions(self) -> list[TopicPartition]:
+        """The partitions with a pending offset."""
+        return list(self._offsets)
+
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget `partitions`: they went to another consumer, which starts at the committed offset."""
         for tp in partitions:
@@ -96,6 +125,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka s
         await self.loop.on_assigned(assigned)
 
 
+def split_batch(records: Sequence[ConsumerRecord[bytes, bytes]]) -> Batch:
+    """Records (in fetch order) as a batch: by partition, each partition's records in their order."""
+    batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+    for record in records:
+        batch.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+    return batch
+
+
 class BatchLoop(Service):
     """One consumer group member: fetches batches of `topic`, hands each to `handler`, commits after it.
 
@@ -105,6 +142,9 @@ class BatchLoop(Service):
         group_id: the consumer group; every worker running this loop joins it.
         handler: awaited with each batch; returns once all that was made of it
             is safe, raises to have the batch fetched again (after a backoff).
+        quarantine: awaited with a record that fails alone, not for an outage,
+            and its exception; returns once the record's dead letter is safe.
+            Without it every failure is retried as an outage.
         bootstrap: Kafka's `host:port` list.
         max_records: most records per batch.
         fetch_timeout_ms: how long a fetch waits for records.
@@ -114,6 +154,7 @@ class BatchLoop(Service):
             again by the new owner: duplicates, absorbed downstream, never a loss).
         stop_timeout_s: how long stopping waits for the batch in flight.
         consumer_options: more AIOKafkaConsumer options.
+        consumer_factory: makes the consumer from its options (tests pass a fake).
     """
 
     def __init__(
@@ -125,11 +166,13 @@ class BatchLoop(Service):
         handler: Handler,
         bootstrap: str,
         max_records: int,
+        quarantine: Quarantine | None = None,
         fetch_timeout_ms: int = 200,
         ready: Callable[[], Awaitable[None]] | None = None,
         revoke_wait_s: float = 20.0,
         stop_timeout_s: float = 30.0,
         consumer_options: Mapping[str, Any] | None = None,
+        consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -139,6 +182,7 @@ class BatchLoop(Service):
         self.topic = topic
         self.group_id = group_id
         self.handler = handler
+        self.quarantine = quarantine
         self.max_records = max_records
         self.fetch_timeout_ms = fetch_timeout_ms
         self.ready = ready
@@ -152,23 +196,29 @@ class BatchLoop(Service):
             "auto_offset_reset": "earliest",
             **(consumer_options or {}),
         }
+        self.consumer_factory = consumer_factory
         self._consumer: AIOKafkaConsumer | None = None  # made on start: aiokafka needs the running loop
         self.pending = PendingCommits()
         #: The last committed offset of each assigned partition (for lag).
         self.committed: dict[TopicPartition, int] = {}
+        #: The partitions this member owns: set on assignment, emptied of revoked ones at once.
+        self.owned: set[TopicPartition] = set()
         self.last_error: str | None = None
+        #: Records dead-lettered because they failed alone, and loop restarts, since start.
+        self.quarantined = 0
+        self.restarts = 0
         self._in_flight = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._joined = False
 
     async def on_start(self) -> None:
-        """Start the loop: it joins the group once `ready` returned."""
-        self._task = asyncio.create_task(self._run(), name=f"f2stream-{self.name}-loop")
+        """Start the loop's supervised task: it joins the group once `ready` returned."""
+        self._task = asyncio.create_task(self._supervise(), name=f"f2stream-{self.name}-loop")
 
     async def on_stop(self) -> None:
         """Let the batch in flight finish (within `stop_timeout_s`), commit, leave the group."""
         task, self._task = self._task, None
-        if task is not None and not self._joined:  # still waiting to be ready: nothing in flight
+        if task is not None and not self._joined:  # still waiting to be ready or to join: nothing in flight
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         elif task is not None:
@@ -182,7 +232,7 @@ class BatchLoop(Service):
         if self._consumer is not None:
             if self._joined:
                 await self._commit(self.assignment())
-            await self._consumer.stop()
+            await self._close_consumer()
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -191,14 +241,45 @@ class BatchLoop(Service):
             raise RuntimeError(f"{self.label} is not started")
         return self._consumer
 
+    @property
+    def running(self) -> bool:
+        """True while the loop's task is alive (it may be waiting for Kafka)."""
+        return self._task is not None and not self._task.done()
+
     def assignment(self) -> set[TopicPartition]:
         """The partitions this member holds now (none before it joined)."""
         return set() if self._consumer is None else set(self._consumer.assignment())
 
+    async def _supervise(self) -> None:
+        backoff, ready = Backoff(1.0, 30.0), self.ready is None
+        while not self.should_stop:
+            try:
+                if not ready and self.ready is not None:
+                    await self.ready()
+                    ready = True
+                await self._run()
+                return
+            except Exception as exc:  # whatever ended the loop: a fresh consumer starts over
+                self.restarts += 1
+                self.last_error = f"the loop stopped: {exc.__class__.__name__}: {exc}"
+                logger.exception("%s: the loop stopped; a fresh consumer rejoins at the committed offsets", self.name)
+                await self._close_consumer()
+                await asyncio.sleep(backoff.next())
+
+    async def _close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._joined = False
+        self.pending = PendingCommits()  # never committed by another consumer: re-read, absorbed downstream
+        self.owned.clear()
+        self.committed.clear()
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception:  # a broken consumer may fail to stop; it is dropped either way
+                logger.warning("%s: stopping the consumer failed", self.name, exc_info=True)
+
     async def _run(self) -> None:
-        if self.ready is not None:
-            await self.ready()
-        self._consumer = AIOKafkaConsumer(**self.consumer_options)
+        self._consumer = self.consumer_factory(**self.consumer_options)
         self.consumer.subscribe([self.topic], listener=_Rebalance(self))
         backoff = Backoff()
         while not self._joined:
@@ -213,39 +294,86 @@ class BatchLoop(Service):
         while not self.should_stop:
             try:
                 batch = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=self.max_records)
-                if batch and not await self._handle(batch):
-                    await asyncio.sleep(backoff.next())
-                    continue
-                backoff.reset()
-                if self.pending:
-                    await self._commit(self.assignment())
             except KafkaError as exc:  # fetching failed: Kafka down or moving; aiokafka reconnects
                 self._failed("fetching", exc)
                 await asyncio.sleep(backoff.next())
-            except Exception:  # a bug must not end the loop silently; nothing uncommitted is lost
-                logger.exception("%s: loop iteration failed", self.name)
-                await asyncio.sleep(backoff.max_s)
+                continue
+            if batch and not await self._handle(batch):
+                await asyncio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            if self.pending:
+                await self._commit(self.assignment())
 
     async def _handle(self, batch: Batch) -> bool:
+        """Process a batch; True once it is safe (its offsets pending), False to have it fetched again."""
         async with self._in_flight:
             try:
-                await self.handler(batch)
-            except Exception as exc:  # noqa: BLE001  # whatever failed, the batch is not safe: read it again
-                self._failed(f"handling {sum(map(len, batch.values()))} records", exc)
+                await self._process(batch)
+            except BaseException as exc:
+                # Back to the batch's start before anything else can raise: the
+                # next fetch must never begin past a record that is not safe.
                 self._rewind(first_offsets(batch))
+                if not isinstance(exc, Exception):
+                    raise
+                self._failed(f"handling {sum(map(len, batch.values()))} records", exc)
                 return False
-            # A partition revoked between the fetch and now has a new owner, who
-            # reads it again from the committed offset: nothing to commit here.
-            assigned = self.assignment()
-            self.pending.add({tp: offset for tp, offset in next_offsets(batch).items() if tp in assigned})
+            # A partition revoked meanwhile has a new owner, who reads it again
+            # from the committed offset: nothing to commit for it here.
+            self.pending.add({tp: offset for tp, offset in next_offsets(batch).items() if tp in self.owned})
             self.last_error = None
             return True
 
+    async def _process(self, batch: Batch) -> None:
+        """Hand `batch` to the handler; a failure that is not an outage, twice, isolates the record behind it.
+
+        Raises:
+            Exception: an outage (or any failure without `quarantine`): the batch is read again.
+        """
+        for attempt in (1, 2):
+            try:
+                await self.handler(batch)
+                return
+            except Exception as exc:
+                if self.quarantine is None or is_outage(exc):
+                    raise
+                logger.warning("%s: a batch of %d records failed (%s: %s), try %d of 2", self.name,
+                               sum(map(len, batch.values())), exc.__class__.__name__, exc, attempt)  # fmt: skip
+        await self._isolate(list(chain.from_iterable(batch.values())))
+
+    async def _isolate(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Halve `records` until each failing one is alone, in order; dead-letter those, the rest is handled."""
+        middle = len(records) // 2
+        for part in (records[:middle], records[middle:]):
+            if not part:
+                continue
+            try:
+                await self.handler(split_batch(part))
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                if len(part) > 1:
+                    await self._isolate(part)
+                else:
+                    await self._quarantine(part[0], exc)
+
+    async def _quarantine(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        assert self.quarantine is not None
+        logger.error("%s: record %s/%d/%d fails alone (%s: %s); dead-lettered as handler_error", self.name,
+                     record.topic, record.partition, record.offset, exc.__class__.__name__, exc)  # fmt: skip
+        await self.quarantine(record, exc)
+        self.quarantined += 1
+
     def _rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
-        assigned = self.assignment()
+        """Seek back; never raises (a partition gone meanwhile restarts at its committed offset anyway)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
         for tp, offset in offsets.items():
-            if tp in assigned:  # a partition gone meanwhile restarts at its committed offset anyway
-                self.consumer.seek(tp, offset)
+            try:
+                consumer.seek(tp, offset)
+            except Exception:  # not assigned any more, or the consumer is closing
+                logger.debug("%s: no seek of %s to %d", self.name, tp, offset, exc_info=True)
 
     async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
         offsets = self.pending.of(partitions)
@@ -265,7 +393,7 @@ class BatchLoop(Service):
             self.pending.committed(offsets)
             self.committed.update(offsets)
 
-    def _failed(self, what: str, exc: Exception) -> None:
+    def _failed(self, what: str, exc: BaseException) -> None:
         self.last_error = f"{what} failed: {exc.__class__.__name__}: {exc}"
         logger.warning("%s: %s", self.name, self.last_error)
 
@@ -281,12 +409,15 @@ class BatchLoop(Service):
                 await self._commit(revoked)
             finally:
                 self._in_flight.release()
+        self.owned.difference_update(revoked)  # a batch that ends later adds nothing for them
         self.pending.drop(revoked)
         for tp in revoked:
             self.committed.pop(tp, None)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """New partitions start at their committed offsets; remember those for the lag."""
+        """New partitions start at their committed offsets; pending offsets of any other partition are dropped."""
+        self.owned = set(assigned)
+        self.pending.drop([tp for tp in self.pending.partitions() if tp not in self.owned])
         for tp in assigned:
             try:
                 offset = await self.consumer.committed(tp)

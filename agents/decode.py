@@ -19,7 +19,7 @@ from itertools import chain
 from aiokafka import ConsumerRecord
 
 from f2stream.agents.batchloop import Batch
-from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer, send_handler_error
 from f2stream.codec.message import CodecSource, decode_message
 from f2stream.deadletter import dead_letter_headers, header_map, source_of
 from f2stream.errors import BadMessage
@@ -27,7 +27,7 @@ from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.records import encode_decoded, format_time
 
-__all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record"]
+__all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record", "receipt_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,10 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
     """
     headers = header_map(record.headers)
     topic = headers.get("mqtt_topic", "")
-    received_at = headers.get("received_at") or format_time(datetime.fromtimestamp(record.timestamp / 1000, UTC))
+    received_at = headers.get("received_at")
     payload = record.value if isinstance(record.value, bytes) else b""
     try:
+        received_at = received_at or receipt_time(record.timestamp)
         measurements = decode_message(topic, payload, received_at, params)
     except BadMessage as exc:
         reason, detail = exc.reason, exc.detail
@@ -96,6 +97,20 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
     into.outputs.append(Output(DEAD_LETTER_TOPIC, record.key, value, record.partition, letter))
 
 
+def receipt_time(timestamp_ms: int) -> str:
+    """A record's Kafka timestamp as a receipt time, for records produced without a `received_at` header.
+
+    Raises:
+        BadMessage: `bad_timestamp`: the timestamp is not a time a receipt can have had.
+    """
+    try:
+        return format_time(datetime.fromtimestamp(timestamp_ms / 1000, UTC))
+    except (ValueError, OverflowError, OSError) as exc:
+        raise BadMessage(
+            "bad_timestamp", f"no received_at header, and its Kafka timestamp {timestamp_ms} is no time"
+        ) from exc
+
+
 def decode_batch(records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecSource) -> Decoded:
     """Decode raw records, in order, into the records to produce."""
     decoded = Decoded()
@@ -124,3 +139,8 @@ class DecodeStage:
         self.metrics.measurements.inc(decoded.measurements)
         for reason, count in decoded.dead.items():
             self.metrics.dead_letters.labels(reason=reason).inc(count)
+
+    async def quarantine(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Dead-letter a record that makes this stage fail alone (`handler_error`, with the exception)."""
+        await send_handler_error(self.producer, record, exc, "decode")
+        self.metrics.dead_letters.labels(reason="handler_error").inc()

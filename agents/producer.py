@@ -14,10 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
+
+from f2stream.deadletter import handler_error_letter
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC
 
 __all__ = ["MAX_RECORD_BYTES", "Output", "Producer"]
 
@@ -129,3 +132,11 @@ class Producer(Service):
 def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+async def send_handler_error(
+    producer: Producer, record: ConsumerRecord[bytes, bytes], exc: Exception, stage: str
+) -> None:
+    """Dead-letter a record that made `stage` fail alone (`handler_error`); return once Kafka has the letter."""
+    key, value, headers = handler_error_letter(record, exc, stage)
+    await producer.send_all([Output(DEAD_LETTER_TOPIC, key, value, record.partition, headers)])

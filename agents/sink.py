@@ -12,9 +12,10 @@ from collections import Counter
 from itertools import chain
 
 import orjson
+from aiokafka import ConsumerRecord
 
 from f2stream.agents.batchloop import Batch
-from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer, send_handler_error
 from f2stream.deadletter import dead_letter_headers, source_of
 from f2stream.errors import BadMessage
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC
@@ -69,6 +70,11 @@ class SinkStage:
         self.metrics.dead_letters.labels(reason="sink_rejected").inc(len(rejected))
         for reason, count in unreadable.items():
             self.metrics.dead_letters.labels(reason=reason).inc(count)
+
+    async def quarantine(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Dead-letter a record that makes this stage fail alone (`handler_error`, with the exception)."""
+        await send_handler_error(self.producer, record, exc, "sink")
+        self.metrics.dead_letters.labels(reason="handler_error").inc()
 
 
 def _headers(reason: str, detail: str, measurement: Measurement | None, source: str) -> list[tuple[str, bytes]]:

@@ -49,7 +49,8 @@ class Stages(Service):
             name="decode",
             topic=RAW_TOPIC,
             group_id=DECODE_GROUP,
-            handler=DecodeStage(self.producer, params, metrics),
+            handler=(decode := DecodeStage(self.producer, params, metrics)),
+            quarantine=decode.quarantine,
             bootstrap=bootstrap,
             max_records=_DECODE_BATCH,
             ready=params.wait_ready,
@@ -58,7 +59,8 @@ class Stages(Service):
             name="sink",
             topic=DECODED_TOPIC,
             group_id=SINK_GROUP,
-            handler=SinkStage(self.producer, writer, metrics),
+            handler=(sink := SinkStage(self.producer, writer, metrics)),
+            quarantine=sink.quarantine,
             bootstrap=bootstrap,
             max_records=settings.sink_batch_size,
             fetch_timeout_ms=settings.sink_batch_window_ms,
@@ -71,6 +73,10 @@ class Stages(Service):
     async def on_shutdown(self) -> None:
         """After the loops stopped: close the database pool."""
         await self.writer.close()
+
+    def restarts(self) -> dict[str, int]:
+        """How often each loop died and rejoined with a fresh consumer."""
+        return {loop.name: loop.restarts for loop in (self.decode, self.sink)}
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind per assigned partition of raw_iot_data and decoded_iot_data."""

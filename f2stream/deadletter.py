@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from aiokafka import ConsumerRecord
 
-__all__ = ["dead_letter_headers", "header_map", "source_of"]
+__all__ = ["dead_letter_headers", "handler_error_letter", "header_map", "source_of"]
 
 
 def dead_letter_headers(
@@ -40,6 +40,37 @@ def dead_letter_headers(
     if payload_bytes is not None:
         headers.append(("payload_bytes", str(payload_bytes).encode()))
     return headers
+
+
+#: A handler_error letter keeps at most this much of the record's value and key.
+HANDLER_ERROR_KEEP_BYTES = 64 * 1024
+_KEY_KEEP_BYTES = 1024
+
+
+def handler_error_letter(
+    record: ConsumerRecord[bytes, bytes], exc: BaseException, stage: str
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of the dead letter of a record that made its stage fail alone.
+
+    The letter is small whatever the record was (its value's head, in
+    `payload_bytes` its full size), so that writing it cannot fail the way
+    the record did.
+    """
+    value = record.value if isinstance(record.value, bytes) else b""
+    kept = value[:HANDLER_ERROR_KEEP_BYTES]
+    key = record.key if isinstance(record.key, bytes) and len(record.key) <= _KEY_KEEP_BYTES else None
+    headers = header_map(record.headers)
+    topic, received_at = headers.get("mqtt_topic"), headers.get("received_at")
+    letter = dead_letter_headers(
+        reason="handler_error",
+        detail=f"{exc.__class__.__name__}: {exc}",
+        stage=stage,
+        mqtt_topic=topic[:1024] if topic else None,
+        received_at=received_at[:64] if received_at else None,
+        source=source_of(record),
+        payload_bytes=len(value) if len(kept) < len(value) else None,
+    )
+    return key, kept, letter
 
 
 def header_map(headers: object) -> dict[str, str]:

@@ -27,6 +27,7 @@ Reason = Literal[
     "bad_record",
     "decoder_error",
     "too_large",
+    "handler_error",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 

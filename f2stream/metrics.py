@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from f2stream.errors import REASONS
@@ -74,6 +74,19 @@ class _LagCollector(Collector):
         )
         for (topic, partition), lag in sorted(self.lag().items()):
             family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class _LoopCollector(Collector):
+    def __init__(self, restarts: Callable[[], Mapping[str, int]]) -> None:
+        self.restarts = restarts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "f2_loop_restarts", "Times a stage's loop died and a fresh consumer rejoined", labels=["loop"]
+        )
+        for loop, count in sorted(self.restarts().items()):
+            family.add_metric([loop], count)
         yield family
 
 
@@ -160,6 +173,10 @@ class Metrics:
     def watch_lag(self, lag: Callable[[], Mapping[tuple[str, int], int]]) -> None:
         """Publish `f2_consumer_lag_messages{topic,partition}`, computed by `lag` at each scrape."""
         self.registry.register(_LagCollector(lag))
+
+    def watch_loops(self, restarts: Callable[[], Mapping[str, int]]) -> None:
+        """Publish `f2_loop_restarts_total{loop}`, read from `restarts` at each scrape."""
+        self.registry.register(_LoopCollector(restarts))
 
     def observe_committed(self, batch: Rows, committed_at: float) -> None:
         """Latency samples, counts by component type and value sums of a committed batch.

@@ -76,6 +76,17 @@ async def _timeseries() -> Check:
     return checked
 
 
+async def _loops() -> Check:
+    down = [loop.name for loop in (stages.decode, stages.sink) if not loop.running]
+    if down and stages.started:
+        return Check("loops", "failing", f"not running: {', '.join(down)}")
+    errors = [f"{loop.name}: {loop.last_error}" for loop in (stages.decode, stages.sink) if loop.last_error]
+    if errors:
+        return Check("loops", "degraded", "; ".join(errors))
+    quarantined = stages.decode.quarantined + stages.sink.quarantined
+    return Check("loops", "ok", f"decode and sink running; {quarantined} records dead-lettered as handler_error")
+
+
 async def _lag() -> Check:
     return health.lag_check(consumer_lag, degraded_above=LAG_DEGRADED_ABOVE)
 
@@ -89,11 +100,13 @@ health_checks = HealthChecks(
         "kafka": _kafka,
         "parameters": _parameters,
         "timeseries": _timeseries,
+        "loops": _loops,
         "consumer_lag": _lag,
         "rows": _rows,
     }
 )
 metrics.watch_lag(consumer_lag)
+metrics.watch_loops(stages.restarts)
 metrics.parameters.set_function(lambda: params.size)
 metrics.parameters_synced.set_function(lambda: sync.synced_at or 0.0)
 pages.register(app, metrics, health_checks)

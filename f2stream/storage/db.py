@@ -8,10 +8,20 @@ import asyncpg
 
 from f2stream.settings import Secret
 
-__all__ = ["DB_ERRORS", "connect", "create_pool", "describe_dsn", "failure", "is_transient"]
+__all__ = ["DB_ERRORS", "RECORD_FAULTS", "connect", "create_pool", "describe_dsn", "failure", "is_transient"]
 
 #: What a database call can raise: the server's errors, the client's, the network's.
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+#: What the server says about a row's content, never about the server: a value
+#: that does not fit (class 22), a constraint (class 23), a limit such as an
+#: index row too large (class 54). Written row by row, the rows it names are
+#: refused alone; every other permanent failure is the deployment's to fix.
+RECORD_FAULTS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
+
+#: How long one statement may take before the connection counts as lost (a
+#: half-open connection would otherwise hang its caller past every timeout).
+COMMAND_TIMEOUT_S = 15.0
 
 # SQLSTATE classes that pass by themselves: connection exception, insufficient
 # resources, operator intervention (shutdown, restart), transaction rollback.
@@ -29,7 +39,7 @@ _HINTS = {
 
 async def connect(dsn: str, password: Secret | None, *, timeout_s: float = 10.0) -> asyncpg.Connection:
     """Open one connection."""
-    return await asyncpg.connect(dsn, password=_reveal(password), timeout=timeout_s)
+    return await asyncpg.connect(dsn, password=_reveal(password), timeout=timeout_s, command_timeout=COMMAND_TIMEOUT_S)
 
 
 async def create_pool(
@@ -49,7 +59,13 @@ async def create_pool(
             await conn.execute(setup_sql)
 
     pool = await asyncpg.create_pool(
-        dsn, password=_reveal(password), min_size=1, max_size=size, timeout=10.0, init=init
+        dsn,
+        password=_reveal(password),
+        min_size=1,
+        max_size=size,
+        timeout=10.0,
+        command_timeout=COMMAND_TIMEOUT_S,
+        init=init,
     )
     assert pool is not None
     return pool

@@ -12,7 +12,7 @@ import asyncpg
 from f2stream.backoff import Backoff
 from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
-from f2stream.storage.db import DB_ERRORS, create_pool, describe_dsn, failure, is_transient
+from f2stream.storage.db import DB_ERRORS, RECORD_FAULTS, create_pool, describe_dsn, failure, is_transient
 
 __all__ = ["MeasurementWriter", "Rejected"]
 
@@ -78,15 +78,16 @@ class MeasurementWriter:
         Retries outages with capped, jittered backoff until the batch is
         committed: the caller commits the batch's offsets only after this
         returns (cancelling it, e.g. on a shutdown, leaves them uncommitted).
-        A batch the database refuses for its content (SQLSTATE class 22 or 23)
-        is written row by row and the rows it refuses are returned.
+        A batch the database refuses for its content (:data:`RECORD_FAULTS`:
+        SQLSTATE class 22, 23 or 54) is written row by row and the rows it
+        refuses are returned.
         """
         backoff = Backoff()
         while True:
             try:
                 try:
                     inserted, rejected = await self._insert(batch), list[Rejected]()
-                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+                except RECORD_FAULTS:
                     inserted, rejected = await self._insert_one_by_one(batch)
                 self.last_error, self.last_commit_at = None, time.time()
                 return inserted, rejected
@@ -116,7 +117,7 @@ class MeasurementWriter:
             measurement = batch.row(index)
             try:
                 inserted += await self._insert(Rows.of([measurement]))
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            except RECORD_FAULTS as exc:
                 rejected.append(Rejected(measurement, f"{exc.sqlstate} {exc.__class__.__name__}: {exc}", index))
         return inserted, rejected
 
