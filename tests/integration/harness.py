@@ -26,6 +26,7 @@ import aiomqtt
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from f2stream.settings import Settings
 from f2stream.storage.db import connect
@@ -325,7 +326,7 @@ async def verify_database(settings: Settings, expected: Counter[tuple[str, str, 
         await conn.close()
 
 
-# --- Waiting on the pipeline: parameters held, records consumed ---
+# --- Waiting on the pipeline: parameters held, records consumed, group members ---
 
 
 async def parameter_versions(stack: Stack, devices: Iterable[str]) -> dict[str, int]:
@@ -398,3 +399,22 @@ async def wait_consumed(stack: Stack, group: str, topic: str, timeout_s: float =
         )
     finally:
         await admin.close()
+
+
+async def group_assignments(stack: Stack, group: str) -> list[set[TopicPartition]]:
+    """The partitions Kafka has assigned to each member of consumer group `group` (one set per member)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    return [
+        set(ConsumerProtocolMemberAssignment.decode(member["member_assignment"]).partitions())
+        if member["member_assignment"]
+        else set()
+        for response in responses
+        for described in response.to_object()["groups"]
+        if described["group"] == group
+        for member in described["members"]
+    ]
