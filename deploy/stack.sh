@@ -195,6 +195,8 @@ missing_packages() {
     command -v psql >/dev/null || echo postgresql-client
     [[ -n $(mosquitto_bin) ]] || echo mosquitto
     command -v mosquitto_sub >/dev/null || echo mosquitto-clients
+    command -v mosquitto_passwd >/dev/null || echo mosquitto # tests/deploy
+    command -v setpriv >/dev/null || echo util-linux         # tests/deploy
     command -v kcat >/dev/null || echo kcat
     command -v prometheus >/dev/null || echo prometheus
     command -v java >/dev/null || echo default-jre-headless

@@ -8,6 +8,8 @@ stack's settings. Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import os
 import socket
 import subprocess
@@ -15,18 +17,49 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiomqtt
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from f2stream.settings import Settings
 from f2stream.storage.db import connect
 from f2stream.verify import Verdict, poll_database
 
 ROOT = Path(__file__).resolve().parents[2]
+
+T = TypeVar("T")
+
+
+async def wait_until(
+    condition: Callable[[], T | Awaitable[T]],
+    timeout_s: float,
+    what: str,
+    *,
+    seen: Callable[[], object] | None = None,
+    interval_s: float = 0.3,
+) -> T:
+    """Poll `condition` (plain or async) until it returns something truthy, and return that.
+
+    Raises AssertionError naming `what` (what did not happen) when `timeout_s`
+    passes first, with `seen()` (the last state observed), if given.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        value = await result if inspect.isawaitable(result) else result
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            last = f"; last seen: {seen()}" if seen is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting until {what}{last}")
+        await asyncio.sleep(interval_s)
 
 
 @dataclass
@@ -97,12 +130,16 @@ class Worker:
                 cwd=self.stack.var_dir,
             )
 
-    def health(self) -> tuple[int, str]:
+    def get(self, path: str) -> tuple[int, str]:
+        """HTTP status and body of a page of the worker's web server."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=2) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+    def health(self) -> tuple[int, str]:
+        return self.get("/health")
 
     def wait_healthy(self, timeout_s: float = 90, accept: tuple[str, ...] = ("ok",)) -> None:
         deadline = time.monotonic() + timeout_s
@@ -287,3 +324,97 @@ async def verify_database(settings: Settings, expected: Counter[tuple[str, str, 
         return await poll_database(conn, expected, timeout_s)
     finally:
         await conn.close()
+
+
+# --- Waiting on the pipeline: parameters held, records consumed, group members ---
+
+
+async def parameter_versions(stack: Stack, devices: Iterable[str]) -> dict[str, int]:
+    """The devices' current parameter versions in PostgreSQL (`parameter_versions`)."""
+    settings = stack.settings
+    conn = await connect(settings.params_dsn, settings.params_password)
+    try:
+        rows = await conn.fetch(
+            "SELECT device_id, version FROM parameter_versions WHERE device_id = ANY($1::text[])", list(devices)
+        )
+    finally:
+        await conn.close()
+    return {r["device_id"]: r["version"] for r in rows}
+
+
+async def wait_parameters(stack: Stack, worker: Worker, *devices: str, timeout_s: float = 30) -> None:
+    """Wait until `worker`'s parameter table holds each device's parameters at its version in PostgreSQL.
+
+    Seen through `/devices/{device_id}/parameters`, which answers from the
+    table decode reads.
+    """
+    versions = await parameter_versions(stack, devices)
+    assert set(versions) == set(devices), f"no parameter version in PostgreSQL for {set(devices) - set(versions)}"
+    answers: dict[str, str] = {}
+
+    def held() -> bool:
+        for device, version in versions.items():
+            status, body = worker.get(f"/devices/{device}/parameters")
+            answers[device] = f"{status} {body[:200]}"
+            if status != 200 or json.loads(body)["version"] < version:
+                return False
+        return True
+
+    await wait_until(
+        held, timeout_s, f"{worker.name} holds the parameters at versions {versions}", seen=lambda: answers
+    )
+
+
+async def wait_consumed(stack: Stack, group: str, topic: str, timeout_s: float = 60) -> None:
+    """Wait until consumer group `group` has committed every record of `topic` written so far."""
+    bootstrap = stack.settings.kafka_bootstrap
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        assert partitions, f"Kafka knows no partitions of {topic}: {described}"
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        behind: dict[int, tuple[int, int]] = {}
+
+        async def caught_up() -> bool:
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            behind.clear()
+            for tp, end in ends.items():
+                at = committed[tp].offset if tp in committed else -1  # -1: nothing committed yet
+                if max(at, 0) < end:
+                    behind[tp.partition] = (at, end)
+            return not behind
+
+        await wait_until(
+            caught_up,
+            timeout_s,
+            f"group {group} has committed {topic} up to its end offsets",
+            seen=lambda: f"partition: (committed, end) {behind}",
+        )
+    finally:
+        await admin.close()
+
+
+async def group_assignments(stack: Stack, group: str) -> list[set[TopicPartition]]:
+    """The partitions Kafka has assigned to each member of consumer group `group` (one set per member)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    return [
+        set(ConsumerProtocolMemberAssignment.decode(member["member_assignment"]).partitions())
+        if member["member_assignment"]
+        else set()
+        for response in responses
+        for described in response.to_object()["groups"]
+        if described["group"] == group
+        for member in described["members"]
+    ]

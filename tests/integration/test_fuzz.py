@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from harness import Stack, Workers, service_client
+from harness import Stack, Workers, service_client, wait_parameters
 
 from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.errors import BadMessage
@@ -275,7 +275,7 @@ async def test_malformed_input_is_dead_lettered_and_the_workers_stay_up(
         "--register-params",
     )  # fmt: skip
     assert primed.returncode == 0, primed.stderr[-2000:]
-    await asyncio.sleep(3)  # the parameters reach the pipeline's replica
+    await wait_parameters(stack, workers.pipeline, registered)
     rng = random.Random(SEED)
     mqtt_count = CASES // 2
     pids = {w.name: w.process.pid for w in (workers.pipeline, workers.ingest) if w.process is not None}

@@ -9,7 +9,6 @@ Tests run in file order: traffic, PromQL, then the destructive ones.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from harness import ROOT, Stack, Worker, Workers, publish
+from harness import ROOT, Stack, Worker, Workers, publish, wait_parameters
 from obs_harness import ControlledStack, as_always_answering, health, promql, scrape, wait_for
 
 from bench.stack import free_ports
@@ -147,7 +146,7 @@ async def test_counters_hold_the_known_numbers_after_known_traffic(observed: Obs
     stack, workers = observed.stack, observed.workers
     device, other = device_ids(2, 9000)
     await register_demo_parameters(stack.settings, [device])
-    await asyncio.sleep(1.0)  # parameters reach the worker through NOTIFY
+    await wait_parameters(stack, workers.pipeline, device)
     strike = f"stat/{device}/access-control-mode/1/strike-1"
     messages = [
         (strike, orjson.dumps({"timestamp": stamp(i + 1), "state": "locked", "voltage": 12.0, "current": 1.5}))

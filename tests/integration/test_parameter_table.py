@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 import pytest
-from harness import Stack, Workers, rows_for, service_client
+from harness import Stack, Workers, metric, rows_for, service_client, wait_parameters, wait_until
 
 from f2stream.codec.values import encode_modbus_frame
 from f2stream.simulator import device_ids, register_demo_parameters
@@ -30,17 +30,17 @@ def sensor_message(device: str, moment: datetime) -> tuple[str, bytes]:
     return f"cmnd/{device}/sensor-mode/4/sensor-3", orjson.dumps({"timestamp": stamp, "data": FRAME})
 
 
-async def ready_device(stack: Stack, device_number: int) -> str:
+async def ready_device(stack: Stack, workers: Workers, device_number: int) -> str:
     device = device_ids(1, device_number)[0]
     await register_demo_parameters(stack.settings, [device])
-    await asyncio.sleep(1.5)  # NOTIFY, sync, table
+    await wait_parameters(stack, workers.pipeline, device)
     return device
 
 
 async def test_a_change_while_traffic_flows_applies_to_later_messages(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
-    device = await ready_device(stack, device_numbers)
+    device = await ready_device(stack, workers, device_numbers)
     sent = 0
     changed_at: datetime | None = None
     start = datetime.now(UTC)
@@ -78,7 +78,7 @@ async def test_a_change_while_traffic_flows_applies_to_later_messages(
 async def test_a_restarted_worker_decodes_from_the_changelog_with_postgres_down(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
-    device = await ready_device(stack, device_numbers)
+    device = await ready_device(stack, workers, device_numbers)
     base = datetime.now(UTC)
     async with service_client(stack) as client:
         await client.publish(*sensor_message(device, base), qos=1)
@@ -96,9 +96,15 @@ async def test_a_restarted_worker_decodes_from_the_changelog_with_postgres_down(
         assert [(r["value"], r["param_version"]) for r in rows] == [(before["value"], before["param_version"])] * 2
     finally:
         stack.pg_ctl("params", "start")
+        back_at = time.time()
     # Back with PostgreSQL: the restarted worker reads only what changed since its cursor.
     workers.pipeline.wait_healthy()
-    await asyncio.sleep(2.0)
+    await wait_until(
+        lambda: (metric(workers.pipeline, "f2_parameters_last_sync_timestamp_seconds") or 0) > back_at,
+        60,
+        "the restarted pipeline worker has synced its parameters with PostgreSQL again",
+        seen=workers.pipeline.log_tail,
+    )
     restarted_log = workers.pipeline.log_path.read_bytes()[log_size:].decode(errors="replace")
     assert "Published parameters" not in restarted_log
     conn = await params_conn(stack)
@@ -147,7 +153,7 @@ async def test_a_template_serves_many_devices_with_per_device_overrides(
             )
     finally:
         await conn.close()
-    await asyncio.sleep(1.5)
+    await wait_parameters(stack, workers.pipeline, first, second)
     stamp = "2025-06-01 08:00:00.000000"
     async with service_client(stack) as client:
         await client.publish(

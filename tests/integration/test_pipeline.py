@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from harness import Stack, Workers, publish, rows_for, verify_database
+from harness import Stack, Workers, publish, rows_for, verify_database, wait_consumed, wait_parameters
 
+from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
 from f2stream.codec.values import encode_modbus_frame
-from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
 from f2stream.simulator import device_ids, register_demo_parameters
 from f2stream.storage.migrate import detect_timescaledb, load_migrations
 from f2stream.verify import read_manifest
@@ -78,7 +78,7 @@ async def test_malformed_messages_are_dead_lettered_while_good_ones_land(
     device = device_ids(1, device_numbers)[0]
     other = device_ids(1, device_numbers + 1)[0]  # never registered
     await register_demo_parameters(stack.settings, [device])
-    await asyncio.sleep(1.0)  # parameters reach the worker through NOTIFY
+    await wait_parameters(stack, workers.pipeline, device)
     good = orjson.dumps({"timestamp": STAMP, "state": "locked", "voltage": 12.1, "current": 1.5})
     sensor = orjson.dumps({"timestamp": STAMP, "data": encode_modbus_frame(1, 3, (235).to_bytes(2, "big"))})
     await publish(
@@ -114,7 +114,7 @@ async def test_malformed_messages_are_dead_lettered_while_good_ones_land(
 async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Workers, device_numbers: int) -> None:
     device = device_ids(1, device_numbers)[0]
     await register_demo_parameters(stack.settings, [device])
-    await asyncio.sleep(1.0)
+    await wait_parameters(stack, workers.pipeline, device)
     topic = f"stat/{device}/alarm-mode/3/motion-sensor-1"
     payload = orjson.dumps({"timestamp": STAMP, "motion_detected": True, "sensitivity": 7, "zone": "zone_1"})
     producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
@@ -129,8 +129,9 @@ async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Worke
             )
     finally:
         await producer.stop()
-    rows = await rows_for(stack, device, expected=3)
-    await asyncio.sleep(2.0)  # the later copies have had time to land, if they were going to
+    # Every copy has been decoded and written (both groups committed past them) before the rows are counted.
+    await wait_consumed(stack, DECODE_GROUP, RAW_TOPIC)
+    await wait_consumed(stack, SINK_GROUP, DECODED_TOPIC)
     rows = await rows_for(stack, device, expected=3)
     assert sorted((r["data_point"], r["value"], r["text_value"]) for r in rows) == [
         ("motion_detected", 1.0, None),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from harness import Stack, Worker, Workers, verify_database
+from harness import Stack, Worker, Workers, group_assignments, metric, verify_database, wait_until
 
 from bench.stack import free_ports
+from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
 from f2stream.verify import read_manifest
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,12 @@ def problems(worker: Worker) -> str:
     return f"--- {worker.name}\n" + "\n".join(keep[-40:] + metrics)
 
 
+async def split(stack: Stack, group: str) -> bool:
+    """True when `group` has exactly two members and each is assigned partitions."""
+    members = await group_assignments(stack, group)
+    return len(members) == 2 and all(members)
+
+
 async def test_a_second_worker_takes_partitions_and_gives_them_back(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
@@ -48,14 +55,24 @@ async def test_a_second_worker_takes_partitions_and_gives_them_back(
     try:
         second.wait_healthy(timeout_s=120)
         workers.pipeline.wait_healthy(timeout_s=120)
+        # Kafka has split each stage's partitions between the two workers: two members, each holding some.
+        for group in (DECODE_GROUP, SINK_GROUP):
+            await wait_until(
+                lambda group=group: split(stack, group),
+                120,
+                f"group {group} has two members, each with partitions",
+                seen=second.log_tail,
+            )
         # 24 devices spread over all 8 partitions, so both workers decode and sink
         # with the parameter-table partitions they were just given.
         simulate(stack, device_numbers, 600, "scale-out-1.jsonl")
         # Both workers share the partitions (the group may still be settling): every message lands, whole and once.
         verdict = await verify_database(stack.settings, read_manifest(stack.var_dir / "scale-out-1.jsonl"), 90)
         assert verdict.ok, f"{verdict}\n{problems(second)}\n{problems(workers.pipeline)}"
-        log = second.log_path.read_text(errors="replace")
-        assert "raw_iot_data" in log and "Traceback" not in log, second.log_tail()
+        # The second worker did its share: it decoded messages and wrote rows of this run.
+        for name in ("f2_messages_decoded_total", "f2_rows_written_total"):
+            assert (metric(second, name) or 0) > 0, f"the second worker shows no {name}\n{problems(second)}"
+        assert "Traceback" not in second.log_path.read_text(errors="replace"), second.log_tail()
     finally:
         second.stop()
     # Back to one worker: it takes every partition again, and nothing is lost or doubled.

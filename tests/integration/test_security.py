@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from harness import Stack, Workers, rows_for
+from harness import Stack, Workers, rows_for, wait_parameters
 
 from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.pki import PkiPaths, init_pki, issue_device_certificate
@@ -90,7 +90,7 @@ async def test_a_registered_device_reaches_the_database(stack: Stack, workers: W
     (device,) = device_ids(1, device_numbers)
     register(stack, device)
     await register_demo_parameters(stack.settings, [device])
-    await asyncio.sleep(1.5)  # the pipeline reloads parameters on the notification
+    await wait_parameters(stack, workers.pipeline, device)
     rows = await publish_until_rows(stack, device)
     assert {r["data_point"] for r in rows} == {"state", "voltage", "current"}
 
@@ -122,7 +122,7 @@ async def test_a_device_cannot_publish_under_another_id(stack: Stack, workers: W
     mine, other = device_ids(2, device_numbers)
     register(stack, mine)
     await register_demo_parameters(stack.settings, [mine, other])
-    await asyncio.sleep(1.5)
+    await wait_parameters(stack, workers.pipeline, mine, other)
     forged = f"stat/{other}/access-control-mode/1/strike-1"
     own = f"stat/{mine}/access-control-mode/1/strike-1"
     payload = orjson.dumps({"timestamp": stamp(), "state": "locked", "voltage": 12.0, "current": 0.1})

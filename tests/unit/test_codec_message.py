@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,7 +17,9 @@ from f2stream.codec.message import MAIN_FIELDS, decode_message
 from f2stream.codec.model import ParameterIndex
 from f2stream.codec.values import encode_modbus_frame
 from f2stream.errors import BadMessage
+from f2stream.mqtt_topics import COMPONENT_TYPES, parse_topic
 from f2stream.records import Measurement
+from f2stream.simulator import device_ids, messages
 
 DEVICE = "f2-e4fd45f654be"
 STAMP = "2025-01-31 12:00:00.123456"
@@ -58,16 +64,30 @@ def failure(index: ParameterIndex, topic: str, body: bytes) -> BadMessage:
     return caught.value
 
 
-def test_main_fields() -> None:
-    assert MAIN_FIELDS == {
-        "strike": "state",
-        "door-sensors": None,
-        "reader": "card_id",
-        "exit-buttons": "button_pressed",
-        "siren": "state",
-        "motion-sensor": "motion_detected",
-        "sensor": "data",
+def documented_main_fields() -> dict[str, str | None]:
+    """Each component type's main field as the table "Main fields" of docs/encodings.md gives it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "encodings.md").read_text()
+    table = text.split("### Main fields", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(r"^\| `([a-z-]+)` \| (?:`(\w+)`|none\b[^|]*) \|$", table, re.MULTILINE)
+    return {component_type: field or None for component_type, field in rows}
+
+
+def test_main_fields_are_the_documented_ones() -> None:
+    documented = documented_main_fields()
+    assert set(documented) == COMPONENT_TYPES
+    assert documented == MAIN_FIELDS
+
+
+def test_every_main_field_is_one_the_device_sends() -> None:
+    # The simulator's payloads are the devices' (ARCHITECTURE.md's sample messages), one per component type.
+    clock = itertools.repeat(datetime(2025, 1, 31, tzinfo=UTC)).__next__
+    sent = {
+        parse_topic(m.topic).component_type: set(orjson.loads(m.payload)) - {"timestamp"}
+        for m in itertools.islice(messages(device_ids(1), random.Random(7), clock), len(COMPONENT_TYPES))
     }
+    assert set(sent) == COMPONENT_TYPES
+    for component_type, field in MAIN_FIELDS.items():
+        assert field is None or field in sent[component_type], (component_type, field, sent[component_type])
 
 
 @pytest.mark.parametrize(

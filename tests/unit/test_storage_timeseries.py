@@ -64,8 +64,7 @@ async def test_a_missing_table_is_a_permanent_failure_retried_and_reported_with_
     assert writer.last_error is None
 
 
-@pytest.mark.parametrize("outages", [1])
-async def test_a_cancelled_write_returns_nothing(outages: int) -> None:
+async def test_a_cancelled_write_returns_nothing() -> None:
     writer = writer_with(FakePool(outages=10**6))
     task = asyncio.create_task(writer.write(Rows.of(BATCH[:1])))
     await asyncio.sleep(0.3)
