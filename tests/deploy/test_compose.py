@@ -33,6 +33,7 @@ DOCKERFILE_REL = "deploy/docker/Dockerfile"
 ENTRYPOINT = REPO / "deploy" / "docker" / "entrypoint.sh"
 INIT_SECRETS = REPO / "deploy" / "compose" / "init-secrets.sh"
 MOSQUITTO_DIR = REPO / "deploy" / "compose" / "mosquitto"
+LOCAL_ACL = REPO / "deploy" / "mosquitto" / "acl.tmpl"
 
 # The settings f2stream reads (ARCHITECTURE.md "Ports and settings", plus the
 # simulator's own MQTT login). Compose may set no other F2_* variable.
@@ -64,7 +65,14 @@ ARCHITECTURE_PORTS = {
 }
 # Published only once the service exists (monitoring issue) / the listener
 # exists (security issue).
-OPTIONAL_PORTS = {9090: "prometheus", 3000: "grafana", 8883: "mosquitto"}
+OPTIONAL_PORTS = {
+    9090: "prometheus",
+    3000: "grafana",
+    8883: "mosquitto",
+    9001: "mosquitto",
+    9100: "node-exporter",
+    8080: "cadvisor",
+}
 
 F2_APPS = ("f2stream", "f2stream.ingest")
 
@@ -514,11 +522,56 @@ def test_mosquitto_entrypoint_builds_a_password_file(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     passwd = (tmp_path / "mosquitto" / "auth" / "passwd").read_text().splitlines()
-    assert [line.split(":")[0] for line in passwd] == ["f2-ingest", "f2-simulator"]
+    assert [line.split(":")[0] for line in passwd] == ["f2-ingest", "f2-simulator", "f2-dashboard"]
     for line in passwd:
         assert line.split(":", 1)[1].startswith("$"), "password not hashed"
     for value in (p.read_text() for p in secrets.iterdir()):
         assert value not in r.stdout + r.stderr
+
+
+def listener_blocks(conf: str) -> dict[str, list[tuple[str, ...]]]:
+    """The directives after each `listener PORT` line, up to the next listener."""
+    blocks: dict[str, list[tuple[str, ...]]] = {}
+    current: list[tuple[str, ...]] | None = None
+    for line in conf.splitlines():
+        words = tuple(line.split())
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "listener":
+            current = blocks.setdefault(words[1], [])
+        elif current is not None:
+            current.append(words)
+    return blocks
+
+
+def test_mosquitto_serves_websockets_on_9001_to_password_accounts_only(compose):
+    conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
+    blocks = listener_blocks(conf)
+    assert ("protocol", "websockets") in blocks["9001"]
+    # no certificate login there: the global password file and ACL decide
+    assert not any(words[0] in ("require_certificate", "use_identity_as_username") for words in blocks["9001"])
+    before_listeners = conf.split("\nlistener ", 1)[0]
+    for directive in ("per_listener_settings false", "allow_anonymous false", "password_file ", "acl_file "):
+        assert re.search(rf"^{directive}", before_listeners, re.MULTILINE), f"global `{directive}` missing"
+    assert ("127.0.0.1:9001:9001") in [str(p) for p in services(compose)["mosquitto"]["ports"]]
+    assert "mqtt_dashboard_password" in secret_names(services(compose)["mosquitto"])
+
+
+def user_block(acl: str, user: str) -> list[str]:
+    """The ACL lines of `user`, up to the next user or pattern line."""
+    lines = [line.strip() for line in acl.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    start = lines.index(f"user {user}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith(("user ", "pattern "))), len(lines))
+    return lines[start:end]
+
+
+@pytest.mark.parametrize("acl", [MOSQUITTO_DIR / "acl", LOCAL_ACL], ids=["compose", "local"])
+def test_the_dashboard_account_reads_telemetry_and_writes_nothing(acl: Path):
+    assert sorted(user_block(acl.read_text(), "f2-dashboard")) == [
+        "topic read cmnd/#",
+        "topic read stat/#",
+        "topic read tele/#",
+    ]
 
 
 # --------------------------------------------------------------------------- docker compose
@@ -553,9 +606,15 @@ def test_prometheus_scrapes_both_workers_and_mounts_what_exists(compose):
     s = services(compose)
     config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {"pipeline:6066", "ingest:6067"}
+    assert targets == {"pipeline:6066", "ingest:6067", "node-exporter:9100", "cadvisor:8080"}
+    for target in targets:  # each one a service of this file, on a port it serves
+        host, port = target.split(":")
+        assert host in s, f"prometheus scrapes {target}, but there is no service {host}"
+        assert int(port) in [c for _, c in published_ports(s[host])], f"{host} does not serve {port}"
+    # The dashboard's Host row reads job "node".
+    assert {job["job_name"] for job in config["scrape_configs"]} >= {"node", "cadvisor"}
     assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
-    for name in ("prometheus", "grafana"):
+    for name in ("prometheus", "grafana", "node-exporter", "cadvisor"):
         assert "healthcheck" in s[name], f"{name}: needs a healthcheck"
         for vol in s[name].get("volumes") or []:
             source = str(vol).split(":")[0]
@@ -564,3 +623,28 @@ def test_prometheus_scrapes_both_workers_and_mounts_what_exists(compose):
     mounted = {str(v).split(":")[1] for v in s["prometheus"]["volumes"]}
     assert "/etc/prometheus/rules.yml" in mounted
     assert s["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+
+
+def test_compose_prometheus_config_passes_promtool(tmp_path):
+    """The real promtool on the compose config, its rule file pointed at the repository's."""
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool not found: run deploy/stack.sh install (Debian package prometheus)")
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(REPO / "deploy" / "prometheus" / "rules.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    r = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_host_and_container_exporters_read_the_host_read_only(compose):
+    s = services(compose)
+    node = s["node-exporter"]
+    assert "/:/host:ro,rslave" in node["volumes"]
+    assert "--path.rootfs=/host" in node["command"]
+    assert node.get("pid") == "host"
+    for name in ("node-exporter", "cadvisor"):
+        for port in s[name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), f"{name}: publish on 127.0.0.1 only, not {port}"
+    for vol in s["cadvisor"]["volumes"]:
+        assert str(vol).endswith(":ro"), f"cadvisor: {vol} must be read-only"

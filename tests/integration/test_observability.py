@@ -1,9 +1,10 @@
 """Observability on a private stack: metrics after known traffic, every PromQL expression of the
-dashboard and the alert rules against a real Prometheus that scraped the workers, and `/health`
-flipping as each dependency is stopped and recovering when it is back.
+dashboard and the alert rules against a real Prometheus that scraped the workers and the host's
+Node Exporter, and `/health` flipping as each dependency is stopped and recovering when it is back.
 
 The module starts its own stack (the health tests stop services), both
-workers and a local Prometheus (deploy/prometheus/run.sh, 1 s scrapes).
+workers and a local Prometheus with its Node Exporter (deploy/prometheus/run.sh,
+1 s scrapes, every port free).
 Tests run in file order: traffic, PromQL, then the destructive ones.
 """
 
@@ -75,6 +76,18 @@ def test_dashboard_expressions_pass_promtool(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_dashboard_has_a_host_row_from_the_node_exporter() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row"]
+    (start,) = [i for i in rows if panels[i]["title"].startswith("Host")]
+    end = min([i for i in rows if i > start], default=len(panels))
+    host = panels[start + 1 : end]
+    assert {p["title"].split()[1] for p in host} == {"CPU", "memory", "disk", "network"}
+    for panel in host:  # the expressions themselves are checked against Prometheus below
+        for target in panel["targets"]:
+            assert 'job="node"' in target["expr"], target["expr"]
+
+
 def test_dashboard_uses_the_provisioned_datasource() -> None:
     provisioned = yaml.safe_load(
         (ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
@@ -105,7 +118,7 @@ def observed() -> Iterator[Observed]:
         stack = control.up()
         migrate = stack.faust("migrate")
         assert migrate.returncode == 0, migrate.stderr
-        pipeline_port, ingest_port, prometheus_port = free_ports(3)
+        pipeline_port, ingest_port, prometheus_port, node_exporter_port = free_ports(4)
         workers = Workers(
             pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline"),
             ingest=Worker(stack, "f2stream.ingest", ingest_port, "ingest"),
@@ -119,6 +132,7 @@ def observed() -> Iterator[Observed]:
             F2_PROMETHEUS_PORT=str(prometheus_port),
             F2_PIPELINE_WEB_PORT=str(pipeline_port),
             F2_INGEST_WEB_PORT=str(ingest_port),
+            F2_NODE_EXPORTER_PORT=str(node_exporter_port),
             F2_PROMETHEUS_SCRAPE_INTERVAL="1s",
         )
         assert started.returncode == 0, started.stdout + started.stderr
@@ -202,14 +216,18 @@ async def test_counters_hold_the_known_numbers_after_known_traffic(observed: Obs
 def test_every_dashboard_and_rule_expression_returns_data(observed: Observed) -> None:
     port = observed.prometheus_port
     # rates need two scrapes after the traffic; the lag gauge needs one of the pipeline
-    wait_for(lambda: promql(port, "count(up == 1)")["data"]["result"], 30, "both targets up")
+    wait_for(lambda: promql(port, "count(up == 1) == 3")["data"]["result"], 30, "both workers and the node exporter up")
     wait_for(
         lambda: promql(port, "max(f2_rows_written_total) > 0 and min(count_over_time(up[15s])) >= 3")["data"]["result"],
         30,
         "three scrapes of both workers, the rows among them",
     )
     targets = promql(port, "up")["data"]["result"]
-    assert {t["metric"]["job"]: t["value"][1] for t in targets} == {"f2stream-pipeline": "1", "f2stream-ingest": "1"}
+    assert {t["metric"]["job"]: t["value"][1] for t in targets} == {
+        "f2stream-pipeline": "1",
+        "f2stream-ingest": "1",
+        "node": "1",
+    }
     empty = []
     for name, expr in [("dashboard", with_variables(e)) for e in dashboard_expressions()] + [
         (name, as_always_answering(e)) for name, e in rule_expressions()

@@ -17,7 +17,8 @@ tmp="$AUTH/passwd.new"
 # user name            secret file
 for pair in \
     "f2-ingest:mqtt_ingest_password" \
-    "f2-simulator:mqtt_simulator_password"
+    "f2-simulator:mqtt_simulator_password" \
+    "f2-dashboard:mqtt_dashboard_password"
 do
     user=${pair%%:*}
     file="$SECRETS/${pair#*:}"
