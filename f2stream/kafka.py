@@ -8,6 +8,7 @@ import time
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from f2stream.errors import F2StreamError
@@ -43,15 +44,22 @@ async def ensure_topics(
     partitions: int,
     *,
     compacted: tuple[str, ...] = (),
-    replication: int = 1,
+    replication: int = 0,
     wait_s: float = 60.0,
-) -> None:
+) -> int:
     """Create the pipeline's topics that do not exist yet (Faust creates only its own).
 
     `compacted` names more compacted topics to create with them: table
     changelogs, which Faust would create only after its consumer had
     fetched its metadata, so that the first table write finds the changelog
     unknown (PartitionsMismatch). Waits up to `wait_s` for Kafka to answer.
+
+    Topics get `replication` replicas; 0 asks the cluster for its
+    `default.replication.factor` (aiokafka cannot send KIP-464's -1: its
+    CreateTopics stops at v3).
+
+    Returns:
+        The replication factor used, for the topics Faust creates itself.
 
     Raises:
         TopicSetupError: Kafka did not answer, or refused to create a topic.
@@ -61,8 +69,9 @@ async def ensure_topics(
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-admin")
         try:
             await admin.start()
+            replication = replication or await _default_replication(admin)
             await _create_missing(admin, partitions, replication, compacted)
-            return
+            return replication
         except KafkaConnectionError as exc:
             if time.monotonic() > deadline:
                 raise TopicSetupError(
@@ -72,6 +81,27 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+async def _default_replication(admin: AIOKafkaAdminClient) -> int:
+    """The cluster's `default.replication.factor`, as one of its brokers reports it."""
+    try:
+        broker = (await admin.describe_cluster())["brokers"][0]["node_id"]
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(broker), {"default.replication.factor": None})]
+        )
+        code, message, _, _, entries = response.resources[0]
+    except (KafkaError, IndexError, ValueError) as exc:
+        raise TopicSetupError(
+            f"reading the cluster's default.replication.factor failed: {exc}; set F2_TOPIC_REPLICATION"
+        ) from exc
+    values = {entry[0]: entry[1] for entry in entries}
+    if code != 0 or not str(values.get("default.replication.factor", "")).isdigit():
+        raise TopicSetupError(
+            f"broker {broker} did not report default.replication.factor (error {code}: {message}); "
+            "set F2_TOPIC_REPLICATION"
+        )
+    return int(values["default.replication.factor"])
 
 
 async def _create_missing(
@@ -98,4 +128,4 @@ async def _create_missing(
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise TopicSetupError(f"creating topic {name} failed with Kafka error {code}: {rest[0] if rest else ''}")
         if code == 0:
-            logger.info("Created topic %s with %d partitions", name, partitions)
+            logger.info("Created topic %s with %d partitions, %d replicas", name, partitions, replication)
