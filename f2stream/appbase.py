@@ -90,6 +90,7 @@ class F2App(faust.App):
                 self.settings.kafka_bootstrap,
                 self.settings.topic_partitions,
                 compacted=self.changelog_topics(),
+                single=(f"{self.conf.id}-__assignor-__leader",),  # Faust's leader topic, named as Faust does
                 replication=self.settings.topic_replication,
             )
         except F2StreamError as exc:

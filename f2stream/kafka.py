@@ -44,6 +44,7 @@ async def ensure_topics(
     partitions: int,
     *,
     compacted: tuple[str, ...] = (),
+    single: tuple[str, ...] = (),
     replication: int = 0,
     wait_s: float = 60.0,
 ) -> int:
@@ -52,7 +53,12 @@ async def ensure_topics(
     `compacted` names more compacted topics to create with them: table
     changelogs, which Faust would create only after its consumer had
     fetched its metadata, so that the first table write finds the changelog
-    unknown (PartitionsMismatch). Waits up to `wait_s` for Kafka to answer.
+    unknown (PartitionsMismatch). `single` names topics of one partition:
+    Faust's leader topic, which Faust creates just before its consumer
+    joins the group; on a cluster the group's assignment could miss it
+    (not yet in the leader's metadata), no worker then got the leader
+    partition and nobody published parameters. Waits up to `wait_s` for
+    Kafka to answer, and until the created topics have their leaders.
 
     Topics get `replication` replicas; 0 asks the cluster for its
     `default.replication.factor` (aiokafka cannot send KIP-464's -1: its
@@ -70,7 +76,8 @@ async def ensure_topics(
         try:
             await admin.start()
             replication = replication or await _default_replication(admin)
-            await _create_missing(admin, partitions, replication, compacted)
+            created = await _create_missing(admin, partitions, replication, compacted, single)
+            await _wait_for_leaders(admin, created, deadline)
             return replication
         except KafkaConnectionError as exc:
             if time.monotonic() > deadline:
@@ -105,21 +112,25 @@ async def _default_replication(admin: AIOKafkaAdminClient) -> int:
 
 
 async def _create_missing(
-    admin: AIOKafkaAdminClient, partitions: int, replication: int, compacted: tuple[str, ...]
-) -> None:
+    admin: AIOKafkaAdminClient,
+    partitions: int,
+    replication: int,
+    compacted: tuple[str, ...],
+    single: tuple[str, ...] = (),
+) -> list[str]:
     configs = {**_TOPIC_CONFIGS, **{name: {"cleanup.policy": "compact"} for name in compacted}}
-    wanted = [*PIPELINE_TOPICS, *compacted]
+    wanted = [*PIPELINE_TOPICS, *compacted, *single]
     existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(wanted) if t["error_code"] == 0}
     for name, count in existing.items():
-        if count != partitions:
+        if count != partitions and name not in single:
             logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)
     missing = [
-        NewTopic(name, partitions, replication, topic_configs=configs.get(name, {}))
+        NewTopic(name, 1 if name in single else partitions, replication, topic_configs=configs.get(name, {}))
         for name in wanted
         if name not in existing
     ]
     if not missing:
-        return
+        return []
     try:
         response = await admin.create_topics(missing)
     except KafkaError as exc:
@@ -128,4 +139,16 @@ async def _create_missing(
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise TopicSetupError(f"creating topic {name} failed with Kafka error {code}: {rest[0] if rest else ''}")
         if code == 0:
-            logger.info("Created topic %s with %d partitions, %d replicas", name, partitions, replication)
+            count = 1 if name in single else partitions
+            logger.info("Created topic %s with %d partitions, %d replicas", name, count, replication)
+    return [topic.name for topic in missing]
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], deadline: float) -> None:
+    """Return once every partition of `topics` has a leader in the metadata (or the deadline passed)."""
+    while topics and time.monotonic() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+               for t in described):  # fmt: skip
+            return
+        await asyncio.sleep(0.2)
