@@ -60,7 +60,10 @@ def _stack(brokers: int) -> Iterator[Stack]:
         yield running
     finally:
         subprocess.run(["bash", script, "down"], env={**os.environ, **env}, capture_output=True, timeout=300)
-        shutil.rmtree(var_dir, ignore_errors=True)
+        if os.environ.get("F2_TEST_KEEP_VAR") == "1":  # logs and data, to read after a failure
+            print(f"stack var dir kept: {var_dir}", flush=True)
+        else:
+            shutil.rmtree(var_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -612,6 +613,13 @@ async def test_kill_9_of_one_kafka_broker_then_another_of_three(
             await asyncio.to_thread(wait_in_sync, cluster_stack, 120)
 
     stack, workers = cluster_stack, cluster_workers
+    kcat = ["kcat", "-b", stack.settings.kafka_bootstrap, "-L"]
+    metadata = (await asyncio.to_thread(subprocess.run, kcat, capture_output=True, text=True, timeout=30)).stdout
+    for topic in ("raw_iot_data", "decoded_iot_data", "iot_dead_letter", "device_parameters",
+                  "f2stream-device_parameters-changelog", "f2stream-__assignor-__leader"):  # fmt: skip
+        block = metadata.split(f'topic "{topic}"', 1)[1].split("topic ", 1)[0]
+        replicas = re.findall(r"replicas: ([\d,]+)", block)
+        assert replicas and all(len(r.split(",")) == 3 for r in replicas), f"{topic}: {block}"
     try:
         figures = await run_scenario(
             stack, workers, device_numbers, "kafka-cluster", fault,
