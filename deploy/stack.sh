@@ -8,7 +8,8 @@
 # All state lives under $F2_VAR_DIR (default <repo>/var). Every port is a
 # setting, so a test suite can run a second, isolated stack beside the first:
 #   F2_VAR_DIR                <repo>/var
-#   F2_KAFKA_BROKERS          1      (3: a KRaft cluster, replication 3, min.insync.replicas 2)
+#   F2_KAFKA_BROKERS          1      (3: a KRaft cluster, replication 3, min.insync.replicas 2;
+#                                     unset: the count the var dir's Kafka was formatted with)
 #   F2_KAFKA_PORT             9092   (broker 1)
 #   F2_KAFKA_CONTROLLER_PORT  9093   (broker 1)
 #   F2_KAFKA_PORT_<n>         F2_KAFKA_PORT + 2(n-1)             (broker n >= 2)
@@ -28,7 +29,6 @@ DEPLOY=$ROOT/deploy
 VAR=$(realpath -m "${F2_VAR_DIR:-$ROOT/var}")
 KAFKA_PORT=${F2_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${F2_KAFKA_CONTROLLER_PORT:-9093}
-KAFKA_BROKERS=${F2_KAFKA_BROKERS:-1}
 MQTT_PORT=${F2_MQTT_PORT:-1883}
 MQTT_TLS_PORT=${F2_MQTT_TLS_PORT:-8883}
 PARAMS_PORT=${F2_PARAMS_PORT:-5432}
@@ -48,6 +48,8 @@ KAFKA_CP=$VAR/kafka/classpath.txt
 # The broker count and cluster id the var dir's Kafka was formatted with.
 KAFKA_BROKERS_FILE=$VAR/kafka/brokers
 KAFKA_CLUSTER_ID=$VAR/kafka/cluster.id
+# Unset: as many brokers as the var dir's Kafka was formatted with, else one.
+KAFKA_BROKERS=${F2_KAFKA_BROKERS:-$(head -n 1 "$KAFKA_BROKERS_FILE" 2>/dev/null || echo 1)}
 MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
