@@ -618,7 +618,7 @@ async def test_kill_9_of_one_kafka_broker_then_another_of_three(
     for topic in ("raw_iot_data", "decoded_iot_data", "iot_dead_letter", "device_parameters",
                   "f2stream-device_parameters-changelog", "f2stream-__assignor-__leader"):  # fmt: skip
         block = metadata.split(f'topic "{topic}"', 1)[1].split("topic ", 1)[0]
-        replicas = re.findall(r"replicas: ([\d,]+)", block)
+        replicas = re.findall(r"replicas: (\d+(?:,\d+)*)", block)
         assert replicas and all(len(r.split(",")) == 3 for r in replicas), f"{topic}: {block}"
     try:
         figures = await run_scenario(
