@@ -96,7 +96,7 @@ db-timescale: ## psql into f2_timeseries as f2
 		"$$F2_STACK_PG_BIN/psql" "$$F2_TIMESERIES_DSN"
 
 kafka-topics: ## Kafka topics and their partition counts
-	@$(LOAD_ENV); kcat -b "$${F2_KAFKA_BROKER#kafka://}" -L | \
+	@$(LOAD_ENV); kcat -b "$$(sed 's|kafka://||g; s|;|,|g' <<<"$$F2_KAFKA_BROKER")" -L | \
 		sed -n 's/^ *topic "\(.*\)" with \([0-9]*\) partitions:/\1 \2/p' | sort | \
 		awk '{ printf "%-40s %s partitions\n", $$1, $$2 }'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-__all__ = ["PORT_SETTINGS", "free_ports", "read_env_file"]
+__all__ = ["CLUSTER_PORT_SETTINGS", "PORT_SETTINGS", "free_ports", "read_env_file"]
 
 #: The port settings of deploy/stack.sh; a private stack gets a free port for each.
 PORT_SETTINGS = (
@@ -16,6 +16,13 @@ PORT_SETTINGS = (
     "F2_MQTT_WS_PORT",
     "F2_PARAMS_PORT",
     "F2_TIMESERIES_PORT",
+)
+#: The ports of brokers 2 and 3 of a three-broker stack (F2_KAFKA_BROKERS=3).
+CLUSTER_PORT_SETTINGS = (
+    "F2_KAFKA_PORT_2",
+    "F2_KAFKA_CONTROLLER_PORT_2",
+    "F2_KAFKA_PORT_3",
+    "F2_KAFKA_CONTROLLER_PORT_3",
 )
 
 

@@ -93,6 +93,6 @@ kill "$sim_pid" 2>/dev/null || true
 wait "$sim_pid" 2>/dev/null || true
 "$FAUST" -A f2stream verify --manifest "$manifest" --timeout-s 30 || status=$?
 psql_ts -At -c "SELECT 'rows in iot_measurements: ' || count(*) FROM iot_measurements"
-say "dead letters so far: $(kcat -b "${F2_KAFKA_BROKER#kafka://}" -C -t iot_dead_letter -e -q -f 'x\n' 2>/dev/null | wc -l)"
+say "dead letters so far: $(kcat -b "$(sed 's|kafka://||g; s|;|,|g' <<<"$F2_KAFKA_BROKER")" -C -t iot_dead_letter -e -q -f 'x\n' 2>/dev/null | wc -l)"
 say "stopping the workers; the stack stays up (make down stops it, make clean removes var/)"
 exit "${status:-0}"

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The f2stream local service stack, without Docker: Kafka (one KRaft node),
-# two PostgreSQL clusters (device parameters, time series), Mosquitto, and
-# websocat bridging MQTT over WebSockets to Mosquitto's service listener.
+# The f2stream local service stack, without Docker: Kafka (one KRaft node, or
+# a cluster of F2_KAFKA_BROKERS), two PostgreSQL clusters (device parameters,
+# time series), Mosquitto, and websocat bridging MQTT over WebSockets to
+# Mosquitto's service listener.
 #
 # Usage: deploy/stack.sh install|up|down|status|clean|env
 #
 # All state lives under $F2_VAR_DIR (default <repo>/var). Every port is a
 # setting, so a test suite can run a second, isolated stack beside the first:
 #   F2_VAR_DIR                <repo>/var
-#   F2_KAFKA_PORT             9092
-#   F2_KAFKA_CONTROLLER_PORT  9093
+#   F2_KAFKA_BROKERS          1      (3: a KRaft cluster, replication 3, min.insync.replicas 2;
+#                                     unset: the count the var dir's Kafka was formatted with)
+#   F2_KAFKA_PORT             9092   (broker 1)
+#   F2_KAFKA_CONTROLLER_PORT  9093   (broker 1)
+#   F2_KAFKA_PORT_<n>         F2_KAFKA_PORT + 2(n-1)             (broker n >= 2)
+#   F2_KAFKA_CONTROLLER_PORT_<n>  F2_KAFKA_CONTROLLER_PORT + 2(n-1)
 #   F2_MQTT_PORT              1883
 #   F2_MQTT_TLS_PORT          8883   (devices, mTLS)
 #   F2_MQTT_WS_PORT           9001   (MQTT over WebSockets: password accounts only)
@@ -43,11 +48,12 @@ STACK_ENV=$VAR/stack.env
 # Marks a directory as a stack var dir, so `clean` never removes anything else.
 MARKER=$VAR/.f2stack
 
-KAFKA_DATA=$DATA/kafka
-KAFKA_PROPS=$VAR/kafka/server.properties
 KAFKA_CP=$VAR/kafka/classpath.txt
-KAFKA_PID=$RUN/kafka.pid
-KAFKA_LOG=$LOG/kafka.log
+# The broker count and cluster id the var dir's Kafka was formatted with.
+KAFKA_BROKERS_FILE=$VAR/kafka/brokers
+KAFKA_CLUSTER_ID=$VAR/kafka/cluster.id
+# Unset: as many brokers as the var dir's Kafka was formatted with, else one.
+KAFKA_BROKERS=${F2_KAFKA_BROKERS:-$(head -n 1 "$KAFKA_BROKERS_FILE" 2>/dev/null || echo 1)}
 MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
@@ -86,13 +92,20 @@ as_pg() {
 
 check_settings() {
     local name value
-    for name in F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT F2_MQTT_WS_PORT \
+    for name in F2_KAFKA_BROKERS F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT F2_MQTT_WS_PORT \
         F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT; do
         value=${!name:-}
         [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
     done
-    local ports=("$KAFKA_PORT" "$CONTROLLER_PORT" "$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_WS_PORT" "$PARAMS_PORT"
-        "$TIMESERIES_PORT")
+    ((KAFKA_BROKERS >= 1 && KAFKA_BROKERS <= 9)) || die "F2_KAFKA_BROKERS=$KAFKA_BROKERS: choose 1 to 9 (3 for a cluster)"
+    local n ports=("$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_WS_PORT" "$PARAMS_PORT" "$TIMESERIES_PORT")
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+        for name in "$(kafka_port_setting "$n")" "$(kafka_controller_setting "$n")"; do
+            value=${!name:-}
+            [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
+        done
+        ports+=("$(kafka_port "$n")" "$(kafka_controller_port "$n")")
+    done
     if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
         die "two services share a port (${ports[*]}): give each F2_*_PORT its own value"
     fi
@@ -136,7 +149,7 @@ live_pid() { # pidfile pattern
     printf '%s\n' "$pid"
 }
 
-kafka_pid() { live_pid "$KAFKA_PID" "$KAFKA_PROPS"; }
+kafka_pid() { live_pid "$(kafka_pid_file "${1:-1}")" "$(kafka_props "${1:-1}")"; }
 mqtt_pid() { live_pid "$MQTT_PID" "$MQTT_CONF"; }
 mqtt_ws_pid() { live_pid "$MQTT_WS_PID" "--server-protocol mqtt"; }
 pg_pid() { live_pid "$DATA/pg-$1/postmaster.pid" "$DATA/pg-$1"; }
@@ -146,14 +159,16 @@ pg_pid_timeseries() { pg_pid timeseries; }
 # Waits until "$@" succeeds; fails pointing at the log when the service's
 # process dies or the timeout passes.
 wait_for() { # name logfile pid-function command...
-    local name=$1 logfile=$2 alive=$3
+    local name=$1 logfile=$2
+    local -a alive
+    read -r -a alive <<<"$3" # a function and its arguments, e.g. "kafka_pid 2"
     shift 3
     local start=$SECONDS
     local deadline=$((start + TIMEOUT))
     until "$@" >/dev/null 2>&1; do
         # pg_ctl -W and mosquitto -d return before the server writes its pid
         # file: judge liveness only after a few seconds.
-        if ((SECONDS - start >= 3)) && ! "$alive" >/dev/null; then
+        if ((SECONDS - start >= 3)) && ! "${alive[@]}" >/dev/null; then
             tail -n 20 "$logfile" >&2 2>/dev/null || true
             die "$name exited during start-up: see $logfile"
         fi
@@ -353,7 +368,7 @@ lock_var() {
 }
 
 prepare_dirs() {
-    mkdir -p "$VAR" "$LOG" "$RUN" "$DATA" "$DATA/faust" "$DATA/mosquitto" "$KAFKA_DATA" \
+    mkdir -p "$VAR" "$LOG" "$RUN" "$DATA" "$DATA/faust" "$DATA/mosquitto" \
         "$VAR/kafka" "$VAR/mosquitto"
     chmod 755 "$VAR" "$DATA" "$RUN"
     (umask 077 && mkdir -p "$SECRETS" "$VAR/pki")
@@ -383,6 +398,35 @@ secret() { head -n 1 "$SECRETS/$1"; }
 
 # --- Kafka ------------------------------------------------------------------
 
+# Broker 1 keeps the paths of a one-node stack (data/kafka, run/kafka.pid,
+# log/kafka.log); broker n >= 2 has its own with a "-n" suffix.
+kafka_suffix() { (($1 == 1)) || printf -- '-%s' "$1"; }
+kafka_data() { printf '%s\n' "$DATA/kafka$(kafka_suffix "$1")"; }
+kafka_props() {
+    if (($1 == 1)); then printf '%s\n' "$VAR/kafka/server.properties"; else printf '%s\n' "$VAR/kafka/server-$1.properties"; fi
+}
+kafka_pid_file() { printf '%s\n' "$RUN/kafka$(kafka_suffix "$1").pid"; }
+kafka_log() { printf '%s\n' "$LOG/kafka$(kafka_suffix "$1").log"; }
+kafka_port_setting() { if (($1 == 1)); then echo F2_KAFKA_PORT; else echo "F2_KAFKA_PORT_$1"; fi; }
+kafka_controller_setting() { if (($1 == 1)); then echo F2_KAFKA_CONTROLLER_PORT; else echo "F2_KAFKA_CONTROLLER_PORT_$1"; fi; }
+kafka_port() {
+    local name
+    name=$(kafka_port_setting "$1")
+    printf '%s\n' "${!name:-$((KAFKA_PORT + 2 * ($1 - 1)))}"
+}
+kafka_controller_port() {
+    local name
+    name=$(kafka_controller_setting "$1")
+    printf '%s\n' "${!name:-$((CONTROLLER_PORT + 2 * ($1 - 1)))}"
+}
+
+# The brokers of this var dir's Kafka: as formatted, else as configured.
+kafka_brokers() {
+    local count
+    count=$(head -n 1 "$KAFKA_BROKERS_FILE" 2>/dev/null || true)
+    [[ $count =~ ^[1-9]$ ]] && printf '%s\n' "$count" || printf '%s\n' "$KAFKA_BROKERS"
+}
+
 # The JVM command line, without the main class.
 kafka_java() {
     local cp
@@ -392,39 +436,84 @@ kafka_java() {
         -cp "$cp")
 }
 
-kafka_ready() {
-    port_open "$KAFKA_PORT" && kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 3 >/dev/null 2>&1
+# A broker answers, and (on a cluster) its metadata lists every broker.
+kafka_ready() { # broker
+    local port
+    port=$(kafka_port "$1")
+    port_open "$port" || return 1
+    local metadata
+    metadata=$(kcat -b "127.0.0.1:$port" -L -m 3 2>/dev/null) || return 1
+    [[ $metadata =~ (^|$'\n')\ *$KAFKA_BROKERS\ brokers: ]]
 }
 
-start_kafka() {
-    local pid
-    if pid=$(kafka_pid); then
-        log "kafka already running (pid $pid)"
+# A var dir's Kafka was formatted for one broker count: another one would
+# be a different cluster (quorum, replicas).
+check_kafka_brokers() {
+    local formatted
+    formatted=$(head -n 1 "$KAFKA_BROKERS_FILE" 2>/dev/null || true)
+    if [[ -z $formatted ]]; then
+        # A var dir from before F2_KAFKA_BROKERS had one broker.
+        [[ -f $(kafka_data 1)/meta.properties ]] && formatted=1 || return 0
+    fi
+    [[ $formatted == "$KAFKA_BROKERS" ]] ||
+        die "$VAR holds a Kafka of $formatted broker(s), F2_KAFKA_BROKERS=$KAFKA_BROKERS: set it to $formatted, or run deploy/stack.sh clean (removes the data) or use another F2_VAR_DIR"
+}
+
+start_kafka() { # broker
+    local n=$1 pid data props log voters="" i replication min_isr
+    data=$(kafka_data "$n") props=$(kafka_props "$n") log=$(kafka_log "$n")
+    if pid=$(kafka_pid "$n"); then
+        log "kafka-$n already running (pid $pid)"
         return 0
     fi
-    fill "$DEPLOY/kafka/server.properties.tmpl" "$KAFKA_PROPS" \
-        "KAFKA_PORT=$KAFKA_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$KAFKA_DATA"
+    for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+        voters+="${voters:+,}$i@127.0.0.1:$(kafka_controller_port "$i")"
+    done
+    replication=$((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3))
+    min_isr=$((replication < 3 ? 1 : 2))
+    mkdir -p "$data"
+    fill "$DEPLOY/kafka/server.properties.tmpl" "$props" \
+        "NODE_ID=$n" "VOTERS=$voters" "KAFKA_PORT=$(kafka_port "$n")" \
+        "CONTROLLER_PORT=$(kafka_controller_port "$n")" "DATA_DIR=$data" \
+        "REPLICATION=$replication" "MIN_ISR=$min_isr"
     kafka_java
-    if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+    if [[ ! -f $data/meta.properties ]]; then
+        # Every broker of a cluster is formatted with the same cluster id.
         local id
-        id=$("${JAVA_CMD[@]}" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n 1)
-        [[ $id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka: could not generate a cluster id: see $KAFKA_LOG"
-        log "kafka: formatting $KAFKA_DATA (cluster id $id)"
-        "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$id" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 ||
-            die "kafka: formatting the storage failed: see $KAFKA_LOG"
+        id=$(head -n 1 "$KAFKA_CLUSTER_ID" 2>/dev/null || true)
+        if [[ ! $id =~ ^[A-Za-z0-9_-]{22}$ ]]; then
+            id=$("${JAVA_CMD[@]}" kafka.tools.StorageTool random-uuid 2>>"$log" | tail -n 1)
+            [[ $id =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka: could not generate a cluster id: see $log"
+            printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID"
+        fi
+        log "kafka-$n: formatting $data (cluster id $id)"
+        "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$id" -c "$props" >>"$log" 2>&1 ||
+            die "kafka-$n: formatting the storage failed: see $log"
+        printf '%s\n' "$KAFKA_BROKERS" >"$KAFKA_BROKERS_FILE"
     fi
-    log "kafka: starting on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT)"
-    nohup "${JAVA_CMD[@]}" kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 </dev/null 9>&- &
-    printf '%s\n' "$!" >"$KAFKA_PID"
+    log "kafka-$n: starting on 127.0.0.1:$(kafka_port "$n") (controller $(kafka_controller_port "$n"))"
+    nohup "${JAVA_CMD[@]}" kafka.Kafka "$props" >>"$log" 2>&1 </dev/null 9>&- &
+    printf '%s\n' "$!" >"$(kafka_pid_file "$n")"
 }
 
+# All brokers at once: a broker stopping after the others lost the
+# controller quorum would wait for it until the grace period ends.
 stop_kafka() {
-    local pid
-    if pid=$(kafka_pid); then
-        log "kafka: stopping (pid $pid)"
-        stop_pid kafka "$pid" 60
-    fi
-    rm -f "$KAFKA_PID"
+    local n pid pids=() count
+    count=$(kafka_brokers)
+    for ((n = 1; n <= count; n++)); do
+        if pid=$(kafka_pid "$n"); then
+            log "kafka-$n: stopping (pid $pid)"
+            pids+=("$n:$pid")
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${pids[@]}"; do
+        stop_pid "kafka-${pid%%:*}" "${pid#*:}" 60
+    done
+    for ((n = 1; n <= count; n++)); do
+        rm -f "$(kafka_pid_file "$n")"
+    done
 }
 
 # --- PostgreSQL -------------------------------------------------------------
@@ -647,11 +736,22 @@ stop_mqtt_ws() {
 
 # --- stack.env ----------------------------------------------------------------
 
+# Every broker as a bootstrap server, in Faust's form: kafka://h:p;kafka://h:p
+# (quoted in stack.env: a shell that sources it would end the line at ';').
+kafka_url() {
+    local n url=""
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+        url+="${url:+;}kafka://127.0.0.1:$(kafka_port "$n")"
+    done
+    printf '%s\n' "$url"
+}
+
 write_stack_env() {
     (
         umask 077
         cat >"$STACK_ENV.tmp" <<EOF
-F2_KAFKA_BROKER=kafka://127.0.0.1:$KAFKA_PORT
+F2_KAFKA_BROKER='$(kafka_url)'
+F2_KAFKA_BROKERS=$KAFKA_BROKERS
 F2_MQTT_HOST=127.0.0.1
 F2_MQTT_PORT=$MQTT_PORT
 F2_MQTT_TLS_PORT=$MQTT_TLS_PORT
@@ -686,10 +786,12 @@ EOF
 # Every port of a service that is not running must be free, checked before
 # anything starts, so a conflict leaves nothing half-started.
 preflight() {
-    if ! kafka_pid >/dev/null; then
-        require_free_port "$KAFKA_PORT" Kafka F2_KAFKA_PORT
-        require_free_port "$CONTROLLER_PORT" "Kafka controller" F2_KAFKA_CONTROLLER_PORT
-    fi
+    local n
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+        kafka_pid "$n" >/dev/null && continue
+        require_free_port "$(kafka_port "$n")" "Kafka broker $n" "$(kafka_port_setting "$n")"
+        require_free_port "$(kafka_controller_port "$n")" "Kafka controller $n" "$(kafka_controller_setting "$n")"
+    done
     pg_pid params >/dev/null || require_free_port "$PARAMS_PORT" "PostgreSQL params" F2_PARAMS_PORT
     pg_pid timeseries >/dev/null || require_free_port "$TIMESERIES_PORT" "PostgreSQL timeseries" F2_TIMESERIES_PORT
     if ! mqtt_pid >/dev/null; then
@@ -703,6 +805,7 @@ cmd_up() {
     check_settings
     claim_var
     lock_var
+    check_kafka_brokers
     preflight
     installed || cmd_install
     PG_BIN=$(pg_bin)
@@ -710,7 +813,10 @@ cmd_up() {
     prepare_dirs
     ensure_secrets
     # Kafka takes longest: launch it first, set up the rest while it boots.
-    start_kafka
+    local n
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+        start_kafka "$n"
+    done
     start_pg params "$PARAMS_PORT"
     start_pg timeseries "$TIMESERIES_PORT"
     ensure_pki
@@ -720,7 +826,9 @@ cmd_up() {
     setup_pg timeseries "$TIMESERIES_PORT" f2_timeseries
     wait_for mosquitto "$MQTT_LOG" mqtt_pid mqtt_ready
     wait_for mqtt-ws "$MQTT_WS_LOG" mqtt_ws_pid mqtt_ws_ready
-    wait_for kafka "$KAFKA_LOG" kafka_pid kafka_ready
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+        wait_for "kafka-$n" "$(kafka_log "$n")" "kafka_pid $n" kafka_ready "$n"
+    done
     write_stack_env
     log "up: settings in $STACK_ENV"
 }
@@ -754,9 +862,14 @@ cmd_status() {
             printf '%-14s stopped  127.0.0.1:%-6s -\n' "$1" "$2"
         fi
     }
-    local pg_port='s/^port = \([0-9]*\)$/\1/p'
-    status_line kafka "$(configured_port "$KAFKA_PROPS" 's/^advertised.listeners=.*:\([0-9]*\)$/\1/p' "$KAFKA_PORT")" \
-        "$(kafka_pid || true)"
+    local pg_port='s/^port = \([0-9]*\)$/\1/p' n name count
+    count=$(kafka_brokers)
+    for ((n = 1; n <= count; n++)); do
+        name=kafka
+        ((count == 1)) || name=kafka-$n
+        status_line "$name" "$(configured_port "$(kafka_props "$n")" 's/^advertised.listeners=.*:\([0-9]*\)$/\1/p' \
+            "$(kafka_port "$n")")" "$(kafka_pid "$n" || true)"
+    done
     status_line pg-params "$(configured_port "$DATA/pg-params/f2stream.conf" "$pg_port" "$PARAMS_PORT")" \
         "$(pg_pid params || true)"
     status_line pg-timeseries "$(configured_port "$DATA/pg-timeseries/f2stream.conf" "$pg_port" "$TIMESERIES_PORT")" \

@@ -53,6 +53,8 @@ class F2App(faust.App):
             app_id,
             broker=settings.kafka_broker,
             topic_partitions=settings.topic_partitions,
+            # 0 (the cluster's default) is resolved in on_first_start, before Faust declares a topic.
+            topic_replication_factor=settings.topic_replication or 1,
             datadir=str(settings.data_dir / app_id),
             producer_acks=-1,
             producer_linger=0.005,
@@ -77,12 +79,19 @@ class F2App(faust.App):
         return tuple(table.changelog_topic.get_topic_name() for table in self.tables.values())
 
     async def on_first_start(self) -> None:
-        """Create the pipeline topics and this app's table changelogs if missing."""
+        """Create the pipeline topics and this app's table changelogs if missing.
+
+        Faust's own topics (its leader topic) get the same replication factor.
+        """
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         await super().on_first_start()
         try:
-            await ensure_topics(
-                self.settings.kafka_bootstrap, self.settings.topic_partitions, compacted=self.changelog_topics()
+            self.conf.topic_replication_factor = await ensure_topics(
+                self.settings.kafka_bootstrap,
+                self.settings.topic_partitions,
+                compacted=self.changelog_topics(),
+                single=(f"{self.conf.id}-__assignor-__leader",),  # Faust's leader topic, named as Faust does
+                replication=self.settings.topic_replication,
             )
         except F2StreamError as exc:
             raise SystemExit(f"f2stream: {exc}") from None

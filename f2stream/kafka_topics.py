@@ -8,6 +8,7 @@ import time
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from f2stream.errors import F2StreamError
@@ -43,15 +44,28 @@ async def ensure_topics(
     partitions: int,
     *,
     compacted: tuple[str, ...] = (),
-    replication: int = 1,
+    single: tuple[str, ...] = (),
+    replication: int = 0,
     wait_s: float = 60.0,
-) -> None:
+) -> int:
     """Create the pipeline's topics that do not exist yet (Faust creates only its own).
 
     `compacted` names more compacted topics to create with them: table
     changelogs, which Faust would create only after its consumer had
     fetched its metadata, so that the first table write finds the changelog
-    unknown (PartitionsMismatch). Waits up to `wait_s` for Kafka to answer.
+    unknown (PartitionsMismatch). `single` names topics of one partition:
+    Faust's leader topic, which Faust creates just before its consumer
+    joins the group; on a cluster the group's assignment could miss it
+    (not yet in the leader's metadata), no worker then got the leader
+    partition and nobody published parameters. Waits up to `wait_s` for
+    Kafka to answer, and until the created topics have their leaders.
+
+    Topics get `replication` replicas; 0 asks the cluster for its
+    `default.replication.factor` (aiokafka cannot send KIP-464's -1: its
+    CreateTopics stops at v3).
+
+    Returns:
+        The replication factor used, for the topics Faust creates itself.
 
     Raises:
         TopicSetupError: Kafka did not answer, or refused to create a topic.
@@ -61,8 +75,10 @@ async def ensure_topics(
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-admin")
         try:
             await admin.start()
-            await _create_missing(admin, partitions, replication, compacted)
-            return
+            replication = replication or await _default_replication(admin)
+            created = await _create_missing(admin, partitions, replication, compacted, single)
+            await _wait_for_leaders(admin, created, deadline)
+            return replication
         except KafkaConnectionError as exc:
             if time.monotonic() > deadline:
                 raise TopicSetupError(
@@ -74,22 +90,47 @@ async def ensure_topics(
             await admin.close()
 
 
+async def _default_replication(admin: AIOKafkaAdminClient) -> int:
+    """The cluster's `default.replication.factor`, as one of its brokers reports it."""
+    try:
+        broker = (await admin.describe_cluster())["brokers"][0]["node_id"]
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, str(broker), {"default.replication.factor": None})]
+        )
+        code, message, _, _, entries = response.resources[0]
+    except (KafkaError, IndexError, ValueError) as exc:
+        raise TopicSetupError(
+            f"reading the cluster's default.replication.factor failed: {exc}; set F2_TOPIC_REPLICATION"
+        ) from exc
+    values = {entry[0]: entry[1] for entry in entries}
+    if code != 0 or not str(values.get("default.replication.factor", "")).isdigit():
+        raise TopicSetupError(
+            f"broker {broker} did not report default.replication.factor (error {code}: {message}); "
+            "set F2_TOPIC_REPLICATION"
+        )
+    return int(values["default.replication.factor"])
+
+
 async def _create_missing(
-    admin: AIOKafkaAdminClient, partitions: int, replication: int, compacted: tuple[str, ...]
-) -> None:
+    admin: AIOKafkaAdminClient,
+    partitions: int,
+    replication: int,
+    compacted: tuple[str, ...],
+    single: tuple[str, ...] = (),
+) -> list[str]:
     configs = {**_TOPIC_CONFIGS, **{name: {"cleanup.policy": "compact"} for name in compacted}}
-    wanted = [*PIPELINE_TOPICS, *compacted]
+    wanted = [*PIPELINE_TOPICS, *compacted, *single]
     existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(wanted) if t["error_code"] == 0}
     for name, count in existing.items():
-        if count != partitions:
+        if count != partitions and name not in single:
             logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)
     missing = [
-        NewTopic(name, partitions, replication, topic_configs=configs.get(name, {}))
+        NewTopic(name, 1 if name in single else partitions, replication, topic_configs=configs.get(name, {}))
         for name in wanted
         if name not in existing
     ]
     if not missing:
-        return
+        return []
     try:
         response = await admin.create_topics(missing)
     except KafkaError as exc:
@@ -98,4 +139,16 @@ async def _create_missing(
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise TopicSetupError(f"creating topic {name} failed with Kafka error {code}: {rest[0] if rest else ''}")
         if code == 0:
-            logger.info("Created topic %s with %d partitions", name, partitions)
+            count = 1 if name in single else partitions
+            logger.info("Created topic %s with %d partitions, %d replicas", name, count, replication)
+    return [topic.name for topic in missing]
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str], deadline: float) -> None:
+    """Return once every partition of `topics` has a leader in the metadata (or the deadline passed)."""
+    while topics and time.monotonic() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+               for t in described):  # fmt: skip
+            return
+        await asyncio.sleep(0.2)

@@ -53,6 +53,8 @@ class Settings:
 
     kafka_broker: str = "kafka://localhost:9092"
     topic_partitions: int = 8
+    # Replicas of each topic the workers create; 0: the cluster's default.replication.factor.
+    topic_replication: int = 0
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
     mqtt_tls_port: int = 8883
@@ -122,6 +124,10 @@ class Settings:
         ):
             if number < 1:
                 raise ConfigError(name, f"is {number}, must be at least 1")
+        if self.topic_replication < 0:
+            raise ConfigError(
+                "F2_TOPIC_REPLICATION", f"is {self.topic_replication}: 0 (the cluster's default) or a replica count"
+            )
 
     @property
     def kafka_bootstrap(self) -> str:

@@ -18,16 +18,38 @@ from pathlib import Path
 import pytest
 from harness import ROOT, Stack, Worker, Workers
 
-from bench.stack import PORT_SETTINGS, free_ports, read_env_file
+from bench.stack import CLUSTER_PORT_SETTINGS, PORT_SETTINGS, free_ports, read_env_file
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Kafka, two PostgreSQL clusters and Mosquitto on free ports, migrated."""
+    yield from _stack(brokers=1)
+
+
+@pytest.fixture(scope="session")
+def cluster_stack() -> Iterator[Stack]:
+    """The same with a Kafka cluster of three brokers (replication 3, min.insync.replicas 2)."""
+    yield from _stack(brokers=3)
+
+
+@pytest.fixture(scope="session")
+def cluster_workers(cluster_stack: Stack) -> Iterator[Workers]:
+    """The pipeline and ingest workers against the three-broker stack, healthy."""
+    yield from _workers(cluster_stack)
+
+
+def _stack(brokers: int) -> Iterator[Stack]:
     var_dir = Path(tempfile.mkdtemp(prefix="f2stream-test-"))
     var_dir.chmod(0o755)  # the postgres user must reach its data dir below
-    ports = map(str, free_ports(len(PORT_SETTINGS)))
-    env = {"F2_VAR_DIR": str(var_dir), "F2_PYTHON": sys.executable, **dict(zip(PORT_SETTINGS, ports, strict=True))}
+    names = PORT_SETTINGS + (CLUSTER_PORT_SETTINGS if brokers == 3 else ())
+    ports = map(str, free_ports(len(names)))
+    env = {
+        "F2_VAR_DIR": str(var_dir),
+        "F2_PYTHON": sys.executable,
+        "F2_KAFKA_BROKERS": str(brokers),
+        **dict(zip(names, ports, strict=True)),
+    }
     script = str(ROOT / "deploy" / "stack.sh")
     up = subprocess.run(["bash", script, "up"], env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     try:
@@ -40,12 +62,19 @@ def stack() -> Iterator[Stack]:
         yield running
     finally:
         subprocess.run(["bash", script, "down"], env={**os.environ, **env}, capture_output=True, timeout=300)
-        shutil.rmtree(var_dir, ignore_errors=True)
+        if os.environ.get("F2_TEST_KEEP_VAR") == "1":  # logs and data, to read after a failure
+            print(f"stack var dir kept: {var_dir}", flush=True)
+        else:
+            shutil.rmtree(var_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def workers(stack: Stack) -> Iterator[Workers]:
     """The pipeline and ingest workers, running against the stack, healthy."""
+    yield from _workers(stack)
+
+
+def _workers(stack: Stack) -> Iterator[Workers]:
     pipeline_port, ingest_port = free_ports(2)
     running = Workers(
         pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline"),

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -258,36 +259,67 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def kafka_port(stack: Stack) -> int:
-    """The port of the stack's Kafka."""
-    return int(stack.env["F2_KAFKA_BROKER"].rsplit(":", 1)[1])
+def kafka_port(stack: Stack, broker: int = 1) -> int:
+    """The port of the stack's Kafka broker number `broker` (1-based, as in F2_KAFKA_BROKER's list)."""
+    return int(stack.env["F2_KAFKA_BROKER"].split(";")[broker - 1].rsplit(":", 1)[1])
 
 
-def kill_kafka(stack: Stack) -> list[str]:
-    """`kill -9` the stack's Kafka; returns its command line, for :func:`start_kafka`."""
-    pid = _pid_of(stack.var_dir / "run" / "kafka.pid")
+def _kafka_file(stack: Stack, folder: str, broker: int, suffix: str) -> Path:
+    """deploy/stack.sh's files of one broker: run/kafka.pid for broker 1, run/kafka-2.pid for broker 2..."""
+    return stack.var_dir / folder / f"kafka{'' if broker == 1 else f'-{broker}'}{suffix}"
+
+
+def kill_kafka(stack: Stack, broker: int = 1) -> list[str]:
+    """`kill -9` one Kafka broker of the stack; returns its command line, for :func:`start_kafka`."""
+    pid = _pid_of(_kafka_file(stack, "run", broker, ".pid"))
     command = _command_of(pid)
     os.kill(pid, 9)
     _wait_gone(pid, 30)
     return command
 
 
-def start_kafka(stack: Stack, command: list[str], timeout_s: float = 120) -> None:
-    """Start Kafka again with `command` (as deploy/stack.sh does: log appended, pid file), wait until it answers."""
-    with (stack.var_dir / "log" / "kafka.log").open("ab") as log:
+def start_kafka(stack: Stack, command: list[str], timeout_s: float = 120, broker: int = 1) -> None:
+    """Start a broker again with `command` (as deploy/stack.sh does: log appended, pid file), wait until it answers.
+
+    On a cluster, "answers" means its metadata lists every broker again.
+    """
+    log_path = _kafka_file(stack, "log", broker, ".log")
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    (stack.var_dir / "run" / "kafka.pid").write_text(f"{process.pid}\n")
-    port, deadline = kafka_port(stack), time.monotonic() + timeout_s
+    _kafka_file(stack, "run", broker, ".pid").write_text(f"{process.pid}\n")
+    port, deadline = kafka_port(stack, broker), time.monotonic() + timeout_s
+    brokers = int(stack.env.get("F2_KAFKA_BROKERS", "1"))
     while time.monotonic() < deadline:
-        assert process.poll() is None, "kafka exited during start-up: see log/kafka.log"
+        assert process.poll() is None, f"kafka exited during start-up: see {log_path}"
         if _port_open(port):
-            metadata = subprocess.run(["kcat", "-b", f"127.0.0.1:{port}", "-L", "-m", "3"], capture_output=True)
-            if metadata.returncode == 0:
+            metadata = subprocess.run(
+                ["kcat", "-b", f"127.0.0.1:{port}", "-L", "-m", "3"], capture_output=True, text=True
+            )
+            if metadata.returncode == 0 and f" {brokers} brokers:" in metadata.stdout:
                 return
         time.sleep(0.25)
-    raise AssertionError(f"kafka did not answer within {timeout_s}s")
+    raise AssertionError(f"kafka broker {broker} did not answer within {timeout_s}s")
+
+
+def wait_in_sync(stack: Stack, timeout_s: float = 120) -> None:
+    """Wait until every partition of every topic has all its replicas in sync (a broker started again caught up)."""
+    deadline = time.monotonic() + timeout_s
+    lagging: list[str] = ["no metadata"]
+    while time.monotonic() < deadline:
+        metadata = subprocess.run(
+            ["kcat", "-b", stack.settings.kafka_bootstrap, "-L", "-m", "3"], capture_output=True, text=True
+        )
+        partitions = _REPLICAS.findall(metadata.stdout)
+        lagging = [f"replicas {r}, isrs {i}" for r, i in partitions if set(r.split(",")) != set(i.split(","))]
+        if metadata.returncode == 0 and partitions and not lagging:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"replicas not in sync after {timeout_s}s: {lagging[:5]}")
+
+
+_REPLICAS = re.compile(r"replicas: ([\d,]+), isrs: ([\d,]*)")
 
 
 def restart_mosquitto(stack: Stack, sig: int = 15, down_s: float = 0.0, timeout_s: float = 30) -> None:

@@ -7,6 +7,9 @@ with its exact number of rows (`verify`). Each run also measures:
 
 - time to recover: from the end of the fault (the service or worker is back)
   until every message acknowledged up to then is in the database;
+- time without progress (the cluster scenario): the longest time the sink's
+  row counter (and the ingest worker's produced counter) stood still from
+  the first fault to the end of the load;
 - duplicates: raw records Kafka holds twice (ingest re-deliveries), decoded
   records produced twice (decode re-reads), and rows the sink wrote again
   (`f2_rows_duplicate_total`, summed over the worker's lives), all absorbed by
@@ -21,11 +24,14 @@ scenario can be repeated: `F2_FAULT_REPEAT=N` runs it N times in one session,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,6 +52,7 @@ from harness import (
     restart_mosquitto,
     start_kafka,
     verify_database,
+    wait_in_sync,
 )
 
 from bench.stack import free_ports
@@ -59,6 +66,8 @@ REPORT = os.environ.get("F2_FAULT_REPORT")
 DEVICES = 8
 RATE = 300.0
 REBALANCE_CYCLES = 10
+#: `make faults` (bench/faults.py) sets it: the cluster scenario's brokers stay down longer, the load runs longer.
+LONG = os.environ.get("F2_FAULT_LONG") == "1"
 DUPLICATES = "f2_rows_duplicate_total"
 
 _Key = tuple[str, str, str]
@@ -85,8 +94,9 @@ class Load:
     started again: the manifest holds only what the broker acknowledged.
     """
 
-    def __init__(self, stack: Stack, first_device: int, manifest: Path, duration_s: float) -> None:
+    def __init__(self, stack: Stack, first_device: int, manifest: Path, duration_s: float, rate: float = RATE) -> None:
         self.stack, self.first_device, self.manifest, self.duration_s = stack, first_device, manifest, duration_s
+        self.rate = rate
         self.sent = 0
         self.exits: list[int] = []
         self.log = stack.var_dir / "log" / f"simulator-{manifest.stem}.log"
@@ -99,7 +109,7 @@ class Load:
         self._until = time.monotonic() + duration
         command = [
             sys.executable, "-m", "faust", "-A", "f2stream", "simulate", "--devices", str(DEVICES),
-            "--first-device", str(self.first_device), "--rate", str(RATE), "--duration-s", f"{duration:.1f}",
+            "--first-device", str(self.first_device), "--rate", str(self.rate), "--duration-s", f"{duration:.1f}",
             "--manifest", str(self.manifest), "--seed", str(int(time.time())),
         ]  # fmt: skip
         self._output_at = self.log.stat().st_size if self.log.exists() else 0
@@ -162,6 +172,8 @@ class Figures:
     rows_duplicate: float = 0.0
     recover_s: float | None = None
     load_s: float = 0.0
+    stall_s: float | None = None  # longest time without a row written, first fault to end of load
+    stall_ingest_s: float | None = None  # the same for raw records produced by the ingest worker
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -170,10 +182,13 @@ class Figures:
 
     def line(self) -> str:
         recover = "-" if self.recover_s is None else f"{self.recover_s:.1f}s"
+        stall = (
+            "" if self.stall_s is None else f", without progress {self.stall_s:.1f}s (ingest {self.stall_ingest_s}s)"
+        )
         return (
             f"{self.scenario} run {self.run}: sent {self.sent}, acknowledged {self.acknowledged}, "
             f"missing {self.missing}, wrong count {self.wrong_count}, duplicated raw {self.raw_duplicates} / "
-            f"decoded {self.decoded_duplicates} / rows {self.rows_duplicate:.0f}, recovered in {recover}"
+            f"decoded {self.decoded_duplicates} / rows {self.rows_duplicate:.0f}, recovered in {recover}{stall}"
         )
 
 
@@ -192,9 +207,47 @@ class DuplicateRows:
         return self.banked + sum(metric(w, DUPLICATES) or 0.0 for w in self.workers) - self.start
 
 
+class Progress:
+    """A worker's counters sampled every 0.25 s in a thread: when each last moved.
+
+    A sample the worker does not answer counts as no progress.
+    """
+
+    def __init__(self, worker: Worker, *names: str) -> None:
+        self.worker, self.names = worker, names
+        self.moves: list[float] = []  # monotonic times at which the sum of the counters grew
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name=f"progress-{worker.name}", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        last = -1.0
+        while not self._stop.wait(0.25):
+            values = [metric(self.worker, name) for name in self.names]
+            if any(v is None for v in values):
+                continue
+            total = sum(v for v in values if v is not None)
+            if total > last:
+                if last >= 0:
+                    self.moves.append(time.monotonic())
+                last = total
+
+    def longest_stall(self, since: float, until: float) -> float:
+        """The longest time within [since, until] during which the counters did not move."""
+        edges = [since, *(t for t in self.moves if since < t < until), until]
+        return round(max(b - a for a, b in itertools.pairwise(edges)), 1)
+
+
 async def kafka_duplicates(stack: Stack, devices: set[str], since_ms: int) -> tuple[int, int]:
     """Raw and decoded records of `devices` since `since_ms` that Kafka holds more than once."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"))
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap)
     await consumer.start()
     try:
         extra = []
@@ -264,6 +317,7 @@ class Run:
     figures: Figures
     duplicates: DuplicateRows
     load: Load
+    faults: list[float] = field(default_factory=list)  # when each of several faults struck (monotonic)
 
 
 Fault = Callable[[Run], Awaitable[None]]
@@ -279,8 +333,9 @@ async def run_scenario(
     duration_s: float,
     fault_at_s: float,
     extra_workers: tuple[Worker, ...] = (),
+    rate: float = RATE,
 ) -> list[Figures]:
-    """Run `scenario` REPEAT times: load, `fault` at `fault_at_s`, then judge; figures per run."""
+    """Run `scenario` REPEAT times: load at `rate` msg/s, `fault` at `fault_at_s`, then judge; figures per run."""
     await prime(stack, first_device)
     devices = set(device_ids(DEVICES, first_device))
     all_figures = []
@@ -289,25 +344,41 @@ async def run_scenario(
         manifest = stack.var_dir / f"{scenario}-{first_device}-{run}.jsonl"
         duplicates = DuplicateRows([workers.pipeline, *extra_workers])
         since_ms = int(time.time() * 1000) - 2000
-        load = Load(stack, first_device, manifest, duration_s)
-        started = time.monotonic()
-        load.start()
-        await asyncio.sleep(fault_at_s)
-        await fault(Run(figures, duplicates, load))
-        fault_end = time.monotonic()
-        load.resume()
-        so_far = acknowledged(manifest)
-        recovered = await verify_database(stack.settings, so_far, 180)
-        if recovered.ok:
-            figures.recover_s = round(time.monotonic() - fault_end, 1)
-        await load.wait()
-        load.resume()
-        await load.wait()
-        figures.load_s = round(time.monotonic() - started, 1)
+        load = Load(stack, first_device, manifest, duration_s, rate)
+        sink = Progress(workers.pipeline, "f2_rows_written_total", DUPLICATES)
+        ingest = Progress(workers.ingest, "f2_raw_messages_produced_total")
+        with sink, ingest:
+            started = time.monotonic()
+            load.start()
+            await asyncio.sleep(fault_at_s)
+            fault_start = time.monotonic()
+            run_state = Run(figures, duplicates, load)
+            await fault(run_state)
+            fault_end = time.monotonic()
+            load.resume()
+            so_far = acknowledged(manifest)
+            recovered = await verify_database(stack.settings, so_far, 180)
+            if recovered.ok:
+                figures.recover_s = round(time.monotonic() - fault_end, 1)
+            await load.wait()
+            load.resume()
+            await load.wait()
+            load_end = time.monotonic()
+        figures.load_s = round(load_end - started, 1)
+        figures.stall_s = sink.longest_stall(fault_start, load_end)
+        figures.stall_ingest_s = ingest.longest_stall(fault_start, load_end)
+        bounds = [*run_state.faults, load_end]
+        for n, (since, until) in enumerate(itertools.pairwise(bounds), 1):
+            figures.notes.append(
+                f"fault {n} at +{since - started:.0f}s: without progress {sink.longest_stall(since, until)}s "
+                f"(ingest {ingest.longest_stall(since, until)}s)"
+            )
         expected = acknowledged(manifest)
         verdict: Verdict = await verify_database(stack.settings, expected, 60)
         figures.acknowledged, figures.missing = verdict.messages, verdict.missing
         figures.wrong_count = verdict.wrong_count
+        if len(run_state.faults) > 1:
+            figures.notes.append(f"load: {verdict.messages / duration_s:.0f} msg/s acknowledged over {duration_s:.0f}s")
         figures.sent = max(load.sent, verdict.messages)
         if any(load.exits):
             figures.notes.append(f"simulator exit codes {load.exits} (a non-zero one was started again)")
@@ -319,7 +390,7 @@ async def run_scenario(
 
 
 def report(figures: Figures) -> None:
-    print(figures.line(), flush=True)
+    print(figures.line(), *(f"  {note}" for note in figures.notes), sep="\n", flush=True)
     if REPORT:
         with Path(REPORT).open("a") as out:
             out.write(json.dumps(asdict(figures)) + "\n")
@@ -520,3 +591,43 @@ async def test_two_ingest_workers_sharing_the_subscription_one_killed(
         healthy_again(workers)
     for client_id in (first_id, second_id):
         await discard_session(stack, client_id)
+
+
+async def test_kill_9_of_one_kafka_broker_then_another_of_three(
+    cluster_stack: Stack, cluster_workers: Workers, device_numbers: int
+) -> None:
+    """Three brokers, replication 3, min.insync.replicas 2, 2,000 msg/s: broker 1 killed with -9 and
+    started again, then (once every replica is back in sync) broker 2.
+
+    Nothing acknowledged may be lost, and the pipeline may stand still for
+    less than 15 s at a time (time without progress, measured on the sink's
+    and the ingest worker's counters from the first kill to the end of the load).
+    """
+    down_s = 30.0 if LONG else 5.0
+
+    async def fault(run: Run) -> None:
+        for broker in (1, 2):
+            run.faults.append(time.monotonic())
+            command = await asyncio.to_thread(kill_kafka, cluster_stack, broker)
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(start_kafka, cluster_stack, command, 120, broker)
+            await asyncio.to_thread(wait_in_sync, cluster_stack, 120)
+
+    stack, workers = cluster_stack, cluster_workers
+    kcat = ["kcat", "-b", stack.settings.kafka_bootstrap, "-L"]
+    metadata = (await asyncio.to_thread(subprocess.run, kcat, capture_output=True, text=True, timeout=30)).stdout
+    for topic in ("raw_iot_data", "decoded_iot_data", "iot_dead_letter", "device_parameters",
+                  "f2stream-device_parameters-changelog", "f2stream-__assignor-__leader"):  # fmt: skip
+        block = metadata.split(f'topic "{topic}"', 1)[1].split("topic ", 1)[0]
+        replicas = re.findall(r"replicas: (\d+(?:,\d+)*)", block)
+        assert replicas and all(len(r.split(",")) == 3 for r in replicas), f"{topic}: {block}"
+    try:
+        figures = await run_scenario(
+            stack, workers, device_numbers, "kafka-cluster", fault,
+            duration_s=150 if LONG else 60, fault_at_s=10, rate=2000.0,
+        )  # fmt: skip
+        judge(figures, workers.pipeline, workers.ingest)
+        slow = [f for f in figures if f.stall_s is None or f.stall_s >= 15 or (f.stall_ingest_s or 0) >= 15]
+        assert not slow, "time without progress not under 15 s:\n" + "\n".join(f.line() for f in slow)
+    finally:
+        healthy_again(workers)

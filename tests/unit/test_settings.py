@@ -206,3 +206,13 @@ def test_every_field_converts_by_its_type() -> None:
     with pytest.raises(ConfigError, match="'maybe' is not a valid bool"):
         module._convert("F2_X", "maybe", bool)
     assert not module._UNKNOWN
+
+
+def test_topic_replication_defaults_to_the_clusters_own() -> None:
+    assert Settings.from_env({}).topic_replication == 0
+    assert Settings.from_env({"F2_TOPIC_REPLICATION": "3"}).topic_replication == 3
+
+
+def test_negative_topic_replication_is_refused() -> None:
+    with pytest.raises(ConfigError, match="F2_TOPIC_REPLICATION"):
+        Settings.from_env({"F2_TOPIC_REPLICATION": "-1"})
