@@ -636,6 +636,7 @@ async def test_ingest_backlog_killed_mid_drain(stack: Stack, workers: Workers, d
             f"backlog {BACKLOG} published in {publish_s:.0f}s ({BACKLOG / publish_s:.0f} msg/s)",
             f"killed at {before_kill:.0f} in Kafka; the {held} held then drained in {drain_s:.1f}s ({rate:.0f} msg/s)"
             f" beside {RATE:.0f} msg/s of new traffic, ingest peak RSS {peak_mb:.0f} MB",
+            "duplicates not counted in this scenario",
         ]
         report(figures)
         print(f"backlog run {run}: " + "; ".join(figures.notes), flush=True)
