@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.metadata
 import logging
+import math
 import socket
 import time
 from dataclasses import dataclass
@@ -47,8 +49,10 @@ from f2stream.settings import Settings
 
 __all__ = [
     "TOO_LARGE_KEEP_BYTES",
+    "ManualAckUnavailable",
     "MqttIngest",
     "ProduceFailed",
+    "manual_ack_client",
     "message_identity",
     "subscriptions",
     "too_large_dead_letter",
@@ -121,6 +125,35 @@ class ProduceFailed(Exception):
     """Kafka did not take a record; the MQTT session is dropped so the broker re-delivers."""
 
 
+class ManualAckUnavailable(RuntimeError):
+    """The MQTT client cannot be told to leave QoS 1 acknowledgements to us: ingest refuses to run."""
+
+
+def manual_ack_client(client: aiomqtt.Client) -> paho.Client:
+    """The paho client under `client`, with manual acknowledgement switched on and checked.
+
+    aiomqtt acknowledges QoS 1 on arrival and exposes no manual ack; its
+    private paho client does. An aiomqtt or paho release that renames or drops
+    that client or its flag would quietly bring back acknowledgement before
+    Kafka has the message, so anything but the expected shape is refused.
+
+    Raises:
+        ManualAckUnavailable: the installed aiomqtt/paho cannot be used this way.
+    """
+    mqtt = getattr(client, "_client", None)
+    if not isinstance(mqtt, paho.Client) or not callable(getattr(mqtt, "ack", None)):
+        raise ManualAckUnavailable(
+            f"aiomqtt {_version('aiomqtt')} has no paho client with ack(); pin aiomqtt 2.5 and paho-mqtt 2.x"
+        )
+    mqtt.manual_ack_set(True)
+    if getattr(mqtt, "_manual_ack", None) is not True:  # paho reads this flag when a PUBLISH arrives
+        raise ManualAckUnavailable(
+            f"paho-mqtt {_version('paho-mqtt')} does not keep manual_ack_set(True) where it reads it; "
+            "pin paho-mqtt 2.2 (or check its manual ack and update this check)"
+        )
+    return mqtt
+
+
 class MqttIngest(Service):
     """One persistent MQTT session feeding raw_iot_data, reconnecting with capped random backoff."""
 
@@ -136,8 +169,21 @@ class MqttIngest(Service):
         self.producer = Producer(settings.kafka_bootstrap, "f2stream-ingest")
         self.add_dependency(self.producer)
 
+    async def on_start(self) -> None:
+        """Refuse to run, in one line, unless QoS 1 can be acknowledged after Kafka has the message."""
+        try:
+            manual_ack_client(aiomqtt.Client(self.settings.mqtt_host, self.settings.mqtt_port))
+        except ManualAckUnavailable as exc:
+            logger.critical("Ingest refuses to run: %s", exc)
+            raise SystemExit(2) from None
+
     @Service.task
     async def _run(self) -> None:
+        # The supervisor of the MQTT session: any failure of a session, expected
+        # or not, ends in a new session after a capped random backoff. The worker
+        # stays up meanwhile (its /health says why the session is down): a session
+        # holds no state of its own, and whatever it had not acknowledged is
+        # re-delivered by the broker, so a restart in place loses nothing.
         backoff, first = Backoff(1.0, _BACKOFF_MAX_S), True
         while not self.should_stop:
             if not first:
@@ -149,6 +195,13 @@ class MqttIngest(Service):
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning(
                     "MQTT session to %s:%d ended: %s", self.settings.mqtt_host, self.settings.mqtt_port, self.last_error
+                )
+            except Exception as exc:
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                logger.exception(
+                    "MQTT session to %s:%d failed unexpectedly; starting a new one",
+                    self.settings.mqtt_host,
+                    self.settings.mqtt_port,
                 )
             finally:
                 if self.connected:
@@ -173,27 +226,38 @@ class MqttIngest(Service):
             keepalive=30,
             timeout=10,
         )
-        # aiomqtt acknowledges QoS 1 on arrival and exposes no manual ack; its
-        # paho client does, so we switch it on there and ack after Kafka.
-        mqtt: paho.Client = client._client  # noqa: SLF001
-        mqtt.manual_ack_set(True)
+        # Ack only after Kafka has the message: on the paho client under aiomqtt.
+        mqtt = manual_ack_client(client)
         self._paho = mqtt
         pending: asyncio.Queue[_Burst] = asyncio.Queue(max(2, s.mqtt_max_inflight // _BURST))
         async with client:
             _set_nodelay(mqtt.socket())
-            await client.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)])
-            if not s.mqtt_share_group:
-                # A session kept from a release that shared by default still holds
-                # those filters: without this, every message would arrive twice.
-                await client.unsubscribe(subscriptions(_FORMER_DEFAULT_GROUP))
-            self._set_connected(True)
-            logger.info("MQTT session up as %s, subscribed to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
+            logger.info("MQTT connected as %s, subscribing to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
+            # A resumed session's messages arrive right after CONNACK, ahead of the
+            # SUBACK: forwarding starts before subscribing, so that however much the
+            # broker sends first, it is being worked off while the SUBACK is on its way.
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._acknowledge(mqtt, pending), name="f2stream-ingest-acks")
                     tasks.create_task(self._forward(client, pending), name="f2stream-ingest-forward")
+                    tasks.create_task(self._subscribe(client), name="f2stream-ingest-subscribe")
             except* (aiomqtt.MqttError, ProduceFailed, OSError) as group:
                 raise group.exceptions[0] from None
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        # No deadline on SUBACK and UNSUBACK: Mosquitto answers them only after
+        # what it sends a resumed session first, which 2.0.11 does not bound by
+        # its inflight window (after a kill mid-drain: the whole backlog, minutes
+        # of reading). A dead connection still ends the session: paho's keepalive
+        # closes it, and _forward raises on the disconnect.
+        s = self.settings
+        await client.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)], timeout=math.inf)
+        if not s.mqtt_share_group:
+            # A session kept from a release that shared by default still holds
+            # those filters: without this, every message would arrive twice.
+            await client.unsubscribe(subscriptions(_FORMER_DEFAULT_GROUP), timeout=math.inf)
+        self._set_connected(True)
+        logger.info("MQTT session up as %s, subscribed to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
 
     async def _forward(self, client: aiomqtt.Client, pending: asyncio.Queue[_Burst]) -> None:
         # What has arrived is taken in bursts: one produce call and one
@@ -257,6 +321,13 @@ class MqttIngest(Service):
         if self.connected and self._paho is not None and self._paho.is_connected():
             return Check("mqtt", "ok", f"session up at {where}")
         return Check("mqtt", "failing", f"not connected to {where}: {self.last_error or 'connecting'}")
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _describe(exc: BaseException) -> str:

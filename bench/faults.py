@@ -10,11 +10,16 @@ docs/reliability.md shows them:
     .venv/bin/python bench/faults.py --summarize var/faults/report.jsonl
 
 Scenarios: rebalance, kill-pipeline, kill-ingest, pg-down, kill-kafka,
-restart-mosquitto, shared-ingest, kafka-cluster (or `all`). The exit status
-is 1 when any run lost or doubled a message. Here the tests run in their
-long form (`F2_FAULT_LONG=1`): kafka-cluster keeps each killed broker down
-30 s under 150 s of load instead of 5 s under 60 s, and starts a stack of
-three brokers beside the one-broker stack of the other scenarios.
+restart-mosquitto, shared-ingest, kafka-cluster, backlog (or `all`). The exit
+status is 1 when any run lost or doubled a message. Here the tests run in
+their long form (`F2_FAULT_LONG=1`): kafka-cluster keeps each killed broker
+down 30 s under 150 s of load instead of 5 s under 60 s, and starts a stack
+of three brokers beside the one-broker stack of the other scenarios.
+
+backlog: the ingest worker down while the devices publish `--backlog`
+messages (default 1,000,000; the suite's short form 500,000), started while
+they go on publishing, killed with -9 mid-drain and started again; each
+run's drain rate is printed below the table.
 """
 
 from __future__ import annotations
@@ -40,13 +45,17 @@ TESTS = {
     "restart-mosquitto": "test_mosquitto_restarted",
     "shared-ingest": "test_two_ingest_workers_sharing_the_subscription_one_killed",
     "kafka-cluster": "test_kill_9_of_one_kafka_broker_then_another_of_three",
+    "backlog": "test_ingest_backlog_killed_mid_drain",
 }
+#: Messages queued for the ingest worker in the backlog scenario (the suite runs fewer).
+BACKLOG_MESSAGES = 1_000_000
 
 
-def run(scenarios: list[str], repeat: int, report: Path) -> int:
+def run(scenarios: list[str], repeat: int, report: Path, backlog: int = BACKLOG_MESSAGES) -> int:
     """Run the scenarios' tests `repeat` times each in one pytest session; its exit status."""
     selection = " or ".join(TESTS[s] for s in scenarios)
-    env = {**os.environ, "F2_FAULT_REPEAT": str(repeat), "F2_FAULT_REPORT": str(report), "F2_FAULT_LONG": "1"}
+    env = {**os.environ, "F2_FAULT_REPEAT": str(repeat), "F2_FAULT_REPORT": str(report), "F2_FAULT_LONG": "1",
+           "F2_BACKLOG_MESSAGES": str(backlog)}  # fmt: skip
     command = [sys.executable, "-m", "pytest", "tests/integration/test_faults.py", "-k", selection, "-s", "-q",
                "-p", "no:cacheprovider", "-o", "timeout=0"]  # fmt: skip
     print(f"faults: {' '.join(command)} (F2_FAULT_REPEAT={repeat}, report {report})", flush=True)
@@ -78,7 +87,14 @@ def summarize(report: Path) -> bool:
         print(f"| {scenario} | {len(items)} | {total['sent']} | {total['acknowledged']} | {total['missing']} "
               f"| {total['wrong_count']} | {dup} | {recover} | {stall} |")  # fmt: skip
         clean = clean and total["missing"] == 0 and total["wrong_count"] == 0
+    print_backlog_drains(runs.get("backlog", []))
     return clean
+
+
+def print_backlog_drains(items: list[dict[str, Any]]) -> None:
+    """The backlog runs' own figures: how fast the devices filled the session, how fast ingest drained it."""
+    for figures in items:
+        print(f"backlog run {figures['run']}: {'; '.join(figures['notes'])}")
 
 
 def main() -> int:
@@ -87,6 +103,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each scenario (default 5)")
     parser.add_argument("--report", type=Path, default=None, help="JSON-lines report (default var/faults/<time>.jsonl)")
     parser.add_argument("--summarize", type=Path, default=None, help="only print the table of an existing report")
+    parser.add_argument("--backlog", type=int, default=BACKLOG_MESSAGES, help="messages queued in the backlog scenario")
     args = parser.parse_args()
     if args.summarize:
         return 0 if summarize(args.summarize) else 1
@@ -96,7 +113,7 @@ def main() -> int:
         parser.error(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(TESTS)} or all")
     report = args.report or ROOT / "var" / "faults" / f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     report.parent.mkdir(parents=True, exist_ok=True)
-    status = run(scenarios, args.repeat, report)
+    status = run(scenarios, args.repeat, report, args.backlog)
     clean = summarize(report) if report.exists() else False
     return 0 if status == 0 and clean else 1
 

@@ -9,7 +9,9 @@
 # temporary directory, removed afterwards):
 #   1. a persistent QoS 1 session (like the ingest worker's) subscribes, and
 #      `backlog` messages are queued for a second, offline persistent session,
-#      so the persistence file is as large as during an ingest outage;
+#      so the persistence file is as large as during an ingest outage; the
+#      broker then idles for SAVE_WINDOW_S seconds (default 20), and its CPU
+#      time over its saves in that window is the cost of one save at that size;
 #   2. `mosquitto_pub -l --nodelay -q 1` sends `messages` lines, and the time
 #      until the subscriber has them all gives the throughput; the broker's
 #      CPU time and the number of saves come from /proc and its log;
@@ -22,6 +24,7 @@ set -euo pipefail
 MESSAGES=${1:-20000}
 BACKLOG=${2:-0}
 ONLY=${3:-}
+SAVE_WINDOW_S=${SAVE_WINDOW_S:-20}
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 PYTHON=${F2_PYTHON:-$(cd "$(dirname "$0")/../.." && pwd)/.venv/bin/python}
 WORK=$(mktemp -d /tmp/f2-mqtt-persist.XXXXXX)
@@ -31,6 +34,7 @@ trap 'kill -9 $(cat "$WORK"/pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"
 SETTINGS=(
     "autosave_interval 60 (shipped)|autosave_interval 60"
     "autosave_interval 1|autosave_interval 1"
+    "autosave_interval 30|autosave_interval 30"
     "on_changes, every 1000|autosave_on_changes true;autosave_interval 1000"
     "on_changes, every 100|autosave_on_changes true;autosave_interval 100"
     "on_changes, every 10|autosave_on_changes true;autosave_interval 10"
@@ -71,10 +75,13 @@ client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
 client.max_inflight_messages_set(1000)
 client.connect("127.0.0.1", int(sys.argv[1]))
 client.loop_start()
-sent = [client.publish(sys.argv[2], line.rstrip("\n"), qos=1) for line in sys.stdin]
-for info in sent:
-    info.wait_for_publish(60)
-    assert info.is_published(), "no PUBACK"
+lines = [line.rstrip("\n") for line in sys.stdin]
+# In chunks: paho refuses a message whose id (16 bits) is still outstanding.
+for start in range(0, len(lines), 50000):
+    sent = [client.publish(sys.argv[2], line, qos=1) for line in lines[start:start + 50000]]
+    for info in sent:
+        info.wait_for_publish(60)
+        assert info.is_published(), "no PUBACK"
 client.disconnect()
 client.loop_stop()
 '
@@ -86,7 +93,8 @@ lines() { # count prefix
     seq "$1" | awk -v p="$2" '{printf "{\"timestamp\":\"2024-01-01 00:00:00.%06d\",\"seq\":\"%s-%d\",\"state\":\"locked\",\"voltage\":12.1,\"current\":1.5}\n", $1 % 1000000, p, $1}'
 }
 
-printf '%-32s %10s %10s %8s %12s %10s\n' setting "msg/s" "cpu_ms/1k" saves "db_bytes" "lost/$MESSAGES"
+printf '%-32s %10s %10s %8s %12s %10s %14s %10s\n' setting "msg/s" "cpu_ms/1k" saves "db_bytes" "lost/$MESSAGES" \
+    "idle_saves/${SAVE_WINDOW_S}s" "ms/save"
 for entry in "${SETTINGS[@]}"; do
     name=${entry%%|*}
     [[ -z $ONLY || $name =~ $ONLY ]] || continue
@@ -107,6 +115,12 @@ for entry in "${SETTINGS[@]}"; do
     if ((BACKLOG > 0)); then
         pub_all "$BACKLOG" b backlog/x
     fi
+    # The save cost alone: nothing else happens while the broker idles.
+    idle_saves0=$(grep -c 'Saving in-memory database' "$WORK/log" || true)
+    idle_cpu0=$(cpu_ticks)
+    sleep "$SAVE_WINDOW_S"
+    idle_cpu=$(($(cpu_ticks) - idle_cpu0))
+    idle_saves=$(($(grep -c 'Saving in-memory database' "$WORK/log" || true) - idle_saves0))
     "${sub[@]}" -C "$MESSAGES" >/dev/null &
     sub_pid=$!
     sleep 0.5
@@ -133,6 +147,7 @@ for entry in "${SETTINGS[@]}"; do
     got=$("${sub[@]}" -W 3 2>/dev/null | grep -c '"c-' || true)
     stop_broker TERM
     awk -v n="$name" -v m="$MESSAGES" -v t0="$t0" -v t1="$t1" -v c="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" \
-        -v s="$saves" -v b="$db_bytes" -v g="$got" \
-        'BEGIN { printf "%-32s %10.0f %10.1f %8d %12d %10d\n", n, m / (t1 - t0), c * 1000 / hz / (m / 1000), s, b, m - g }'
+        -v s="$saves" -v b="$db_bytes" -v g="$got" -v is="$idle_saves" -v ic="$idle_cpu" \
+        'BEGIN { printf "%-32s %10.0f %10.1f %8d %12d %10d %14d %10s\n", n, m / (t1 - t0), c * 1000 / hz / (m / 1000), s, b,
+                 m - g, is, is ? sprintf("%.0f", ic * 1000 / hz / is) : "-" }'
 done

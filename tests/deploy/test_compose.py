@@ -480,7 +480,7 @@ def test_mosquitto_config():
         ("listener", "1883"),
         ("allow_anonymous", "false"),
         ("persistence", "true"),
-        ("max_queued_messages", "1000000"),
+        ("max_queued_messages", "2000000"),
         ("max_queued_bytes", "0"),
         ("set_tcp_nodelay", "true"),
     ):
