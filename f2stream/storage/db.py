@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as ClientDataError  # not re-exported: the server's DataError shadows it
 
 from f2stream.settings import Secret
 
@@ -17,7 +18,15 @@ DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErro
 #: that does not fit (class 22), a constraint (class 23), a limit such as an
 #: index row too large (class 54). Written row by row, the rows it names are
 #: refused alone; every other permanent failure is the deployment's to fix.
-RECORD_FAULTS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError)
+#: asyncpg's own DataError (a value its encoder cannot send, e.g. text for a
+#: smallint) says the same before the server sees the row; it is also an
+#: InterfaceError, which would otherwise count as a lost connection.
+RECORD_FAULTS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    ClientDataError,
+)
 
 #: How long one statement may take before the connection counts as lost (a
 #: half-open connection would otherwise hang its caller past every timeout).
@@ -77,6 +86,8 @@ def is_transient(exc: BaseException) -> bool:
     Decided by class, never by message text: network errors, timeouts and a
     closed connection, and the SQLSTATE classes 08, 53, 57 and 40.
     """
+    if isinstance(exc, ClientDataError):
+        return False
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
     if isinstance(exc, asyncpg.PostgresError):

@@ -118,7 +118,13 @@ class MeasurementWriter:
             try:
                 inserted += await self._insert(Rows.of([measurement]))
             except RECORD_FAULTS as exc:
-                rejected.append(Rejected(measurement, f"{exc.sqlstate} {exc.__class__.__name__}: {exc}", index))
+                rejected.append(
+                    Rejected(
+                        measurement,
+                        f"{getattr(exc, 'sqlstate', None) or 'client'} {exc.__class__.__name__}: {exc}",
+                        index,
+                    )
+                )
         return inserted, rejected
 
     async def _get_pool(self) -> asyncpg.Pool:

@@ -450,3 +450,25 @@ async def group_assignments(stack: Stack, group: str) -> list[set[TopicPartition
         if described["group"] == group
         for member in described["members"]
     ]
+
+
+async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str, bytes], bytes]]:
+    """(headers, value) of every dead letter written since `since_ms`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"))
+    await consumer.start()
+    try:
+        partitions = [TopicPartition("iot_dead_letter", p) for p in range(stack.settings.topic_partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        for tp in partitions:
+            consumer.seek(tp, starts[tp].offset if starts[tp] is not None else ends[tp])
+        letters = []
+        while True:
+            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return letters
+            for records in (await consumer.getmany(*behind, timeout_ms=1000, max_records=5000)).values():
+                letters.extend((dict(r.headers), r.value or b"") for r in records)
+    finally:
+        await consumer.stop()

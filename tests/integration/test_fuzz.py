@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from harness import Stack, Workers, service_client, wait_parameters
+from aiokafka import AIOKafkaProducer
+from harness import Stack, Workers, dead_letters_since, service_client, wait_parameters
 
 from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.errors import BadMessage
@@ -221,28 +221,6 @@ def rss_mb(pid: int) -> float:
 def identity(topic: str, payload: bytes) -> tuple[str, bytes]:
     """What ties a dead letter to its MQTT case: the topic and the digest of the payload's kept head."""
     return topic, hashlib.sha256(payload[:KEEP]).digest()
-
-
-async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str, bytes], bytes]]:
-    """(headers, value) of every dead letter written since `since_ms`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"))
-    await consumer.start()
-    try:
-        partitions = [TopicPartition("iot_dead_letter", p) for p in range(stack.settings.topic_partitions)]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        starts = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
-        for tp in partitions:
-            consumer.seek(tp, starts[tp].offset if starts[tp] is not None else ends[tp])
-        letters = []
-        while True:
-            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
-            if not behind:
-                return letters
-            for records in (await consumer.getmany(*behind, timeout_ms=1000, max_records=5000)).values():
-                letters.extend((dict(r.headers), r.value or b"") for r in records)
-    finally:
-        await consumer.stop()
 
 
 def test_every_generated_case_is_refused_by_the_decoder() -> None:
