@@ -11,6 +11,7 @@ retries after a lost response (a broker died under it) is written once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ __all__ = ["MAX_RECORD_BYTES", "Output", "Producer"]
 
 #: Larger records are never produced: Kafka's default `message.max.bytes` is 1 MiB per batch.
 MAX_RECORD_BYTES = 1_000_000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,9 @@ class Producer(Service):
         }
         self._producer: AIOKafkaProducer | None = None  # made on start: aiokafka needs the running loop
         self._partitions: dict[str, int] = {}
+        self._renewing = asyncio.Lock()
+        #: Times the producer was replaced after a batch failed for good.
+        self.renewals = 0
 
     async def on_start(self) -> None:
         """Connect (aiokafka retries until Kafka answers or its timeout)."""
@@ -121,7 +127,37 @@ class Producer(Service):
             for future in pending:  # their outcome no longer matters: the caller sends all again
                 future.add_done_callback(_consume)
             raise
-        return asyncio.gather(*pending)
+        return asyncio.ensure_future(self._settle(producer, pending))
+
+    async def _settle(self, producer: AIOKafkaProducer, pending: list[asyncio.Future[Any]]) -> list[Any]:
+        try:
+            return await asyncio.gather(*pending)
+        except KafkaError as exc:
+            if not exc.retriable:
+                await self._renew(producer, exc)
+            raise
+
+    async def _renew(self, failed: AIOKafkaProducer, exc: KafkaError) -> None:
+        """Replace a producer whose batch failed for good (e.g. a record the broker refused).
+
+        An idempotent producer numbers its batches per partition; a batch that
+        never landed leaves a gap that the broker refuses every later batch for
+        (OutOfOrderSequenceNumber), and aiokafka does not start the numbering
+        over. A new producer gets a new producer id and starts at zero.
+        """
+        async with self._renewing:
+            if id(self._producer) != id(failed):  # another failure renewed it already
+                return
+            logger.warning("Producer %s: a batch failed for good (%s: %s); starting a new producer",
+                           self.options["client_id"], exc.__class__.__name__, exc)  # fmt: skip
+            fresh = AIOKafkaProducer(**self.options)
+            await fresh.start()
+            self._producer = fresh
+            self.renewals += 1
+        try:
+            await asyncio.wait_for(failed.stop(), 10.0)
+        except Exception:  # it failed already; what it still held is sent again by its callers
+            logger.debug("Stopping the replaced producer failed", exc_info=True)
 
     async def _count(self, producer: AIOKafkaProducer, topic: str) -> int:
         partitions = await producer.partitions_for(topic)
