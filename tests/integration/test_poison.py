@@ -31,7 +31,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from harness import Stack, Workers, dead_letters_since, verify_database, wait_parameters, wait_until
+from aiokafka.errors import MessageSizeTooLargeError
+from harness import Stack, Workers, dead_letters_since, verify_database, wait_consumed, wait_parameters, wait_until
 
 from f2stream.records import format_time
 from f2stream.simulator import device_ids, messages
@@ -87,6 +88,15 @@ async def test_poison_records_are_dead_lettered_once_each_and_good_traffic_behin
     poisoned: dict[str, str] = {}  # source of each poison record -> the reason of its one dead letter
     try:
 
+        async def refuses_large_letters() -> bool:
+            try:  # a probe the broker must refuse once the topic's new limit is in force
+                await producer.send_and_wait("iot_dead_letter", b"x" * 150_000, partition=partition)
+            except MessageSizeTooLargeError:
+                return True
+            return False
+
+        await wait_until(refuses_large_letters, 30, "iot_dead_letter refuses a 150 kB record")
+
         async def poison(topic_name: str, value: bytes, reason: str, **options: object) -> None:
             sent = await producer.send_and_wait(topic_name, value, key=device.encode(), partition=partition, **options)
             poisoned[f"{topic_name}/{sent.partition}/{sent.offset}"] = reason
@@ -98,6 +108,10 @@ async def test_poison_records_are_dead_lettered_once_each_and_good_traffic_behin
                 if source in found:
                     found[source].append(headers["reason"].decode())
             return found
+
+        def pipeline_log() -> str:
+            lines = workers.pipeline.log_tail(200).splitlines()
+            return "\n".join(line[:300] for line in lines if "WARNING" in line or "ERROR" in line)
 
         async def lands(name: str) -> None:
             """200 good messages of the device straight behind the poison, in its partition: all land in time."""
@@ -111,7 +125,11 @@ async def test_poison_records_are_dead_lettered_once_each_and_good_traffic_behin
                 expected[(message.device_id, message.component, message.time)] += message.points
             await producer.flush()
             verdict = await verify_database(stack.settings, expected, LAND_WITHIN_S)
-            assert verdict.ok and verdict.messages == 200, f"{name}: {verdict}"
+            assert verdict.ok and verdict.messages == 200, f"{name}: {verdict}; poison {poisoned}\n{pipeline_log()}"
+            # Landed is not enough: a batch that fails after producing lets its good records through
+            # again and again. Both stages must have committed past the poison.
+            await wait_consumed(stack, "f2stream-decode", RAW, LAND_WITHIN_S)
+            await wait_consumed(stack, "f2stream-sink", "decoded_iot_data", LAND_WITHIN_S)
 
         # One poison record per decode batch: the good traffic behind the first
         # must have landed before the second is sent (a retried batch would
