@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from harness import Stack
+from harness import Stack, wait_until
 
 from f2stream.agents.batchloop import Batch, BatchLoop
 
@@ -71,10 +70,21 @@ def loop_for(stack: Stack, topic: str, group: str, handler: Recorder, **options:
     )  # fmt: skip
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110  # polling another task's state
-        await asyncio.sleep(0.1)
+async def produce_until(stack: Stack, topic: str, done: asyncio.Event) -> int:
+    """Produce 0, 1, 2, ... in small flushed groups until `done`; return how many."""
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    count = 0
+    try:
+        while not done.is_set():
+            for i in range(count, count + 20):
+                await producer.send(topic, str(i).encode(), key=str(i % 16).encode())
+            await producer.flush()
+            count += 20
+            await asyncio.sleep(0.05)
+    finally:
+        await producer.stop()
+    return count
 
 
 async def committed_total(loop: BatchLoop, topic: str) -> int:
@@ -88,9 +98,9 @@ async def test_a_failed_batch_is_read_again_and_nothing_is_skipped(stack: Stack,
     loop = loop_for(stack, topic, f"g-{uuid.uuid4().hex[:6]}", handler)
     await loop.start()
     try:
-        await wait_for(lambda: len(set(handler.seen)) >= 400)
+        await wait_until(lambda: len(set(handler.seen)) >= 400, 60, "400 records handled")
         assert set(handler.seen) == set(range(400))
-        await wait_for(lambda: not loop.pending)
+        await wait_until(lambda: not loop.pending, 30, "every handled offset committed")
         assert await committed_total(loop, topic) == 400
     finally:
         await loop.stop()
@@ -101,23 +111,29 @@ async def test_members_joining_and_leaving_under_load_lose_nothing(stack: Stack,
     first = Recorder(delay_s=0.02)
     steady = loop_for(stack, topic, group, first)
     await steady.start()
-    producing = asyncio.create_task(produce(stack, topic, 3000, pause_every=100))
+    done = asyncio.Event()
+    producing = asyncio.create_task(produce_until(stack, topic, done))
     seen: list[int] = []
     try:
-        for _ in range(5):  # a member joins, works a while with a batch in flight, leaves
+        for n in range(5):  # a member joins, gets partitions, works with a batch in flight, leaves
             other = Recorder(delay_s=0.05)
             joiner = loop_for(stack, topic, group, other)
             await joiner.start()
-            await asyncio.sleep(2.0)
-            await joiner.stop()
+            try:
+                await wait_until(lambda j=joiner: j.assignment(), 60, f"joiner {n} holds partitions")
+                await wait_until(lambda o=other: o.seen, 60, f"joiner {n} handled records")
+            finally:
+                await joiner.stop()
             seen.extend(other.seen)
-        await producing
-        await wait_for(lambda: set(range(3000)) <= set(first.seen) | set(seen), timeout_s=90)
-        missing = set(range(3000)) - set(first.seen) - set(seen)
-        assert not missing, f"{len(missing)} records never handled, e.g. {sorted(missing)[:10]}"
-        await wait_for(lambda: not steady.pending)
-        assert await committed_total(steady, topic) == 3000
+        done.set()
+        produced = await producing
+        everything = set(range(produced))
+        await wait_until(lambda: everything <= set(first.seen) | set(seen), 90, "every record handled",
+                         seen=lambda: len(everything - set(first.seen) - set(seen)))  # fmt: skip
+        await wait_until(lambda: not steady.pending, 30, "the steady member committed all it handled")
+        assert await committed_total(steady, topic) == produced
     finally:
+        done.set()
         producing.cancel()
         await steady.stop()
 
@@ -128,13 +144,13 @@ async def test_a_batch_cut_off_by_stopping_is_not_committed(stack: Stack, topic:
     stuck = Recorder(delay_s=3600)  # the database never answers
     loop = loop_for(stack, topic, group, stuck, stop_timeout_s=1.0)
     await loop.start()
-    await wait_for(lambda: stuck.calls > 0)
+    await wait_until(lambda: stuck.calls > 0, 60, "the stuck batch in flight")
     await loop.stop()
     again = Recorder()
     second = loop_for(stack, topic, group, again)
     await second.start()
     try:
-        await wait_for(lambda: len(set(again.seen)) >= 100)
+        await wait_until(lambda: len(set(again.seen)) >= 100, 60, "the next member handled all 100")
         assert set(again.seen) == set(range(100))
     finally:
         await second.stop()
