@@ -527,7 +527,9 @@ pg() { # tool args...: a PostgreSQL tool, as the server owner
 }
 
 pg_ready() { # port
-    "$PG_BIN/pg_isready" -q -h "$RUN" -p "$1" -t 2
+    # As the cluster's superuser: without -U it asks as the calling user, a role
+    # the cluster does not have, and the server logs a FATAL on every check.
+    "$PG_BIN/pg_isready" -q -h "$RUN" -p "$1" -t 2 -U "$PG_USER" -d postgres
 }
 
 # True when the TimescaleDB extension is installed for the PostgreSQL in

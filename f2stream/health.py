@@ -30,6 +30,8 @@ __all__ = [
     "overall",
     "postgres_check",
     "rows_check",
+    "timescaledb_check",
+    "timescaledb_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,40 @@ async def postgres_check(
             return Check(name, "failing", f"{where} unavailable ({exc.__class__.__name__})")
         return Check(name, "failing", f"{where}: {failure(exc)}")
     return Check(name, "ok", f"{where}: {describe(value)}")
+
+
+_TIMESCALEDB_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+_FAILING_JOBS = """
+SELECT s.job_id, j.proc_name FROM timescaledb_information.job_stats s
+JOIN timescaledb_information.jobs j USING (job_id) WHERE s.last_run_status = 'Failed' ORDER BY s.job_id
+"""
+
+
+def timescaledb_state(version: str | None, failing_jobs: Sequence[tuple[int, str]]) -> Check:
+    """The `timescaledb` entry of `/health` from the extension's version and its failing policy jobs."""
+    if version is None:
+        return Check("timescaledb", "ok", "plain PostgreSQL: no hypertable, compression, retention or aggregate")
+    if failing_jobs:
+        jobs = ", ".join(f"{job} ({proc})" for job, proc in failing_jobs)
+        return Check(
+            "timescaledb", "degraded", f"timescaledb {version}; policy jobs failing: {jobs} (docs/timescaledb.md)"
+        )
+    return Check("timescaledb", "ok", f"timescaledb {version}; no policy job failing")
+
+
+async def timescaledb_check(dsn: str, password: Secret | None, *, timeout_s: float = 1.5) -> Check:
+    """The time-series database's TimescaleDB: its version, and whether its policies' jobs fail."""
+    where = describe_dsn(dsn)
+    try:
+        conn = await connect(dsn, password, timeout_s=timeout_s)
+        try:
+            version = await conn.fetchval(_TIMESCALEDB_VERSION, timeout=timeout_s)
+            rows = [] if version is None else await conn.fetch(_FAILING_JOBS, timeout=timeout_s)
+        finally:
+            await conn.close(timeout=timeout_s)
+    except DB_ERRORS as exc:
+        return Check("timescaledb", "failing", f"{where}: {failure(exc)}")
+    return timescaledb_state(version, [(r["job_id"], r["proc_name"]) for r in rows])
 
 
 def lag_check(lag: Callable[[], Mapping[tuple[str, int], int]], *, degraded_above: int) -> Check:

@@ -76,6 +76,10 @@ async def _timeseries() -> Check:
     return checked
 
 
+async def _timescaledb() -> Check:
+    return await health.timescaledb_check(settings.timeseries_dsn, settings.timeseries_password)
+
+
 async def _loops() -> Check:
     down = [loop.name for loop in (stages.decode, stages.sink) if not loop.running]
     if down and stages.started:
@@ -100,6 +104,7 @@ health_checks = HealthChecks(
         "kafka": _kafka,
         "parameters": _parameters,
         "timeseries": _timeseries,
+        "timescaledb": _timescaledb,
         "loops": _loops,
         "consumer_lag": _lag,
         "rows": _rows,

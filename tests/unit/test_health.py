@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from f2stream.health import Check, HealthChecks, kafka_check, lag_check, overall, rows_check
+from f2stream.health import Check, HealthChecks, kafka_check, lag_check, overall, rows_check, timescaledb_state
 
 
 def test_overall_is_the_worst_status():
@@ -78,3 +78,12 @@ def test_rows_check_degrades_only_when_work_waits_and_nothing_lands():
     stale = rows_check(0.0, 3, now=1000, stale_after_s=60)
     assert stale.status == "degraded"
     assert stale.detail == "newest row written 1000s ago, 3 messages waiting"
+
+
+def test_timescaledb_state_on_plain_postgresql_and_with_failing_jobs() -> None:
+    assert timescaledb_state(None, []).status == "ok"
+    assert "plain PostgreSQL" in timescaledb_state(None, []).detail
+    assert timescaledb_state("2.17.2", []) == Check("timescaledb", "ok", "timescaledb 2.17.2; no policy job failing")
+    failing = timescaledb_state("2.28.3", [(1000, "policy_compression"), (1002, "policy_refresh_continuous_aggregate")])
+    assert failing.status == "degraded"
+    assert "1000 (policy_compression), 1002 (policy_refresh_continuous_aggregate)" in failing.detail
