@@ -45,12 +45,8 @@ status: ## one line per service of the local stack
 clean: ## stop the local stack and remove var/ (data, logs, secrets, PKI)
 	$(STACK) clean
 
-health: ## the workers' /health (pipeline :6066, ingest :6067)
-	@for port in 6066 6067; do \
-		printf ':%s ' "$$port"; \
-		curl -fsS --max-time 3 "http://127.0.0.1:$$port/health" 2>/dev/null || printf 'not answering'; \
-		echo; \
-	done
+health: ## every service of the running system as a table (from the pipeline worker's /health on :6066)
+	@python3 deploy/health-table.py "http://127.0.0.1:$${F2_PIPELINE_WEB_PORT:-6066}/health"
 
 prometheus: ## a local Prometheus on 127.0.0.1:9090 scraping both workers (F2_PROMETHEUS_PORT)
 	deploy/prometheus/run.sh up

@@ -9,13 +9,17 @@ round of checks per `ttl_s`, never one per request.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiokafka
+import aiomqtt
 
 from f2stream.settings import Secret
 from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
@@ -27,11 +31,15 @@ __all__ = [
     "Status",
     "kafka_check",
     "lag_check",
+    "mqtt_check",
     "overall",
     "postgres_check",
     "rows_check",
+    "tcp_check",
     "timescaledb_check",
     "timescaledb_state",
+    "websocket_check",
+    "worker_check",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,6 +171,77 @@ async def timescaledb_check(dsn: str, password: Secret | None, *, timeout_s: flo
     except DB_ERRORS as exc:
         return Check("timescaledb", "failing", f"{where}: {failure(exc)}")
     return timescaledb_state(version, [(r["job_id"], r["proc_name"]) for r in rows])
+
+
+async def tcp_check(name: str, host: str, port: int, *, timeout_s: float = 1.5) -> Check:
+    """Something accepts TCP connections on host:port (a listener that takes no login from us)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        return Check(name, "failing", f"{host}:{port} refuses connections ({exc.__class__.__name__})")
+    writer.close()
+    await writer.wait_closed()
+    return Check(name, "ok", f"{host}:{port} accepts connections")
+
+
+async def websocket_check(
+    name: str, host: str, port: int, *, subprotocol: str = "mqtt", timeout_s: float = 1.5
+) -> Check:
+    """A WebSocket handshake asking for `subprotocol` is answered with 101 Switching Protocols."""
+    request = (
+        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: ZjJzdHJlYW0taGVhbHRoIQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+    )
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        try:
+            writer.write(request.encode())
+            status_line = await asyncio.wait_for(reader.readline(), timeout_s)
+        finally:
+            writer.close()
+    except (OSError, TimeoutError) as exc:
+        return Check(name, "failing", f"ws://{host}:{port} unreachable ({exc.__class__.__name__})")
+    answer = status_line.decode("latin-1").strip()
+    if answer.split(" ")[1:2] == ["101"]:
+        return Check(name, "ok", f"ws://{host}:{port} upgrades to {subprotocol}")
+    return Check(name, "failing", f"ws://{host}:{port} answered {answer[:80]!r} to a WebSocket upgrade")
+
+
+async def mqtt_check(
+    name: str, host: str, port: int, username: str, password: Secret | None, *, timeout_s: float = 1.5
+) -> Check:
+    """An MQTT session opens and closes with these credentials (a clean session of its own client id)."""
+    client = aiomqtt.Client(
+        host, port, username=username, password=None if password is None else password.reveal(),
+        identifier="f2stream-health", clean_session=True, timeout=timeout_s,
+    )  # fmt: skip
+    try:
+        async with client:
+            pass
+    except aiomqtt.MqttError as exc:
+        return Check(name, "failing", f"{host}:{port} as {username}: {exc}")
+    return Check(name, "ok", f"{host}:{port} accepts {username}")
+
+
+async def worker_check(name: str, url: str, *, timeout_s: float = 1.5) -> Check:
+    """Another worker's `/health`: its overall status, and which of its checks are not ok."""
+
+    def fetch() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # our own setting
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:  # 503: failing, with its body
+            return exc.code, exc.read()
+
+    try:
+        code, raw = await asyncio.to_thread(fetch)
+        body = json.loads(raw)
+        status: Status = body["status"] if body.get("status") in _RANK else "failing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return Check(name, "failing", f"{url} unreachable ({exc.__class__.__name__})")
+    not_ok = [f"{k}: {v.get('status')}" for k, v in (body.get("checks") or {}).items() if v.get("status") != "ok"]
+    return Check(name, status, f"{url}: {status}" + (f" ({'; '.join(not_ok)})" if not_ok else f" (HTTP {code})"))
 
 
 def lag_check(lag: Callable[[], Mapping[tuple[str, int], int]], *, degraded_above: int) -> Check:

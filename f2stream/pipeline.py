@@ -8,13 +8,13 @@ from __future__ import annotations
 from f2stream import commands, health
 from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
-from f2stream.health import Check, HealthChecks
+from f2stream.health import Check, HealthChecks, overall
 from f2stream.metrics import Metrics
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
 from f2stream.web import pages, views
 
-__all__ = ["app", "metrics", "params", "settings", "stages", "sync", "topics", "writer"]
+__all__ = ["app", "metrics", "params", "services", "settings", "stages", "sync", "topics", "writer"]
 
 settings = load_settings()
 app = F2App("f2stream", settings, web_port=6066)
@@ -110,10 +110,44 @@ health_checks = HealthChecks(
         "rows": _rows,
     }
 )
+
+
+async def _pipeline_service() -> Check:
+    own = await health_checks.run()
+    not_ok = [f"{c.name}: {c.status}" for c in own if c.status != "ok"]
+    return Check("pipeline", overall(own), "; ".join(not_ok) or "every check ok")
+
+
+def _services() -> HealthChecks:
+    """Every service of the running system, as the pipeline worker sees it (`/health/{service}`)."""
+    s = settings
+    host = s.mqtt_host
+    return HealthChecks(
+        {
+            "kafka": lambda: health.kafka_check(s.kafka_bootstrap),
+            "mosquitto": lambda: health.mqtt_check("mosquitto", host, s.mqtt_port, s.mqtt_username, s.mqtt_password),
+            "mosquitto-tls": lambda: health.tcp_check("mosquitto-tls", host, s.mqtt_tls_port),
+            "mosquitto-websockets": lambda: health.websocket_check("mosquitto-websockets", host, s.mqtt_ws_port),
+            "postgres-params": lambda: health.postgres_check(
+                "postgres-params", s.params_dsn, s.params_password, "SELECT current_setting('server_version')",
+                describe=lambda v: f"PostgreSQL {v}",
+            ),
+            "postgres-timeseries": lambda: health.postgres_check(
+                "postgres-timeseries", s.timeseries_dsn, s.timeseries_password,
+                "SELECT current_setting('server_version')", describe=lambda v: f"PostgreSQL {v}",
+            ),
+            "pipeline": _pipeline_service,
+            "ingest": lambda: health.worker_check("ingest", f"{s.ingest_url.rstrip('/')}/health"),
+        },
+        timeout_s=2.5,
+    )  # fmt: skip
+
+
+services = _services()
 metrics.watch_lag(consumer_lag)
 metrics.watch_loops(stages.restarts)
 metrics.parameters.set_function(lambda: params.size)
 metrics.parameters_synced.set_function(lambda: sync.synced_at or 0.0)
-pages.register(app, metrics, health_checks)
+pages.register(app, metrics, health_checks, services)
 views.register(app, settings, params)
 commands.register(app, settings)

@@ -58,6 +58,7 @@ class Settings:
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
     mqtt_tls_port: int = 8883
+    mqtt_ws_port: int = 9001
     mqtt_username: str = "f2-ingest"
     mqtt_password: Secret | None = None
     mqtt_client_id: str = "f2stream-ingest"
@@ -80,6 +81,8 @@ class Settings:
     data_dir: Path = Path("var/data/faust")
     pki_dir: Path = Path("var/pki")
     pki_hosts: str = ""
+    # Where the pipeline worker finds the ingest worker's web views (its /health/ingest).
+    ingest_url: str = "http://127.0.0.1:6067"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -20,11 +20,14 @@ import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 import yaml  # PyYAML, a dev dependency
+
+from f2stream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -37,21 +40,9 @@ LOCAL_ACL = REPO / "deploy" / "mosquitto" / "acl.tmpl"
 
 # The settings f2stream reads (ARCHITECTURE.md "Ports and settings", plus the
 # simulator's own MQTT login). Compose may set no other F2_* variable.
-KNOWN_SETTINGS = {
-    "F2_KAFKA_BROKER",
-    "F2_MQTT_HOST",
-    "F2_MQTT_PORT",
-    "F2_MQTT_TLS_PORT",
-    "F2_MQTT_USERNAME",
-    "F2_MQTT_PASSWORD_FILE",
-    "F2_SIM_MQTT_USERNAME",
-    "F2_SIM_MQTT_PASSWORD_FILE",
-    "F2_PARAMS_DSN",
-    "F2_PARAMS_PASSWORD_FILE",
-    "F2_TIMESERIES_DSN",
-    "F2_TIMESERIES_PASSWORD_FILE",
-    "F2_DATA_DIR",
-    "F2_PKI_DIR",
+#: Every F2_* variable f2stream reads: one per Settings field, and a _FILE form for each secret.
+KNOWN_SETTINGS = {f"F2_{field.name.upper()}" for field in fields(Settings)} | {
+    f"F2_{field.name.upper()}_FILE" for field in fields(Settings) if "password" in field.name
 }
 
 # ARCHITECTURE.md "Ports and settings": host port -> service publishing it.

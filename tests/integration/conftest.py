@@ -77,7 +77,7 @@ def workers(stack: Stack) -> Iterator[Workers]:
 def _workers(stack: Stack) -> Iterator[Workers]:
     pipeline_port, ingest_port = free_ports(2)
     running = Workers(
-        pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline"),
+        pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline", F2_INGEST_URL=f"http://127.0.0.1:{ingest_port}"),
         ingest=Worker(stack, "f2stream.ingest", ingest_port, "ingest"),
     )
     running.pipeline.start()
