@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import faust
 import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaConnectionError
 
+from f2stream.backoff import Backoff
 from f2stream.codec.model import Parameter, ParameterIndex
 from f2stream.records import ParameterSet
-from f2stream.tables.parameters import apply_records, build_sets, codec_of
+from f2stream.settings import Settings
+from f2stream.tables import parameters
+from f2stream.tables.parameters import ParameterSync, apply_records, build_sets, codec_of
 
 DEVICE = "f2-e4fd45f654be"
 OTHER = "f2-02f200000001"
@@ -217,3 +223,23 @@ def test_codec_of_reads_back_what_build_sets_published() -> None:
     device, codec = parsed
     assert codec is not None
     assert (device, codec.version, [p.as_row() for p in codec.parameters]) == (DEVICE, 7, parameter_set.parameters)
+
+
+async def test_the_sync_survives_a_kafka_error_and_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KafkaError while publishing (or any bug) once ended the sync, and with it the worker: now it tries again."""
+    monkeypatch.setattr(parameters, "Backoff", lambda *_, **__: Backoff(0.001, 0.002))
+    sync = ParameterSync(faust.App("test-sync"), Settings(), topic=None)  # type: ignore[arg-type]
+    failures: list[BaseException] = [KafkaConnectionError(), RuntimeError("a bug")]
+    passes = 0
+
+    async def listen_and_sync() -> None:
+        nonlocal passes
+        passes += 1
+        if failures:
+            raise failures.pop(0)
+        await sync.stop()  # the third pass ends the test
+
+    monkeypatch.setattr(sync, "_listen_and_sync", listen_and_sync)
+    await asyncio.wait_for(sync._follow(sync), 10)  # the service task, run by hand
+    assert passes == 3
+    assert sync.last_error == "RuntimeError: a bug"
