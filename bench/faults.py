@@ -17,7 +17,7 @@ down 30 s under 150 s of load instead of 5 s under 60 s, and starts a stack
 of three brokers beside the one-broker stack of the other scenarios.
 
 backlog: the ingest worker down while the devices publish `--backlog`
-messages (default 1,000,000; the suite's short form 500,000), started while
+messages (default 1,000,000; the suite's short form 200,000), started while
 they go on publishing, killed with -9 mid-drain and started again; each
 run's drain rate is printed below the table.
 """
