@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from f2stream.settings import Settings
+from f2stream.simulator import device_ids
 from f2stream.storage.db import connect
 from f2stream.verify import Verdict, poll_database
 
@@ -472,3 +473,15 @@ async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str
                 letters.extend((dict(r.headers), r.value or b"") for r in records)
     finally:
         await consumer.stop()
+
+
+async def register_device(stack: Stack, pipeline: Worker, device_number: int) -> str:
+    """Enrol one simulated device with the demo parameters; return its id once the pipeline worker holds them."""
+    [device] = device_ids(1, device_number)
+    primed = stack.faust(
+        "simulate", "--devices", "1", "--first-device", str(device_number), "--count", "7", "--rate", "0",
+        "--register-params",
+    )  # fmt: skip
+    assert primed.returncode == 0, primed.stderr[-2000:]
+    await wait_parameters(stack, pipeline, device)
+    return device

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from harness import Stack, Workers, dead_letters_since, service_client, wait_parameters
+from harness import Stack, Workers, dead_letters_since, register_device, service_client
 
 from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.errors import BadMessage
@@ -248,12 +248,7 @@ async def test_malformed_input_is_dead_lettered_and_the_workers_stay_up(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
     registered, unknown = device_ids(2, device_numbers)
-    primed = stack.faust(
-        "simulate", "--devices", "1", "--first-device", str(device_numbers), "--count", "7", "--rate", "0",
-        "--register-params",
-    )  # fmt: skip
-    assert primed.returncode == 0, primed.stderr[-2000:]
-    await wait_parameters(stack, workers.pipeline, registered)
+    assert registered == await register_device(stack, workers.pipeline, device_numbers)
     rng = random.Random(SEED)
     mqtt_count = CASES // 2
     pids = {w.name: w.process.pid for w in (workers.pipeline, workers.ingest) if w.process is not None}

@@ -32,10 +32,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError
-from harness import Stack, Workers, dead_letters_since, verify_database, wait_consumed, wait_parameters, wait_until
+from harness import Stack, Workers, dead_letters_since, register_device, verify_database, wait_consumed, wait_until
 
 from f2stream.records import format_time
-from f2stream.simulator import device_ids, messages
+from f2stream.simulator import messages
 
 RAW = "raw_iot_data"
 YEAR_10000_MS = 253_402_300_800_000
@@ -69,13 +69,7 @@ def decoded_record(device: str, **changes: object) -> bytes:
 async def test_poison_records_are_dead_lettered_once_each_and_good_traffic_behind_them_lands(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
-    [device] = device_ids(1, device_numbers)
-    primed = stack.faust(
-        "simulate", "--devices", "1", "--first-device", str(device_numbers), "--count", "7", "--rate", "0",
-        "--register-params",
-    )  # fmt: skip
-    assert primed.returncode == 0, primed.stderr[-2000:]
-    await wait_parameters(stack, workers.pipeline, device)
+    device = await register_device(stack, workers.pipeline, device_numbers)
     partition, rng = 0, random.Random(7)  # poison and good traffic share one partition: the good is behind
     since_ms = int(time.time() * 1000) - 1000
     topic = f"cmnd/{device}/sensor-mode/4/sensor-3"
