@@ -74,9 +74,14 @@ class Stages(Service):
         """After the loops stopped: close the database pool."""
         await self.writer.close()
 
+    @property
+    def loops(self) -> tuple[BatchLoop, BatchLoop]:
+        """The decode and sink loops."""
+        return self.decode, self.sink
+
     def restarts(self) -> dict[str, int]:
         """How often each loop died and rejoined with a fresh consumer."""
-        return {loop.name: loop.restarts for loop in (self.decode, self.sink)}
+        return {loop.name: loop.restarts for loop in self.loops}
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind per assigned partition of raw_iot_data and decoded_iot_data."""

@@ -40,7 +40,7 @@ def consumer_lag() -> dict[tuple[str, int], int]:
 
 
 def _assigned() -> int:
-    return len(stages.decode.assignment()) + len(stages.sink.assignment())
+    return sum(len(loop.assignment()) for loop in stages.loops)
 
 
 async def _kafka() -> Check:
@@ -81,13 +81,13 @@ async def _timescaledb() -> Check:
 
 
 async def _loops() -> Check:
-    down = [loop.name for loop in (stages.decode, stages.sink) if not loop.running]
+    down = [loop.name for loop in stages.loops if not loop.running]
     if down and stages.started:
         return Check("loops", "failing", f"not running: {', '.join(down)}")
-    errors = [f"{loop.name}: {loop.last_error}" for loop in (stages.decode, stages.sink) if loop.last_error]
+    errors = [f"{loop.name}: {loop.last_error}" for loop in stages.loops if loop.last_error]
     if errors:
         return Check("loops", "degraded", "; ".join(errors))
-    quarantined = stages.decode.quarantined + stages.sink.quarantined
+    quarantined = sum(loop.quarantined for loop in stages.loops)
     return Check("loops", "ok", f"decode and sink running; {quarantined} records dead-lettered as handler_error")
 
 
