@@ -60,7 +60,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
     payload = record.value if isinstance(record.value, bytes) else b""
     try:
         received_at = received_at or receipt_time(record.timestamp)
-        measurements = decode_message(topic, payload, received_at, params)
+        measurements = decode_message(topic, payload, received_at, params, (record.partition, record.offset))
     except BadMessage as exc:
         reason, detail = exc.reason, exc.detail
     except Exception as exc:  # a decoder bug must not lose the message: dead-letter it

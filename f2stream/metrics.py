@@ -186,7 +186,7 @@ class Metrics:
         """
         if not len(batch):
             return
-        times, devices, _, _, components, data_points, values, _, _, _, received, _ = batch.columns
+        times, devices, _, _, components, data_points, values, _, _, _, received, *_ = batch.columns
         step = max(1, len(batch) // LATENCY_SAMPLES_PER_BATCH)
         for device_time, received_at in zip(times[::step], received[::step], strict=True):
             try:

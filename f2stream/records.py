@@ -45,6 +45,9 @@ class Measurement:
     source_topic: str
     received_at: str
     param_version: int | None = None
+    # Provenance: the raw_iot_data record decoded (None for rows decoded before it was kept).
+    raw_partition: int | None = None
+    raw_offset: int | None = None
 
     def asdict(self) -> dict[str, Any]:
         """The measurement as a JSON-friendly mapping."""
@@ -62,13 +65,15 @@ _MESSAGE_FIELDS = (
     "received_at",
     "param_version",
 )
+# Provenance: decoded records written before it was kept lack these; they read as None.
+_PROVENANCE_FIELDS = ("raw_partition", "raw_offset")
 _POINT_FIELDS = ("data_point", "value", "text_value", "unit")
 
 
 def encode_decoded(measurements: Sequence[Measurement]) -> bytes:
     """One `decoded_iot_data` value for the measurements of one MQTT message (all share its identity)."""
     first = measurements[0]
-    record: dict[str, Any] = {name: getattr(first, name) for name in _MESSAGE_FIELDS}
+    record: dict[str, Any] = {name: getattr(first, name) for name in (*_MESSAGE_FIELDS, *_PROVENANCE_FIELDS)}
     record["points"] = [
         {"data_point": m.data_point, "value": m.value, "text_value": m.text_value, "unit": m.unit} for m in measurements
     ]
@@ -105,6 +110,7 @@ class Rows:
         try:
             record = orjson.loads(value or b"")
             common = [record[name] for name in _MESSAGE_FIELDS]
+            common += [record.get(name) for name in _PROVENANCE_FIELDS]
             points = [[p[name] for name in _POINT_FIELDS] for p in record["points"]]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadMessage("bad_record", f"not a decoded_iot_data record ({exc.__class__.__name__}: {exc})") from exc
@@ -116,7 +122,7 @@ class Rows:
             column.extend([value_] * count)
         for index, column in enumerate(c[5:9]):  # data_point, value, text_value, unit
             column.extend([point[index] for point in points])
-        for column, value_ in zip(c[9:], common[5:], strict=True):  # source_topic, received_at, param_version
+        for column, value_ in zip(c[9:], common[5:], strict=True):  # source_topic … raw_offset
             column.extend([value_] * count)
         return count
 

@@ -60,7 +60,9 @@ class CodecSource(Protocol):
         """The device's codec, or None for a device without parameters."""
 
 
-def decode_message(topic: str, payload: bytes, received_at: str, params: CodecSource) -> list[Measurement]:
+def decode_message(
+    topic: str, payload: bytes, received_at: str, params: CodecSource, raw: tuple[int, int] | None = None
+) -> list[Measurement]:
     """Decode one MQTT message with the parameters of its device (see :func:`decode_with`).
 
     Raises:
@@ -70,10 +72,12 @@ def decode_message(topic: str, payload: bytes, received_at: str, params: CodecSo
     codec = params.codec(info.device_id)
     if codec is None:
         raise BadMessage("unknown_device", f"device {info.device_id} has no parameters", topic=topic)
-    return decode_with(info, payload, received_at, codec)
+    return decode_with(info, payload, received_at, codec, raw)
 
 
-def decode_with(info: TopicInfo, payload: bytes, received_at: str, codec: DeviceCodec) -> list[Measurement]:
+def decode_with(
+    info: TopicInfo, payload: bytes, received_at: str, codec: DeviceCodec, raw: tuple[int, int] | None = None
+) -> list[Measurement]:
     """Decode one message of a parsed topic with its device's codec: one measurement per value.
 
     Args:
@@ -81,6 +85,7 @@ def decode_with(info: TopicInfo, payload: bytes, received_at: str, codec: Device
         payload: the message body as received.
         received_at: when the ingest worker received it (ISO 8601, UTC).
         codec: the device's parameters.
+        raw: the (partition, offset) of the message's `raw_iot_data` record: its rows' provenance.
 
     Raises:
         BadMessage: the message cannot be decoded; `reason` says why, `topic` where.
@@ -93,6 +98,7 @@ def decode_with(info: TopicInfo, payload: bytes, received_at: str, codec: Device
     except BadMessage as exc:
         exc.topic = info.topic
         raise
+    raw_partition, raw_offset = raw or (None, None)
     return [
         Measurement(
             time=time,
@@ -107,6 +113,8 @@ def decode_with(info: TopicInfo, payload: bytes, received_at: str, codec: Device
             source_topic=info.topic,
             received_at=received_at,
             param_version=codec.version,
+            raw_partition=raw_partition,
+            raw_offset=raw_offset,
         )
         for name, value, text, unit in points
     ]

@@ -43,6 +43,12 @@ def test_a_message_becomes_one_decoded_record_with_all_its_points() -> None:
     assert (decoded.messages, decoded.measurements, decoded.dead) == (1, 3, {})
 
 
+def test_every_row_names_the_raw_record_it_was_decoded_from() -> None:
+    body = orjson.dumps({"timestamp": STAMP, "state": "locked", "voltage": 1.0})
+    decoded = decode_batch([raw(body, TOPICS[0], offset=17), raw(body, TOPICS[0], offset=18)], INDEX)
+    assert [(m.raw_partition, m.raw_offset) for m in measurements(decoded)] == [(3, 17), (3, 17), (3, 18), (3, 18)]
+
+
 @pytest.mark.parametrize(
     ("topic", "body", "reason"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -34,6 +35,16 @@ def test_rows_hold_every_point_of_every_record_in_order() -> None:
     assert len(rows) == 4
     assert [rows.row(i) for i in range(4)] == [*MESSAGE, MESSAGE[0]]
     assert rows.columns == Rows.of([*MESSAGE, MESSAGE[0]]).columns
+
+
+def test_provenance_round_trips_and_records_from_before_it_read_as_none() -> None:
+    traced = [replace(m, raw_partition=5, raw_offset=123_456_789_012) for m in MESSAGE]
+    assert measurements_of(encode_decoded(traced)) == traced
+    older = orjson.loads(encode_decoded(MESSAGE))
+    del older["raw_partition"], older["raw_offset"]
+    rows = Rows()
+    assert rows.add_decoded(orjson.dumps(older)) == 3
+    assert [(rows.row(i).raw_partition, rows.row(i).raw_offset) for i in range(3)] == [(None, None)] * 3
 
 
 @pytest.mark.parametrize(
