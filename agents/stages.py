@@ -17,7 +17,7 @@ from f2stream.agents.batchloop import BatchLoop
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.producer import Producer
 from f2stream.agents.sink import SinkStage
-from f2stream.kafka_topics import DECODED_TOPIC, RAW_TOPIC
+from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
 from f2stream.storage.timeseries import MeasurementWriter
@@ -25,8 +25,6 @@ from f2stream.tables.parameters import ParameterTable
 
 __all__ = ["DECODE_GROUP", "SINK_GROUP", "Stages"]
 
-DECODE_GROUP = "f2stream-decode"
-SINK_GROUP = "f2stream-sink"
 # Raw records are small; a batch this size decodes in a few milliseconds.
 _DECODE_BATCH = 2000
 

@@ -9,7 +9,7 @@ import faust
 
 from f2stream import logging_limits
 from f2stream.errors import ConfigError, F2StreamError
-from f2stream.kafka_topics import PARAMETERS_TOPIC, ensure_topics
+from f2stream.kafka_topics import PARAMETERS_TOPIC, RAW_TOPIC, ensure_topics
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 
@@ -92,6 +92,7 @@ class F2App(faust.App):
                 compacted=self.changelog_topics(),
                 single=(f"{self.conf.id}-__assignor-__leader",),  # Faust's leader topic, named as Faust does
                 replication=self.settings.topic_replication,
+                retention_ms={RAW_TOPIC: self.settings.raw_retention_ms},
             )
         except F2StreamError as exc:
             raise SystemExit(f"f2stream: {exc}") from None

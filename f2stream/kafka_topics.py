@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -16,9 +17,11 @@ from f2stream.errors import F2StreamError
 __all__ = [
     "DEAD_LETTER_TOPIC",
     "DECODED_TOPIC",
+    "DECODE_GROUP",
     "PARAMETERS_TOPIC",
     "PIPELINE_TOPICS",
     "RAW_TOPIC",
+    "SINK_GROUP",
     "TopicSetupError",
     "ensure_topics",
 ]
@@ -31,7 +34,10 @@ DEAD_LETTER_TOPIC: Final = "iot_dead_letter"
 #: Compacted: the latest parameter set of each device, keyed by device id.
 PARAMETERS_TOPIC: Final = "device_parameters"
 PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC)
-_TOPIC_CONFIGS: Final = {PARAMETERS_TOPIC: {"cleanup.policy": "compact"}}
+_TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {PARAMETERS_TOPIC: {"cleanup.policy": "compact"}}
+#: The consumer groups of the pipeline's decode and sink stages.
+DECODE_GROUP: Final = "f2stream-decode"
+SINK_GROUP: Final = "f2stream-sink"
 _TOPIC_ALREADY_EXISTS: Final = 36
 
 
@@ -46,6 +52,7 @@ async def ensure_topics(
     compacted: tuple[str, ...] = (),
     single: tuple[str, ...] = (),
     replication: int = 0,
+    retention_ms: Mapping[str, int] | None = None,
     wait_s: float = 60.0,
 ) -> int:
     """Create the pipeline's topics that do not exist yet (Faust creates only its own).
@@ -62,7 +69,9 @@ async def ensure_topics(
 
     Topics get `replication` replicas; 0 asks the cluster for its
     `default.replication.factor` (aiokafka cannot send KIP-464's -1: its
-    CreateTopics stops at v3).
+    CreateTopics stops at v3). `retention_ms` sets `retention.ms` of the
+    topics it names, when they are created (raw_iot_data's is the window
+    that replay can repair).
 
     Returns:
         The replication factor used, for the topics Faust creates itself.
@@ -76,7 +85,7 @@ async def ensure_topics(
         try:
             await admin.start()
             replication = replication or await _default_replication(admin)
-            created = await _create_missing(admin, partitions, replication, compacted, single)
+            created = await _create_missing(admin, partitions, replication, compacted, single, retention_ms or {})
             await _wait_for_leaders(admin, created, deadline)
             return replication
         except KafkaConnectionError as exc:
@@ -117,8 +126,14 @@ async def _create_missing(
     replication: int,
     compacted: tuple[str, ...],
     single: tuple[str, ...] = (),
+    retention_ms: Mapping[str, int] | None = None,
 ) -> list[str]:
-    configs = {**_TOPIC_CONFIGS, **{name: {"cleanup.policy": "compact"} for name in compacted}}
+    configs: dict[str, dict[str, str]] = {
+        **_TOPIC_CONFIGS,
+        **{name: {"cleanup.policy": "compact"} for name in compacted},
+    }
+    for name, ms in (retention_ms or {}).items():
+        configs[name] = {**configs.get(name, {}), "retention.ms": str(ms)}
     wanted = [*PIPELINE_TOPICS, *compacted, *single]
     existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(wanted) if t["error_code"] == 0}
     for name, count in existing.items():

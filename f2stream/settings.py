@@ -55,6 +55,10 @@ class Settings:
     topic_partitions: int = 8
     # Replicas of each topic the workers create; 0: the cluster's default.replication.factor.
     topic_replication: int = 0
+    # How long raw_iot_data keeps messages: the window replay can repair (set when the topic is created).
+    raw_retention_hours: float = 168.0
+    # Where replay and redrive leave their metrics for node exporter's textfile collector.
+    metrics_textfile_dir: Path = Path("var/metrics")
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
     mqtt_tls_port: int = 8883
@@ -127,10 +131,17 @@ class Settings:
         ):
             if number < 1:
                 raise ConfigError(name, f"is {number}, must be at least 1")
+        if self.raw_retention_hours <= 0:
+            raise ConfigError("F2_RAW_RETENTION_HOURS", f"is {self.raw_retention_hours}, must be more than 0")
         if self.topic_replication < 0:
             raise ConfigError(
                 "F2_TOPIC_REPLICATION", f"is {self.topic_replication}: 0 (the cluster's default) or a replica count"
             )
+
+    @property
+    def raw_retention_ms(self) -> int:
+        """`retention.ms` of raw_iot_data."""
+        return int(self.raw_retention_hours * 3600 * 1000)
 
     @property
     def kafka_bootstrap(self) -> str:

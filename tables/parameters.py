@@ -46,7 +46,7 @@ from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
-__all__ = ["CHANNEL", "ParameterSync", "ParameterTable", "build_sets", "codec_of"]
+__all__ = ["CHANNEL", "ParameterSync", "ParameterTable", "build_sets", "codec_of", "load_codecs"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,31 @@ class ParameterSync(Service):
         if published:
             logger.info("Published parameters of %d devices (version %d)", published, cursor)
         return published
+
+
+_ALL_VERSIONS = "SELECT device_id, version FROM parameter_versions"
+_VERSIONS_OF = "SELECT device_id, version FROM parameter_versions WHERE device_id = ANY($1::text[])"
+
+
+async def load_codecs(conn: asyncpg.Connection, devices: Iterable[str] | None = None) -> ParameterIndex:
+    """The parameters in force now, read from PostgreSQL: every device's codec, or those of `devices`.
+
+    Built as the sync builds what it publishes (:func:`build_sets`), so a
+    repair decodes exactly as the pipeline will once the sync has run.
+    """
+    if devices is None:
+        versions = [(r["device_id"], r["version"]) for r in await conn.fetch(_ALL_VERSIONS)]
+    else:
+        versions = [(r["device_id"], r["version"]) for r in await conn.fetch(_VERSIONS_OF, list(devices))]
+    index = ParameterIndex()
+    for start in range(0, len(versions), _BATCH * 10):
+        chunk = versions[start : start + _BATCH * 10]
+        names = [device for device, _ in chunk]
+        sets = build_sets(chunk, await conn.fetch(_OWN_ROWS, names), await conn.fetch(_TEMPLATE_ROWS, names))
+        for s in sets:
+            if s.parameters:
+                index.put(DeviceCodec(s.device_id, s.version, [Parameter.from_row(row) for row in s.parameters]))
+    return index
 
 
 def codec_of(value: bytes | None) -> tuple[str, DeviceCodec | None] | None:

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "f2stream.commands": 2,
     "f2stream.tables": 1,
     "f2stream.devices": 1,
+    "f2stream.repair": 1,
     "f2stream.simulator": 1,
     "f2stream.verify": 1,
 }

@@ -1,0 +1,132 @@
+"""The rows of messages in `iot_measurements`: read them, apply a repair's changes, refresh the aggregate.
+
+Every change is guarded by `param_version`, so that a repair and the live
+path never undo each other: the live path only inserts (`ON CONFLICT DO
+NOTHING`), and a repair overwrites or removes a row only if it was decoded
+with an older parameter version than the repair's (or before versions were
+kept). A batch is one transaction: a repair killed half-way leaves whole
+batches, and running it again finishes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from f2stream.records import Measurement, format_time
+from f2stream.repair.plan import MessageKey, MessagePlan, Stored
+
+__all__ = ["AGGREGATE", "apply_plans", "fetch_stored", "hour_ranges", "refresh_aggregate"]
+
+#: The TimescaleDB continuous aggregate over iot_measurements (migrations/timeseries/003, 005).
+AGGREGATE = "iot_measurements_hourly"
+# The device time, not a column range: the time index finds a message's rows (a
+# message's key is the primary key without its data point, and the primary key
+# leads with the device, so it would scan the component's whole history).
+_FETCH = """
+SELECT m.device_id, m.mode, m.connector, m.component, m.time,
+       m.data_point, m.value, m.text_value, m.unit, m.param_version
+FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[]) AS k(d, mo, c, co, t)
+JOIN iot_measurements m
+  ON m.time = k.t::timestamptz AND m.device_id = k.d AND m.mode = k.mo AND m.connector = k.c AND m.component = k.co
+"""
+_UPSERT = """
+INSERT INTO iot_measurements
+    (time, device_id, mode, connector, component, data_point,
+     value, text_value, unit, source_topic, received_at, param_version, raw_partition, raw_offset)
+SELECT t::timestamptz, d, mo, c, co, dp, v, tv, u, st, r::timestamptz, pv, rp, ro
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::text[], $6::text[],
+            $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $13::int4[], $14::int8[])
+     AS u(t, d, mo, c, co, dp, v, tv, u, st, r, pv, rp, ro)
+ON CONFLICT (device_id, mode, connector, component, data_point, time) DO UPDATE
+SET value = EXCLUDED.value, text_value = EXCLUDED.text_value, unit = EXCLUDED.unit,
+    param_version = EXCLUDED.param_version, raw_partition = EXCLUDED.raw_partition,
+    raw_offset = EXCLUDED.raw_offset, written_at = now()
+WHERE iot_measurements.param_version IS NULL OR iot_measurements.param_version <= EXCLUDED.param_version
+"""
+_DELETE = """
+DELETE FROM iot_measurements m
+USING unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text[], $7::int8[])
+      AS k(d, mo, c, co, dp, t, pv)
+WHERE m.time = k.t::timestamptz AND m.device_id = k.d AND m.mode = k.mo AND m.connector = k.c
+  AND m.component = k.co AND m.data_point = k.dp AND (m.param_version IS NULL OR m.param_version < k.pv)
+"""
+_HAS_AGGREGATE = """
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb') AND to_regclass($1) IS NOT NULL
+"""
+_LOCK_RETRIES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
+_REFRESH_TIMEOUT_S = 3600.0
+
+
+async def fetch_stored(conn: asyncpg.Connection, keys: Sequence[MessageKey]) -> dict[MessageKey, list[Stored]]:
+    """The stored rows of each message (a message without rows is absent)."""
+    if not keys:
+        return {}
+    found: dict[MessageKey, list[Stored]] = {}
+    columns = list(zip(*keys, strict=True))
+    for r in await conn.fetch(_FETCH, *columns):
+        key = (r[0], r[1], r[2], r[3], format_time(r[4]))
+        found.setdefault(key, []).append(Stored(r[5], r[6], r[7], r[8], r[9]))
+    return found
+
+
+async def apply_plans(conn: asyncpg.Connection, plans: Iterable[MessagePlan]) -> None:
+    """Write the changes of `plans` in one transaction (a removal deletes a row only if older than its plan)."""
+    writes: list[Measurement] = []
+    removals: list[tuple[str, str, int, str, str, str, int | None]] = []
+    for plan in plans:
+        writes.extend(plan.writes)
+        d, mo, c, co, t = plan.key
+        removals.extend((d, mo, c, co, row.data_point, t, plan.version) for row in plan.remove)
+    if not writes and not removals:
+        return
+    async with conn.transaction():
+        if writes:
+            await conn.execute(_UPSERT, *_columns(writes))
+        if removals:
+            await conn.execute(_DELETE, *zip(*removals, strict=True))
+
+
+def _columns(rows: Sequence[Measurement]) -> list[list[object]]:
+    return [[getattr(m, name) for m in rows] for name in Measurement.__slots__]
+
+
+def hour_ranges(times: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """The hours that hold `times`, merged into [start, end) ranges of whole hours, in order."""
+    hours = sorted({t.replace(minute=0, second=0, microsecond=0) for t in times})
+    ranges: list[tuple[datetime, datetime]] = []
+    for hour in hours:
+        if ranges and ranges[-1][1] == hour:
+            ranges[-1] = (ranges[-1][0], hour + timedelta(hours=1))
+        else:
+            ranges.append((hour, hour + timedelta(hours=1)))
+    return ranges
+
+
+async def refresh_aggregate(conn: asyncpg.Connection, ranges: Sequence[tuple[datetime, datetime]]) -> int:
+    """Refresh the hourly aggregate over `ranges` where TimescaleDB keeps one; return how many ranges.
+
+    Runs outside a transaction (TimescaleDB refuses one). A policy job that
+    holds the aggregate's lock makes the refresh fail at once: it is tried
+    again after growing delays.
+    """
+    if not ranges or not await conn.fetchval(_HAS_AGGREGATE, AGGREGATE):
+        return 0
+    for start, end in ranges:
+        # Literals: the procedure's window arguments are of type "any", which a bound parameter cannot fill.
+        statement = (
+            f"CALL refresh_continuous_aggregate('{AGGREGATE}', "
+            f"'{start.isoformat()}'::timestamptz, '{end.isoformat()}'::timestamptz)"
+        )
+        for delay in (*_LOCK_RETRIES_S, None):
+            try:
+                await conn.execute(statement, timeout=_REFRESH_TIMEOUT_S)
+                break
+            except asyncpg.LockNotAvailableError:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+    return len(ranges)
