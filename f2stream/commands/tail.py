@@ -31,14 +31,29 @@ def register(app: faust.App, settings: Settings) -> None:
         option("--from-beginning", is_flag=True, default=False, help="Start at the oldest record, not the newest."),
         option("--max-messages", type=int, default=0, help="Stop after this many records (0: never)."),
         option("--idle-timeout-s", type=float, default=0.0, help="Stop after this long without records (0: never)."),
+        option(
+            "--partition", type=int, default=None, help="Only this partition (with --offset: a row's raw_partition)."
+        ),
+        option("--offset", type=int, default=None, help="Start at this offset of --partition (a row's raw_offset)."),
     )
     @one_line_errors
-    async def tail(self: Any, topic: str, from_beginning: bool, max_messages: int, idle_timeout_s: float) -> None:
+    async def tail(
+        self: Any,
+        topic: str,
+        from_beginning: bool,
+        max_messages: int,
+        idle_timeout_s: float,
+        partition: int | None,
+        offset: int | None,
+    ) -> None:
         """Follow a Kafka topic, one JSON record per line."""
+        if offset is not None and partition is None:
+            raise CommandError("--offset needs --partition: the offset of which partition? (a row's raw_partition)")
         try:
             await tail_topic(
-                settings, topic, from_beginning=from_beginning, max_messages=max_messages, idle_timeout_s=idle_timeout_s
-            )
+                settings, topic, from_beginning=from_beginning, max_messages=max_messages,
+                idle_timeout_s=idle_timeout_s, partition=partition, offset=offset,
+            )  # fmt: skip
         except BrokenPipeError:
             # The reader is gone (`| head`): end quietly, also at interpreter exit,
             # whose flush of stdout would otherwise fail again.
@@ -51,9 +66,16 @@ def register(app: faust.App, settings: Settings) -> None:
 
 
 async def tail_topic(
-    settings: Settings, topic: str, *, from_beginning: bool, max_messages: int, idle_timeout_s: float
+    settings: Settings,
+    topic: str,
+    *,
+    from_beginning: bool,
+    max_messages: int,
+    idle_timeout_s: float,
+    partition: int | None = None,
+    offset: int | None = None,
 ) -> None:
-    """Print the records of a topic as JSON lines until stopped."""
+    """Print the records of a topic as JSON lines until stopped (of one partition, from one offset, if given)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     try:
         await consumer.start()
@@ -68,14 +90,32 @@ async def tail_topic(
             raise CommandError(f"topic {topic!r} does not exist; known topics: {hint}")
         cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001  # the public call drops it
         assigned = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        if partition is not None:
+            if TopicPartition(topic, partition) not in assigned:
+                raise CommandError(f"topic {topic!r} has no partition {partition}; it has 0 to {len(assigned) - 1}")
+            assigned = [TopicPartition(topic, partition)]
         consumer.assign(assigned)
-        if from_beginning:
+        if offset is not None:
+            await _seek_to(consumer, assigned[0], offset)
+        elif from_beginning:
             await consumer.seek_to_beginning(*assigned)
         else:
             await consumer.seek_to_end(*assigned)
         await _print_records(consumer, max_messages, idle_timeout_s)
     finally:
         await consumer.stop()
+
+
+async def _seek_to(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    """Start at `offset`, or say in one line which offsets the partition holds."""
+    first = (await consumer.beginning_offsets([tp]))[tp]
+    end = (await consumer.end_offsets([tp]))[tp]
+    if not first <= offset < end:
+        raise CommandError(
+            f"partition {tp.partition} of {tp.topic} holds offsets {first} to {end - 1}, not {offset}"
+            + (" (older records are past the topic's retention)" if offset < first else "")
+        )
+    consumer.seek(tp, offset)
 
 
 async def _print_records(consumer: AIOKafkaConsumer, max_messages: int, idle_timeout_s: float) -> None:

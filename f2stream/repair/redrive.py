@@ -154,6 +154,7 @@ async def redrive(
             await conn.close()
             if not dry_run:
                 metrics.write()
+        progress.finish()
         result.seconds = progress.elapsed
         return result
     finally:

@@ -135,6 +135,7 @@ async def replay(
             await conn.close()
             if not dry_run:
                 metrics.write()
+        progress.finish()
         result.seconds = progress.elapsed
         return result
     finally:

@@ -128,6 +128,10 @@ class Progress:
             self._last = now
             print(self.line(now), file=self.out, flush=True)
 
+    def finish(self) -> None:
+        """Print the last line: everything read."""
+        print(self.line(), file=self.out, flush=True)
+
     def line(self, now: float | None = None) -> str:
         """Where the work stands."""
         elapsed = max(1e-6, (now or time.monotonic()) - self.started)

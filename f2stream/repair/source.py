@@ -91,8 +91,13 @@ class Reader:
                 record = await self._record_at(tp, offset)
                 if record is not None:
                     into.append(record.timestamp)
-        return Held(self.topic, _moment(min(oldest)) if oldest else None, _moment(max(newest)) if newest else None,
-                    records)  # fmt: skip
+        return Held(
+            self.topic,
+            _moment(min(oldest)) if oldest else None,
+            _moment(max(newest)) if newest else None,
+            records,
+            trimmed=any(first[tp] > 0 for tp in self.partitions),
+        )
 
     async def spans(self, window: Window) -> list[Span]:
         """Per partition, the offsets whose records may lie in the window (timestamps filter the rest)."""
@@ -189,7 +194,9 @@ async def topic_retention_ms(bootstrap: str, topic: str) -> int | None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-repair-admin")
     try:
         await admin.start()
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, ["retention.ms"])])
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+        )
         entries = {entry[0]: entry[1] for entry in response.resources[0][4]}
         value = entries.get("retention.ms")
         return int(value) if value is not None and str(value).lstrip("-").isdigit() else None

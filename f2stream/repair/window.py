@@ -73,6 +73,7 @@ class Held:
     oldest: datetime | None
     newest: datetime | None
     records: int
+    trimmed: bool = False  # retention has removed records: nothing before `oldest` is left
 
     def __str__(self) -> str:
         if self.oldest is None or self.newest is None:
@@ -84,9 +85,9 @@ def check_window(since: datetime | None, until: datetime | None, now: datetime, 
     """The window to work on: the given bounds, else all that the topic holds up to now.
 
     Raises:
-        WindowError: the window is empty or in the future, or it reaches
-            before the oldest record the topic still holds (its retention
-            removed what it needs), saying which window the topic does hold.
+        WindowError: the window is empty, in the future, or outside the
+            records the topic holds, or it reaches back to records that the
+            topic's retention removed; saying which window the topic holds.
     """
     if since is not None and since > now:
         raise WindowError(f"--since {_show(since)} is in the future (now is {_show(now)})")
@@ -95,13 +96,13 @@ def check_window(since: datetime | None, until: datetime | None, now: datetime, 
     if held.oldest is None or held.newest is None:
         raise WindowError(f"{held}: there is nothing to work on")
     window = Window(since or held.oldest, until or now)
-    if window.since < held.oldest.replace(microsecond=0):  # the second it shows is fine
+    if window.until <= held.oldest or window.since > held.newest:
+        raise WindowError(f"the window {window} lies outside what the topic holds: {held}")
+    if held.trimmed and window.since < held.oldest.replace(microsecond=0):  # the second it shows is fine
         raise WindowError(
             f"the window starts at {_show(window.since)}, but {held} (older ones are past the topic's retention); "
             f"start at --since {_show(held.oldest)} or later"
         )
-    if window.since > held.newest:
-        raise WindowError(f"the window starts at {_show(window.since)}, after the newest record: {held}")
     return window
 
 
