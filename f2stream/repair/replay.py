@@ -10,6 +10,8 @@ changes nothing that a run before already corrected.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -123,16 +125,30 @@ async def replay(
         progress = Progress("replay", sum(map(len, spans)), out=progress_out)
         metrics = TextfileMetrics(settings.metrics_textfile_dir, "replay")
         conn = await connect_timeseries(settings)
+        writer = await connect_timeseries(settings)
+        applying: asyncio.Future[None] | None = None
         try:
             touched: set[datetime] = set()
             async for batch in reader.read(spans):
-                await _replay_batch(conn, batch, params, selection, window, result, touched, dry_run, metrics)
+                plans = await _plan_batch(conn, batch, params, selection, window, result, touched, metrics, dry_run)
                 result.read += len(batch)
                 progress.advance(len(batch))
+                if applying is not None:
+                    await applying  # one batch is written while the next is read, decoded and compared
+                    applying = None
+                if plans and not dry_run:
+                    applying = asyncio.ensure_future(apply_plans(writer, plans))
+            if applying is not None:
+                await applying
             if not dry_run:
                 result.refreshed = await refresh_aggregate(conn, hour_ranges(touched))
         finally:
+            if applying is not None and not applying.done():
+                applying.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
+                    await applying
             await conn.close()
+            await writer.close()
             if not dry_run:
                 metrics.write()
         progress.finish()
@@ -142,7 +158,7 @@ async def replay(
         await reader.stop()
 
 
-async def _replay_batch(
+async def _plan_batch(
     conn: asyncpg.Connection,
     batch: list[ConsumerRecord[bytes, bytes]],
     params: CodecSource,
@@ -150,9 +166,10 @@ async def _replay_batch(
     window: Window,
     result: ReplayResult,
     touched: set[datetime],
-    dry_run: bool,
     metrics: TextfileMetrics,
-) -> None:
+    dry_run: bool,
+) -> list[MessagePlan]:
+    """Decode a batch, read its messages' rows, and plan the changes (counted as planned)."""
     decoded = decode_raw(batch, params, selection, window)
     for reason, count in decoded.refused.items():
         result.tally.refused[reason] += count
@@ -170,13 +187,12 @@ async def _replay_batch(
             touched.add(datetime.fromisoformat(key[4]))
         else:
             untouched += 1
-    if not dry_run and plans:
-        await apply_plans(conn, plans)
     if not dry_run:
         metrics.add("f2_replay_messages", len(plans), outcome="repaired")
         metrics.add("f2_replay_messages", untouched, outcome="unchanged")
         for change, count in _rows_of(plans).items():
             metrics.add("f2_replay_rows", count, change=change)
+    return plans
 
 
 def _rows_of(plans: list[MessagePlan]) -> dict[str, int]:

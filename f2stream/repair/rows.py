@@ -47,6 +47,17 @@ SET value = EXCLUDED.value, text_value = EXCLUDED.text_value, unit = EXCLUDED.un
     raw_offset = EXCLUDED.raw_offset, written_at = now()
 WHERE iot_measurements.param_version IS NULL OR iot_measurements.param_version <= EXCLUDED.param_version
 """
+# Rows that exist: a plain UPDATE over their keys costs less than an upsert's speculative insert.
+_UPDATE = """
+UPDATE iot_measurements m
+SET value = w.v, text_value = w.tv, unit = w.un, param_version = w.pv,
+    raw_partition = w.rp, raw_offset = w.ro, written_at = now()
+FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text[],
+            $7::float8[], $8::text[], $9::text[], $10::int8[], $11::int4[], $12::int8[])
+     AS w(d, mo, c, co, dp, t, v, tv, un, pv, rp, ro)
+WHERE m.time = w.t::timestamptz AND m.device_id = w.d AND m.mode = w.mo AND m.connector = w.c
+  AND m.component = w.co AND m.data_point = w.dp AND (m.param_version IS NULL OR m.param_version <= w.pv)
+"""
 _DELETE = """
 DELETE FROM iot_measurements m
 USING unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text[], $7::int8[])
@@ -74,20 +85,36 @@ async def fetch_stored(conn: asyncpg.Connection, keys: Sequence[MessageKey]) -> 
 
 
 async def apply_plans(conn: asyncpg.Connection, plans: Iterable[MessagePlan]) -> None:
-    """Write the changes of `plans` in one transaction (a removal deletes a row only if older than its plan)."""
-    writes: list[Measurement] = []
+    """Write the changes of `plans` in one transaction (a removal deletes a row only if older than its plan).
+
+    New rows are upserted (the live path may have written one since they
+    were read), rows that exist are updated, rows to remove deleted; each
+    guarded by the version, as the module says.
+    """
+    adds: list[Measurement] = []
+    updates: list[Measurement] = []
     removals: list[tuple[str, str, int, str, str, str, int | None]] = []
     for plan in plans:
-        writes.extend(plan.writes)
+        adds.extend(plan.add)
+        updates.extend(m for _, m in plan.change)
+        updates.extend(m for _, m in plan.restamp)
         d, mo, c, co, t = plan.key
         removals.extend((d, mo, c, co, row.data_point, t, plan.version) for row in plan.remove)
-    if not writes and not removals:
+    if not adds and not updates and not removals:
         return
     async with conn.transaction():
-        if writes:
-            await conn.execute(_UPSERT, *_columns(writes))
+        if adds:
+            await conn.execute(_UPSERT, *_columns(adds))
+        if updates:
+            await conn.execute(_UPDATE, *_update_columns(updates))
         if removals:
             await conn.execute(_DELETE, *zip(*removals, strict=True))
+
+
+def _update_columns(rows: Sequence[Measurement]) -> list[list[object]]:
+    names = ("device_id", "mode", "connector", "component", "data_point", "time",
+             "value", "text_value", "unit", "param_version", "raw_partition", "raw_offset")  # fmt: skip
+    return [[getattr(m, name) for m in rows] for name in names]
 
 
 def _columns(rows: Sequence[Measurement]) -> list[list[object]]:
