@@ -44,7 +44,7 @@ from bench.run import _WINDOW_LATENCY, OUT, Bench
 from bench.run import parse as parse_bench
 from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP
 from f2stream.records import format_time
-from f2stream.simulator import device_ids, messages
+from f2stream.simulator import messages
 from f2stream.storage.db import connect
 from f2stream.verify import poll_database, read_manifest
 
@@ -145,7 +145,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     )
     bench.stack_up()
     try:
-        await give_parameters(bench, 1, args.devices)
+        await give_parameters(bench, bench.args.first_device, args.devices)
         await bench.start_pipeline()
         await bench.open_clients()
         results: dict[str, Any] = {
@@ -155,7 +155,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "live_rate": args.live_rate,
         }
         since = datetime.now(UTC) - timedelta(seconds=5)
-        results["fill_s"] = round(await fill(bench, args.messages, device_ids(args.devices, 1)), 1)
+        results["fill_s"] = round(await fill(bench, args.messages, bench.devices), 1)
         drain_s = await drained(bench, "pipeline drains the fill")
         results["drain_s"] = round(drain_s, 1)
         bench.progress.done(f"bench: filled {args.messages:,} in {results['fill_s']} s, drained in {drain_s:.0f} s")

@@ -29,7 +29,7 @@ from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.records import Measurement, format_time
 from f2stream.repair.plan import MessageKey, MessagePlan, is_stale, key_of, plan_message
 from f2stream.repair.report import Progress, Tally, TextfileMetrics
-from f2stream.repair.rows import apply_plans, fetch_stored, hour_ranges, refresh_aggregate
+from f2stream.repair.rows import apply_plans, fetch_stored, hour_ranges, refresh_aggregate, relax_commits
 from f2stream.repair.source import Reader, Span, live_frontier
 from f2stream.repair.window import RepairError, Window, check_window
 from f2stream.settings import Settings
@@ -66,6 +66,7 @@ class ReplayResult:
     beyond_frontier: int  # records of the window the live path has not written yet: left to it
     tally: Tally
     read: int = 0
+    batches: int = 0  # batches written
     refreshed: int = 0  # aggregate ranges refreshed
     seconds: float = 0.0
 
@@ -125,30 +126,34 @@ async def replay(
         progress = Progress("replay", sum(map(len, spans)), out=progress_out)
         metrics = TextfileMetrics(settings.metrics_textfile_dir, "replay")
         conn = await connect_timeseries(settings)
-        writer = await connect_timeseries(settings)
-        applying: asyncio.Future[None] | None = None
+        writers = [await connect_timeseries(settings) for _ in range(_WRITERS)]
+        for writer in writers:
+            await relax_commits(writer)
+        applying: list[asyncio.Future[None]] = []
         try:
             touched: set[datetime] = set()
             async for batch in reader.read(spans):
                 plans = await _plan_batch(conn, batch, params, selection, window, result, touched, metrics, dry_run)
                 result.read += len(batch)
                 progress.advance(len(batch))
-                if applying is not None:
-                    await applying  # one batch is written while the next is read, decoded and compared
-                    applying = None
+                if len(applying) == len(writers):  # batches are written while the next is read and compared
+                    await applying.pop(0)
                 if plans and not dry_run:
-                    applying = asyncio.ensure_future(apply_plans(writer, plans))
-            if applying is not None:
-                await applying
+                    applying.append(asyncio.ensure_future(_apply(writers[result.batches % len(writers)], plans)))
+                    result.batches += 1
+            for pending in applying:
+                await pending
+            applying.clear()
             if not dry_run:
                 result.refreshed = await refresh_aggregate(conn, hour_ranges(touched))
         finally:
-            if applying is not None and not applying.done():
-                applying.cancel()
+            for pending in applying:
+                pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
-                    await applying
+                    await pending
             await conn.close()
-            await writer.close()
+            for writer in writers:
+                await writer.close()
             if not dry_run:
                 metrics.write()
         progress.finish()
@@ -156,6 +161,22 @@ async def replay(
         return result
     finally:
         await reader.stop()
+
+
+# Connections writing batches at once: the database's work on one overlaps the next.
+_WRITERS = 2
+
+
+async def _apply(conn: asyncpg.Connection, plans: list[MessagePlan]) -> None:
+    """Apply a batch's plans; again if it deadlocked with the batch beside it (a message met in both)."""
+    for attempt in range(3):
+        try:
+            await apply_plans(conn, plans)
+            return
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
 
 
 async def _plan_batch(
