@@ -74,7 +74,10 @@ start_node_exporter() {
     fi
     mkdir -p "$(dirname "$NODE_LOG")" "$(dirname "$NODE_PID")"
     log "starting the node exporter on 127.0.0.1:$NODE_PORT"
-    nohup "$NODE_EXPORTER" --web.listen-address="127.0.0.1:$NODE_PORT" >>"$NODE_LOG" 2>&1 </dev/null &
+    # replay and redrive leave their counters in $VAR/metrics (F2_METRICS_TEXTFILE_DIR).
+    mkdir -p "$VAR/metrics"
+    nohup "$NODE_EXPORTER" --web.listen-address="127.0.0.1:$NODE_PORT" \
+        --collector.textfile.directory="$VAR/metrics" >>"$NODE_LOG" 2>&1 </dev/null &
     local started=$!
     printf '%s\n' "$started" >"$NODE_PID"
     for _ in $(seq 40); do

@@ -240,6 +240,20 @@ def test_every_dashboard_and_rule_expression_returns_data(observed: Observed) ->
     assert promql(port, "ALERTS")["data"]["result"] == []  # nothing fires on a healthy pipeline
 
 
+def test_replay_counters_reach_prometheus_through_the_node_exporter(observed: Observed) -> None:
+    """replay leaves its totals for the textfile collector; the node job carries them to Prometheus."""
+    port = observed.prometheus_port
+    run = observed.stack.faust("replay", "--since", "1h")
+    assert run.returncode == 0, run.stderr[-2000:]
+    answer = wait_for(
+        lambda: promql(port, 'f2_replay_messages_total{job="node", outcome="unchanged"} > 0')["data"]["result"],
+        30,
+        "the replay's counters scraped from the node exporter",
+    )
+    assert float(answer[0]["value"][1]) == GOOD  # the good messages of the traffic above, each compared once
+    assert promql(port, 'f2_replay_last_run_timestamp_seconds{job="node"}')["data"]["result"]
+
+
 # --------------------------------------------------------------------------- health
 
 

@@ -195,7 +195,7 @@ async def test_replay_stale_repairs_a_wrong_scale_and_nothing_else(
         (r["time"], r["written_at"]) for r in fixed
     }, "the second run rewrote rows"
 
-    metrics = stack.var_dir / "var" / "metrics" / "f2stream_replay.prom"
+    metrics = stack.settings.metrics_textfile_dir / "f2stream_replay.prom"
     samples = {
         (s.name, s.labels.get("change", "")): s.value
         for family in text_string_to_metric_families(metrics.read_text())
@@ -410,7 +410,7 @@ async def test_on_timescaledb_replay_repairs_compressed_chunks_and_refreshes_the
 def test_bad_input_gets_one_line_and_exit_2_and_writes_nothing(
     stack: Stack, workers: Workers, args: tuple[str, ...], says: str
 ) -> None:
-    metrics = stack.var_dir / "var" / "metrics"
+    metrics = stack.settings.metrics_textfile_dir
     before = {p.name: p.stat().st_mtime_ns for p in metrics.glob("*.prom")} if metrics.exists() else {}
     result = stack.faust(*args)
     assert result.returncode == 2, (result.stdout, result.stderr[-2000:])
