@@ -157,6 +157,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         since = datetime.now(UTC) - timedelta(seconds=5)
         results["fill_s"] = round(await fill(bench, args.messages, bench.devices), 1)
         drain_s = await drained(bench, "pipeline drains the fill")
+        results["raw_bytes_per_record"] = round(raw_bytes(bench.var_dir) / args.messages, 1)
         results["drain_s"] = round(drain_s, 1)
         bench.progress.done(f"bench: filled {args.messages:,} in {results['fill_s']} s, drained in {drain_s:.0f} s")
 
@@ -189,6 +190,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await bench.close_clients()
         bench.stack_down()
+
+
+def raw_bytes(var_dir: Path) -> int:
+    """Bytes raw_iot_data's partitions take on the broker's disk (log segments; indexes are preallocated)."""
+    return sum(f.stat().st_size for f in (var_dir / "data" / "kafka").glob(f"{RAW_TOPIC}-*/*.log"))
 
 
 def bench_machine() -> str:
