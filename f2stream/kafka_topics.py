@@ -16,9 +16,11 @@ from f2stream.errors import F2StreamError
 __all__ = [
     "DEAD_LETTER_TOPIC",
     "DECODED_TOPIC",
+    "LIVENESS_TOPIC",
     "PARAMETERS_TOPIC",
     "PIPELINE_TOPICS",
     "RAW_TOPIC",
+    "STATUS_TOPIC",
     "TopicSetupError",
     "ensure_topics",
 ]
@@ -30,8 +32,16 @@ DECODED_TOPIC: Final = "decoded_iot_data"
 DEAD_LETTER_TOPIC: Final = "iot_dead_letter"
 #: Compacted: the latest parameter set of each device, keyed by device id.
 PARAMETERS_TOPIC: Final = "device_parameters"
-PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC)
-_TOPIC_CONFIGS: Final = {PARAMETERS_TOPIC: {"cleanup.policy": "compact"}}
+#: Liveness changes, JSON, keyed by device id (docs/architecture.md, "Device liveness").
+STATUS_TOPIC: Final = "device_status"
+#: Compacted: the liveness changelog, one record per device, partitioned as raw_iot_data.
+LIVENESS_TOPIC: Final = "device_liveness"
+PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC)
+_TOPIC_CONFIGS: Final = {
+    PARAMETERS_TOPIC: {"cleanup.policy": "compact"},
+    # Compacted often: a restore reads the whole partition.
+    LIVENESS_TOPIC: {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
+}
 _TOPIC_ALREADY_EXISTS: Final = 36
 
 

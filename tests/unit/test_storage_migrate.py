@@ -69,6 +69,7 @@ def test_params_migrations() -> None:
     assert found[1] == ("device_parameters", False, True)
     assert found[2] == ("parameters_notify", False, True)
     assert found[4] == ("codec_model", False, True)
+    assert found[5] == ("liveness", False, True)
     assert not any(m.requires_timescaledb for m in migrations)
 
 
@@ -80,6 +81,7 @@ def test_timeseries_migrations() -> None:
         (3, "hourly_aggregate", True, False),
         (4, "param_version", False, True),
         (5, "hourly_aggregate_realtime", True, False),
+        (7, "device_status", False, True),
     ]
 
 
