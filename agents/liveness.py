@@ -16,8 +16,9 @@ raw_iot_data partitions its decode loop holds. On assignment it restores
 them (changelog, then raw records from the checkpoint to the committed
 offset) before its loop fetches anything; on revocation it writes their
 records and a checkpoint, then forgets them. A partition whose decode
-backlog exceeds a batch has its silence deadlines held back a second at a
-time: after a restart, a device's messages are read before it can be
+silence deadlines wait until the decode loop has applied its partition up
+to the high water it last fetched, later than the deadline: after a
+restart, a device's messages in the backlog are read before it can be
 declared silent.
 
 The `device_status` topic is written to PostgreSQL by the status loop
@@ -43,7 +44,7 @@ from prometheus_client import Counter, Gauge
 from f2stream.agents.batchloop import Batch
 from f2stream.agents.producer import Output, Producer
 from f2stream.backoff import Backoff
-from f2stream.kafka_topics import LIVENESS_TOPIC, RAW_TOPIC, STATUS_TOPIC
+from f2stream.kafka_topics import LIVENESS_TOPIC, STATUS_TOPIC
 from f2stream.liveness import (
     CHECKPOINT_KEY,
     STATES,
@@ -64,8 +65,8 @@ __all__ = ["LivenessTracker", "StatusSink"]
 
 logger = logging.getLogger(__name__)
 
-#: A partition further behind than this (records) keeps its silence deadlines waiting.
-CAUGHT_UP_BELOW = 2000
+#: Margin between a receipt and its record being visible in a fetch's high water.
+_RECEIPT_TO_FETCH_S = 1.0
 
 
 class LivenessTracker(Service):
@@ -99,8 +100,9 @@ class LivenessTracker(Service):
         self.processed_to: dict[int, int] = {}
         self._checkpointed: dict[int, int] = {}
         self._last_checkpoint = 0.0
-        #: Records behind per raw partition (set by the stages: the decode loop's view).
-        self.lag_of: Callable[[], Mapping[tuple[str, int], int]] = dict
+        #: The high water of a raw partition as the decode consumer last fetched it (set by the stages).
+        self.highwater_of: Callable[[int], int | None] = lambda partition: None
+        self._caught_up_at: dict[int, float] = {}
         #: raw_iot_data's partition count (set by the stages from the decode consumer's metadata).
         self.partition_count: Callable[[], int] = lambda: settings.topic_partitions
         self.last_restore: Restored | None = None
@@ -205,17 +207,22 @@ class LivenessTracker(Service):
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.exception("Liveness tick failed")
 
-    def _may_expire(self, partition: int) -> bool:
-        if partition not in self.held:
-            return False
-        lag = self.lag_of().get((RAW_TOPIC, partition))
-        return lag is not None and lag < CAUGHT_UP_BELOW
+    def _read_until(self, partition: int) -> float:
+        return self._caught_up_at.get(partition, 0.0) if partition in self.held else 0.0
+
+    def _note_caught_up(self, now: float) -> None:
+        """A partition whose applied records reach its high water was read up to about now."""
+        for p in self.held:
+            high = self.highwater_of(p)
+            if high is not None and self.processed_to.get(p, -1) >= high:
+                self._caught_up_at[p] = now - _RECEIPT_TO_FETCH_S
 
     async def tick(self, now: float | None = None) -> list[StatusChange]:
         """Expire due deadlines, apply registry changes, checkpoint when due; return the changes."""
         async with self.lock:
             now = time.time() if now is None else now
-            changes: list[StatusChange] = self.live.expire(now, self._may_expire)
+            self._note_caught_up(now)
+            changes: list[StatusChange] = self.live.expire(now, self._read_until)
             if self.config.changed.is_set():
                 self.config.changed.clear()
                 changes += self._reconcile(self.held, now)
@@ -266,6 +273,7 @@ class LivenessTracker(Service):
                     self.outbox[:0] = [o for o in outputs if o.topic == STATUS_TOPIC]
             for p in partitions:
                 self.held.discard(p)
+                self._caught_up_at.pop(p, None)
                 self.processed_to.pop(p, None)
                 self._checkpointed.pop(p, None)
                 self.live.drop_partition(p)
@@ -293,6 +301,7 @@ class LivenessTracker(Service):
             self.held = set(partitions)
             self.processed_to = {p: o for p, o in offsets.items() if o is not None}
             self._checkpointed = {}
+            self._caught_up_at = {}
             self.last_restore = restored
             changes = restored.changes + self._reconcile(partitions, time.time())
             self.outbox += self._emit(changes)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from mode import Service
 
 from f2stream.agents.batchloop import BatchLoop
@@ -86,7 +88,7 @@ class Stages(Service):
         )
         self.add_dependency(self.producer)  # children stop in reverse: the producer last
         if self.liveness is not None:
-            self.liveness.lag_of = self.decode.lag
+            self.liveness.highwater_of = lambda partition: _highwater(self.decode, partition)
             self.liveness.partition_count = lambda: _partitions(self.decode, settings.topic_partitions)
             self.add_dependency(self.liveness)
         self.add_dependency(self.decode)
@@ -119,3 +121,12 @@ def _partitions(loop: BatchLoop, default: int) -> int:
     except RuntimeError:  # not started
         return default
     return len(known) if known else default
+
+
+def _highwater(loop: BatchLoop, partition: int) -> int | None:
+    """The high water of a partition of the loop's input topic, as its last fetch saw it."""
+    try:
+        high: int | None = loop.consumer.highwater(TopicPartition(loop.topic, partition))
+    except (RuntimeError, IllegalStateError):  # not started, or not assigned
+        return None
+    return high

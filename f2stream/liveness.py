@@ -328,11 +328,13 @@ class LivenessState:
         if d is not None:
             self._arm(d)
 
-    def expire(self, now: float, may_expire: Callable[[int], bool]) -> list[StatusChange]:
+    def expire(self, now: float, read_until: Callable[[int], float]) -> list[StatusChange]:
         """Make every online device whose deadline passed `silent`; return the changes.
 
-        `may_expire(partition)` False defers a partition's expiry by a second
-        (its backlog is not read yet: the device may have sent meanwhile).
+        `read_until(partition)` is the time up to which every raw record of the
+        partition has been applied: a deadline after it is deferred by a second
+        (the device's message may be in the backlog not read yet, e.g. after a
+        restart), so a silence is declared only when it is known.
         """
         heap, changes = self._heap, []
         while heap and heap[0][0] <= now:
@@ -346,7 +348,7 @@ class LivenessState:
                 continue
             if actual > now:
                 self._arm(d)  # it received something since: wait for the new deadline
-            elif not may_expire(d.partition):
+            elif actual > read_until(d.partition):
                 d.armed_at = now + 1.0
                 heapq.heappush(heap, (d.armed_at, name))
             else:

@@ -26,8 +26,8 @@ def fresh(timeouts: dict[str, float] | None = None) -> LivenessState:
     return LivenessState(lambda device: (timeouts or {}).get(device, TIMEOUT))
 
 
-def always(_: int) -> bool:
-    return True
+def always(_: int) -> float:
+    return float("inf")
 
 
 def test_registered_device_is_never_seen_then_online_then_silent_after_its_timeout() -> None:
@@ -85,11 +85,11 @@ def test_an_old_receipt_does_not_bring_a_silent_device_online_nor_move_times_bac
     assert d is not None and d.state == "silent" and d.last_receipt == T0 and d.newest_device_time == T0
 
 
-def test_a_partition_behind_its_backlog_defers_expiry() -> None:
+def test_a_partition_not_read_past_the_deadline_defers_expiry() -> None:
     s = fresh()
     s.observe("f2-000000000001", 4, 0, T0, None, False, T0)
-    assert s.expire(T0 + 61, lambda p: p != 4) == []
-    (change,) = s.expire(T0 + 62, always)
+    assert s.expire(T0 + 61, lambda p: T0 + 59.9 if p == 4 else float("inf")) == []
+    (change,) = s.expire(T0 + 62, lambda p: T0 + 60)
     assert change.to_state == "silent"
 
 
