@@ -35,7 +35,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -49,6 +49,7 @@ __all__ = [
     "Batch",
     "BatchLoop",
     "Handler",
+    "PartitionHooks",
     "PendingCommits",
     "Quarantine",
     "first_offsets",
@@ -71,6 +72,16 @@ def next_offsets(batch: Batch) -> dict[TopicPartition, int]:
 def first_offsets(batch: Batch) -> dict[TopicPartition, int]:
     """Where to fetch `batch` again from when its handler failed."""
     return {tp: records[0].offset for tp, records in batch.items() if records}
+
+
+class PartitionHooks(Protocol):
+    """Told when a loop's partitions move (see :class:`BatchLoop`'s `hooks`)."""
+
+    async def on_assigned(self, assigned: list[TopicPartition], committed: Mapping[TopicPartition, int]) -> None:
+        """Partitions assigned; nothing fetched from them yet."""
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Partitions revoked; no batch of theirs in flight any more."""
 
 
 class PendingCommits:
@@ -155,6 +166,9 @@ class BatchLoop(Service):
         stop_timeout_s: how long stopping waits for the batch in flight.
         consumer_options: more AIOKafkaConsumer options.
         consumer_factory: makes the consumer from its options (tests pass a fake).
+        hooks: told of partitions assigned (with their committed offsets,
+            before anything is fetched from them) and revoked (after the
+            batch in flight), e.g. state kept per partition.
     """
 
     def __init__(
@@ -173,6 +187,7 @@ class BatchLoop(Service):
         stop_timeout_s: float = 30.0,
         consumer_options: Mapping[str, Any] | None = None,
         consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
+        hooks: PartitionHooks | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -197,6 +212,7 @@ class BatchLoop(Service):
             **(consumer_options or {}),
         }
         self.consumer_factory = consumer_factory
+        self.hooks = hooks
         self._consumer: AIOKafkaConsumer | None = None  # made on start: aiokafka needs the running loop
         self.pending = PendingCommits()
         #: The last committed offset of each assigned partition (for lag).
@@ -270,6 +286,8 @@ class BatchLoop(Service):
         consumer, self._consumer = self._consumer, None
         self._joined = False
         self.pending = PendingCommits()  # never committed by another consumer: re-read, absorbed downstream
+        if self.hooks is not None and self.owned:
+            await self.hooks.on_revoked(list(self.owned))
         self.owned.clear()
         self.committed.clear()
         if consumer is not None:
@@ -413,6 +431,8 @@ class BatchLoop(Service):
         self.pending.drop(revoked)
         for tp in revoked:
             self.committed.pop(tp, None)
+        if self.hooks is not None:
+            await self.hooks.on_revoked(revoked)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """New partitions start at their committed offsets; pending offsets of any other partition are dropped."""
@@ -425,6 +445,8 @@ class BatchLoop(Service):
                 continue
             if offset is not None:
                 self.committed[tp] = offset
+        if self.hooks is not None:
+            await self.hooks.on_assigned(assigned, self.committed)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the end of each assigned partition: high water minus committed offset."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
+from typing import Protocol
 
 from aiokafka import ConsumerRecord
 
@@ -24,6 +26,7 @@ from f2stream.codec.message import CodecSource, decode_message
 from f2stream.deadletter import dead_letter_headers, header_map, source_of
 from f2stream.errors import BadMessage
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC
+from f2stream.liveness import Seen
 from f2stream.metrics import Metrics
 from f2stream.records import encode_decoded, format_time
 
@@ -45,6 +48,8 @@ class Decoded:
     messages: int = 0
     measurements: int = 0
     dead: Counter[str] = field(default_factory=Counter)
+    #: Per record, what liveness needs (f2stream.liveness.Seen).
+    seen: list[Seen] = field(default_factory=list)
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded) -> None:
@@ -68,6 +73,8 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
         reason, detail = "decoder_error", f"{exc.__class__.__name__}: {exc}"
     else:
         into.messages += 1
+        into.seen.append((record.key, record.partition, record.offset, received_at,
+                          measurements[0].time if measurements else None, False))  # fmt: skip
         if not measurements:
             return
         into.measurements += len(measurements)
@@ -79,6 +86,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
             return
         reason = "too_large"
         detail = f"its decoded record has {output.size} bytes, more than the {MAX_RECORD_BYTES} a record may hold"
+    into.seen.append((record.key, record.partition, record.offset, received_at, None, True))
     size = len(payload)
     value = payload
     if size + _HEADROOM > MAX_RECORD_BYTES:  # the letter could not hold it: keep its head and say so
@@ -119,13 +127,23 @@ def decode_batch(records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecS
     return decoded
 
 
+class LivenessHook(Protocol):
+    """What the decode stage needs of the liveness tracker (f2stream.agents.liveness)."""
+
+    def batch(self, seen: list[Seen]) -> AbstractAsyncContextManager[list[Output]]:
+        """Apply what a batch saw; yield the records to produce with it."""
+
+
 class DecodeStage:
     """The batch handler of the decode loop: decode, produce everything, await every acknowledgement."""
 
-    def __init__(self, producer: Producer, params: CodecSource, metrics: Metrics) -> None:
+    def __init__(
+        self, producer: Producer, params: CodecSource, metrics: Metrics, liveness: LivenessHook | None = None
+    ) -> None:
         self.producer = producer
         self.params = params
         self.metrics = metrics
+        self.liveness = liveness
 
     async def __call__(self, batch: Batch) -> None:
         """Handle one batch; return only when Kafka acknowledged all it became.
@@ -134,7 +152,11 @@ class DecodeStage:
             KafkaError: a record was not acknowledged: the batch must be read again.
         """
         decoded = decode_batch(chain.from_iterable(batch.values()), self.params)
-        await self.producer.send_all(decoded.outputs)  # raises: nothing of the batch is committed
+        if self.liveness is None:
+            await self.producer.send_all(decoded.outputs)  # raises: nothing of the batch is committed
+        else:  # liveness changes go with the batch, acknowledged before its offsets are committed
+            async with self.liveness.batch(decoded.seen) as changes:
+                await self.producer.send_all(decoded.outputs + changes)
         self.metrics.decoded_messages.inc(decoded.messages)
         self.metrics.measurements.inc(decoded.measurements)
         for reason, count in decoded.dead.items():

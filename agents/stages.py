@@ -11,19 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from mode import Service
 
 from f2stream.agents.batchloop import BatchLoop
 from f2stream.agents.decode import DecodeStage
+from f2stream.agents.liveness import LivenessTracker, StatusSink
 from f2stream.agents.producer import Producer
 from f2stream.agents.sink import SinkStage
-from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP
+from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP, STATUS_GROUP, STATUS_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
+from f2stream.storage.status import StatusWriter
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterTable
 
-__all__ = ["DECODE_GROUP", "SINK_GROUP", "Stages"]
+__all__ = ["DECODE_GROUP", "SINK_GROUP", "STATUS_GROUP", "Stages"]
 
 # Raw records are small; a batch this size decodes in a few milliseconds.
 _DECODE_BATCH = 2000
@@ -43,15 +47,21 @@ class Stages(Service):
         super().__init__(**kwargs)
         bootstrap = settings.kafka_bootstrap
         self.producer = Producer(bootstrap, "f2stream-pipeline")
+        self.liveness: LivenessTracker | None = None
+        if settings.liveness_enabled:
+            self.liveness = LivenessTracker(
+                settings, self.producer, metrics, has_parameters=lambda device: params.codec(device) is not None
+            )
         self.decode = BatchLoop(
             name="decode",
             topic=RAW_TOPIC,
             group_id=DECODE_GROUP,
-            handler=(decode := DecodeStage(self.producer, params, metrics)),
+            handler=(decode := DecodeStage(self.producer, params, metrics, self.liveness)),
             quarantine=decode.quarantine,
             bootstrap=bootstrap,
             max_records=_DECODE_BATCH,
             ready=params.wait_ready,
+            hooks=self.liveness,
         )
         self.sink = BatchLoop(
             name="sink",
@@ -64,13 +74,28 @@ class Stages(Service):
             fetch_timeout_ms=settings.sink_batch_window_ms,
         )
         self.writer = writer
+        self.status_writer = StatusWriter(settings)
+        self.status = BatchLoop(
+            name="status",
+            topic=STATUS_TOPIC,
+            group_id=STATUS_GROUP,
+            handler=StatusSink(self.status_writer),
+            bootstrap=bootstrap,
+            max_records=5000,
+        )
         self.add_dependency(self.producer)  # children stop in reverse: the producer last
+        if self.liveness is not None:
+            self.liveness.highwater_of = lambda partition: _highwater(self.decode, partition)
+            self.liveness.partition_count = lambda: _partitions(self.decode, settings.topic_partitions)
+            self.add_dependency(self.liveness)
         self.add_dependency(self.decode)
         self.add_dependency(self.sink)
+        self.add_dependency(self.status)
 
     async def on_shutdown(self) -> None:
-        """After the loops stopped: close the database pool."""
+        """After the loops stopped: close the database pools."""
         await self.writer.close()
+        await self.status_writer.close()
 
     @property
     def loops(self) -> tuple[BatchLoop, BatchLoop]:
@@ -84,3 +109,21 @@ class Stages(Service):
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind per assigned partition of raw_iot_data and decoded_iot_data."""
         return {**self.decode.lag(), **self.sink.lag()}
+
+
+def _partitions(loop: BatchLoop, default: int) -> int:
+    """The input topic's partition count as the loop's consumer knows it."""
+    try:
+        known = loop.consumer.partitions_for_topic(loop.topic)
+    except RuntimeError:  # not started
+        return default
+    return len(known) if known else default
+
+
+def _highwater(loop: BatchLoop, partition: int) -> int | None:
+    """The high water of a partition of the loop's input topic, as its last fetch saw it."""
+    try:
+        high: int | None = loop.consumer.highwater(TopicPartition(loop.topic, partition))
+    except (RuntimeError, IllegalStateError):  # not started, or not assigned
+        return None
+    return high

@@ -18,10 +18,13 @@ __all__ = [
     "DEAD_LETTER_TOPIC",
     "DECODED_TOPIC",
     "DECODE_GROUP",
+    "LIVENESS_TOPIC",
     "PARAMETERS_TOPIC",
     "PIPELINE_TOPICS",
     "RAW_TOPIC",
     "SINK_GROUP",
+    "STATUS_GROUP",
+    "STATUS_TOPIC",
     "TopicSetupError",
     "ensure_topics",
 ]
@@ -33,11 +36,20 @@ DECODED_TOPIC: Final = "decoded_iot_data"
 DEAD_LETTER_TOPIC: Final = "iot_dead_letter"
 #: Compacted: the latest parameter set of each device, keyed by device id.
 PARAMETERS_TOPIC: Final = "device_parameters"
-PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC)
-_TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {PARAMETERS_TOPIC: {"cleanup.policy": "compact"}}
-#: The consumer groups of the pipeline's decode and sink stages.
+#: Liveness changes, JSON, keyed by device id (docs/architecture.md, "Device liveness").
+STATUS_TOPIC: Final = "device_status"
+#: Compacted: the liveness changelog, one record per device, partitioned as raw_iot_data.
+LIVENESS_TOPIC: Final = "device_liveness"
+PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC)
+_TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
+    PARAMETERS_TOPIC: {"cleanup.policy": "compact"},
+    # Compacted often: a restore reads the whole partition.
+    LIVENESS_TOPIC: {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
+}
+#: The consumer groups of the pipeline's decode, sink and device-status stages.
 DECODE_GROUP: Final = "f2stream-decode"
 SINK_GROUP: Final = "f2stream-sink"
+STATUS_GROUP: Final = "f2stream-status"
 _TOPIC_ALREADY_EXISTS: Final = 36
 
 

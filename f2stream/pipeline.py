@@ -12,7 +12,7 @@ from f2stream.health import Check, HealthChecks, overall
 from f2stream.metrics import Metrics
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
-from f2stream.web import pages, views
+from f2stream.web import liveness, pages, views
 
 __all__ = ["app", "metrics", "params", "services", "settings", "stages", "sync", "topics", "writer"]
 
@@ -150,4 +150,5 @@ metrics.parameters.set_function(lambda: params.size)
 metrics.parameters_synced.set_function(lambda: sync.synced_at or 0.0)
 pages.register(app, metrics, health_checks, services)
 views.register(app, settings, params)
+liveness.register(app, stages.liveness, stages.status_writer)
 commands.register(app, settings)

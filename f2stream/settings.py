@@ -87,6 +87,13 @@ class Settings:
     pki_hosts: str = ""
     # Where the pipeline worker finds the ingest worker's web views (its /health/ingest).
     ingest_url: str = "http://127.0.0.1:6067"
+    # Liveness: a device with no message for this long is silent (overridable per device or template).
+    liveness_timeout_s: float = 600.0
+    # How often the silence deadlines are checked, and the liveness changelog checkpointed.
+    liveness_tick_s: float = 1.0
+    liveness_checkpoint_s: float = 30.0
+    # False: no liveness tracking at all (measuring its cost).
+    liveness_enabled: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +140,13 @@ class Settings:
                 raise ConfigError(name, f"is {number}, must be at least 1")
         if self.raw_retention_hours <= 0:
             raise ConfigError("F2_RAW_RETENTION_HOURS", f"is {self.raw_retention_hours}, must be more than 0")
+        for name, seconds in (
+            ("F2_LIVENESS_TIMEOUT_S", self.liveness_timeout_s),
+            ("F2_LIVENESS_TICK_S", self.liveness_tick_s),
+            ("F2_LIVENESS_CHECKPOINT_S", self.liveness_checkpoint_s),
+        ):
+            if not seconds > 0:
+                raise ConfigError(name, f"is {seconds}, must be a positive number of seconds")
         if self.topic_replication < 0:
             raise ConfigError(
                 "F2_TOPIC_REPLICATION", f"is {self.topic_replication}: 0 (the cluster's default) or a replica count"

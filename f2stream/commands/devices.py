@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import faust
 from faust.cli import argument, option
 
-from f2stream.commands.base import connect_database, device_id_of, one_line_errors
+from f2stream.commands.base import CommandError, connect_database, device_id_of, one_line_errors
 from f2stream.devices.enrolment import register_device, revoke_device
 from f2stream.devices.registry import DeviceRecord, list_devices
+from f2stream.liveness import STATES
 from f2stream.pki import DEVICE_DAYS, PkiPaths
 from f2stream.settings import Settings
 
@@ -58,26 +60,60 @@ def register(app: faust.App, settings: Settings) -> None:
             await conn.close()
         print(f"revoke-device: {record.device_id} revoked (certificate {record.cert_serial})", flush=True)
 
-    @app.command()
+    @app.command(
+        option("--state", "state", default=None, help=f"Only devices in this liveness state ({', '.join(STATES)})."),
+    )
     @one_line_errors
-    async def devices(self: Any) -> None:
-        """List the device registry; certificates expiring within 30 days are marked."""
+    async def devices(self: Any, state: str | None) -> None:
+        """List the device registry with liveness state and last seen; certificates close to expiry are marked."""
+        if state is not None and state not in STATES:
+            raise CommandError(f"--state must be one of {', '.join(STATES)}, not {state!r}")
         conn = await connect_database(settings, "params")
         try:
             records = await list_devices(conn)
         finally:
             await conn.close()
-        for line in format_devices(records, datetime.now(UTC)):
+        conn = await connect_database(settings, "timeseries")
+        try:
+            liveness = await _liveness(conn)
+        finally:
+            await conn.close()
+        if state is not None:
+            records = [r for r in records if liveness.get(r.device_id, ("never_seen", None))[0] == state]
+        for line in format_devices(records, datetime.now(UTC), liveness):
             print(line, flush=True)
 
 
-def format_devices(records: Sequence[DeviceRecord], now: datetime) -> list[str]:
-    """The `devices` table: one line per device, certificates close to expiry marked."""
-    lines = [f"{'device':<16} {'serial number':<20} {'status':<8} {'expires (UTC)':<17} {'certificate':<16} note"]
+async def _liveness(conn: Any) -> dict[str, tuple[str, datetime | None]]:
+    """Each device's liveness state and last seen time, from the time-series database (empty before migrating)."""
+    try:
+        rows = await conn.fetch("SELECT device_id, state, last_seen FROM device_status")
+    except asyncpg.UndefinedTableError as exc:
+        raise CommandError("the device_status table does not exist: run `faust -A f2stream migrate`") from exc
+    return {r["device_id"]: (r["state"], r["last_seen"]) for r in rows}
+
+
+def format_devices(
+    records: Sequence[DeviceRecord],
+    now: datetime,
+    liveness: Mapping[str, tuple[str, datetime | None]] | None = None,
+) -> list[str]:
+    """The `devices` table: one line per device with its liveness, certificates close to expiry marked.
+
+    A device the pipeline has not reported on yet shows as `never_seen`.
+    """
+    liveness = liveness or {}
+    lines = [
+        f"{'device':<16} {'serial number':<20} {'status':<8} {'expires (UTC)':<17} {'certificate':<16} "
+        f"{'state':<10} {'last seen (UTC)':<19} note"
+    ]
     for r in records:
+        state, seen = liveness.get(r.device_id, ("never_seen", None))
+        seen_text = f"{seen.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if seen else "-"
         lines.append(
             f"{r.device_id:<16} {r.serial_number:<20} {r.status:<8} "
-            f"{f'{r.expires_at.astimezone(UTC):%Y-%m-%d %H:%M}':<17} {r.cert_serial[:16]:<16} {_flag(r, now)}".rstrip()
+            f"{f'{r.expires_at.astimezone(UTC):%Y-%m-%d %H:%M}':<17} {r.cert_serial[:16]:<16} "
+            f"{state:<10} {seen_text:<19} {_flag(r, now)}".rstrip()
         )
     return lines
 

@@ -24,7 +24,7 @@ def test_certificates_close_to_expiry_are_marked() -> None:
         ],
         NOW,
     )
-    assert lines[1].endswith("2031-02-05 00:00  ab")
+    assert lines[1].endswith("2031-02-05 00:00  ab               never_seen -")
     assert lines[2].endswith("EXPIRES SOON")
     assert lines[3].endswith("EXPIRED")
     assert "revoked" in lines[4] and not lines[4].endswith("SOON")
@@ -39,7 +39,18 @@ def test_the_warning_starts_30_days_ahead_and_expiry_is_inclusive() -> None:
 
 def test_an_empty_registry_is_the_header_alone() -> None:
     (header,) = format_devices([], NOW)
-    assert header.split() == ["device", "serial", "number", "status", "expires", "(UTC)", "certificate", "note"]
+    assert header.split() == ["device", "serial", "number", "status", "expires", "(UTC)", "certificate", "state",
+                              "last", "seen", "(UTC)", "note"]  # fmt: skip
+
+
+def test_liveness_columns_show_state_and_last_seen_and_unknown_is_never_seen() -> None:
+    seen = datetime(2026, 12, 1, 10, 0, 5, tzinfo=UTC)
+    header, known, unknown = format_devices(
+        [record("f2-000000000001", 400), record("f2-000000000002", 400)], NOW, {"f2-000000000001": ("silent", seen)}
+    )
+    assert known.index("silent") == header.index("state")
+    assert known.index("2026-12-01 10:00:05") == header.index("last seen (UTC)")
+    assert unknown.index("never_seen") == header.index("state")
 
 
 def test_columns_line_up_times_are_utc_and_long_serials_are_cut() -> None:

@@ -69,6 +69,7 @@ def test_params_migrations() -> None:
     assert found[1] == ("device_parameters", False, True)
     assert found[2] == ("parameters_notify", False, True)
     assert found[4] == ("codec_model", False, True)
+    assert found[5] == ("liveness", False, True)
     assert not any(m.requires_timescaledb for m in migrations)
 
 
@@ -81,6 +82,7 @@ def test_timeseries_migrations() -> None:
     assert found[4] == ("param_version", False, True)
     assert found[5] == ("hourly_aggregate_realtime", True, False)
     assert found[6] == ("provenance", False, True)
+    assert found[7] == ("device_status", False, True)
 
 
 def test_the_hourly_aggregate_splits_into_two_statements() -> None:
