@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from f2stream.storage.db import connect
 __all__ = [
     "DEMO_PARAMETERS",
     "DeviceLink",
+    "Silence",
     "SimMessage",
     "device_ids",
     "device_tls_context",
@@ -76,6 +77,19 @@ class SimMessage:
     component: str
     time: str
     points: int
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A device that stops publishing `from_s` seconds after publishing began, for `seconds` seconds."""
+
+    device: str
+    from_s: float
+    seconds: float
+
+    def covers(self, device: str, elapsed_s: float) -> bool:
+        """Whether `device` keeps quiet `elapsed_s` seconds after publishing began."""
+        return device == self.device and self.from_s <= elapsed_s < self.from_s + self.seconds
 
 
 def device_ids(count: int, first: int = 1) -> list[str]:
@@ -238,8 +252,13 @@ async def run_simulation(
     duration_s: float,
     manifest: Path | None,
     seed: int,
+    silences: Sequence[Silence] = (),
 ) -> int:
     """Publish simulated telemetry from the given devices; return how many messages the broker acknowledged.
+
+    A device in `silences` keeps its connection but publishes nothing during
+    its silence (its turns go to the other devices); the manifest holds only
+    what was published.
 
     Raises:
         PkiError: a device has no certificate.
@@ -270,11 +289,18 @@ async def run_simulation(
     try:
         for link in links.values():
             await link.first_connection()
+        publishing = time.monotonic()
         async with asyncio.TaskGroup() as tasks:
             while (not count or sent < count) and (not duration_s or time.monotonic() - started < duration_s):
                 due = int((time.monotonic() - started) * rate) + 1 if rate else sent + 100
-                while sent < due and (not count or sent < count):
+                quiet = 0  # devices skipped in a row: all of them silent ends this round
+                while sent < due and (not count or sent < count) and quiet < len(ids):
                     message = next(source)
+                    elapsed = time.monotonic() - publishing
+                    if any(s.covers(message.device_id, elapsed) for s in silences):
+                        quiet += 1
+                        continue
+                    quiet = 0
                     await window.acquire()
                     tasks.create_task(_publish(links[message.device_id], message, window, out))
                     sent += 1

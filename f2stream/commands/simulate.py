@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +12,52 @@ import aiomqtt
 import faust
 from faust.cli import option
 
-from f2stream.commands.base import connect_database
+from f2stream.commands.base import CommandError, connect_database, device_id_of, one_line_errors
 from f2stream.errors import F2StreamError
 from f2stream.settings import Settings
-from f2stream.simulator import device_ids, enrol_demo_devices, run_simulation
+from f2stream.simulator import Silence, device_ids, enrol_demo_devices, run_simulation
 
-__all__ = ["register"]
+__all__ = ["parse_silence", "register"]
+
+#: Longest text taken as a device number rather than a MAC (device ids hold the number in 8 hex digits).
+_NUMBER_DIGITS = 10
+
+
+def parse_silence(text: str, ids: Sequence[str], first_device: int) -> Silence:
+    """A `--silence DEVICE:FROM:SECONDS` value.
+
+    DEVICE is a MAC in any usual spelling (colons included, as the last two
+    fields are split off from the right) or a device number as simulate
+    numbers them: `--first-device 1 --devices 5` simulates 1 to 5, and
+    `3` is f2-02f200000003. It must be one of the simulated devices.
+
+    Raises:
+        CommandError: the value is malformed or names a device not simulated.
+    """
+    usage = f"--silence {text!r}: expected DEVICE:FROM:SECONDS, e.g. 3:10:30 or e4:fd:45:f6:54:be:10:30"
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0].strip():
+        raise CommandError(usage)
+    device_text, from_text, seconds_text = parts
+    try:
+        from_s, seconds = float(from_text), float(seconds_text)
+    except ValueError:
+        raise CommandError(f"{usage} (FROM and SECONDS are numbers of seconds)") from None
+    if not (math.isfinite(from_s) and math.isfinite(seconds)) or from_s < 0 or seconds <= 0:
+        raise CommandError(f"{usage} (FROM at least 0, SECONDS more than 0)")
+    device_text = device_text.strip()
+    if device_text.isdecimal() and len(device_text) <= _NUMBER_DIGITS:
+        number = int(device_text)
+        if not first_device <= number < first_device + len(ids):
+            raise CommandError(
+                f"--silence {text!r}: device {number} is not simulated "
+                f"(this run simulates {first_device} to {first_device + len(ids) - 1})"
+            )
+        return Silence(ids[number - first_device], from_s, seconds)
+    device = device_id_of(device_text)
+    if device not in ids:
+        raise CommandError(f"--silence {text!r}: {device} is not one of the {len(ids)} simulated devices")
+    return Silence(device, from_s, seconds)
 
 
 def register(app: faust.App, settings: Settings) -> None:
@@ -47,7 +89,16 @@ def register(app: faust.App, settings: Settings) -> None:
         ),
         option("--manifest", type=str, default=None, help="Append what was sent (JSON lines) here, for `verify`."),
         option("--seed", type=int, default=1, show_default=True, help="Random seed of the values."),
+        option(
+            "--silence",
+            "silence",
+            multiple=True,
+            metavar="DEVICE:FROM:SECONDS",
+            help="The device (MAC, or number as --first-device counts) publishes nothing from FROM s after "
+            "publishing began, for SECONDS s, then resumes. Repeatable.",
+        ),
     )
+    @one_line_errors
     async def simulate(
         self: Any,
         devices: int,
@@ -59,12 +110,13 @@ def register(app: faust.App, settings: Settings) -> None:
         register_devices: bool,
         manifest: str | None,
         seed: int,
+        silence: tuple[str, ...],
     ) -> None:
         """Publish simulated F2 controller telemetry over MQTT."""
         if devices < 1 or rate < 0 or count < 0:
-            print("f2stream: --devices must be at least 1, --rate and --count at least 0", flush=True)
-            raise SystemExit(2)
+            raise CommandError("--devices must be at least 1, --rate and --count at least 0")
         ids = device_ids(devices, first_device)
+        silences = [parse_silence(text, ids, first_device) for text in silence]
         try:
             if register_devices or register_params:
                 await _enrol(settings, ids, parameters=register_params)
@@ -76,6 +128,7 @@ def register(app: faust.App, settings: Settings) -> None:
                 duration_s=duration_s,
                 manifest=Path(manifest) if manifest else None,
                 seed=seed,
+                silences=silences,
             )
         except aiomqtt.MqttError as exc:
             raise SystemExit(

@@ -1,6 +1,6 @@
 """Device liveness against the real stack: silence within the timeout, online again on the next message,
 no false changes across a kill -9 or a second worker joining, a silence missed while the worker was
-down reported once, and old (replayed) messages moving nothing.
+down reported once, old (replayed) messages moving nothing, and `simulate --silence` seen as a silence.
 
 Timeouts are set per device in the parameters database (`device_silence_timeouts`), a few seconds,
 which also proves they are picked up live; the session's pipeline worker does the tracking.
@@ -216,3 +216,32 @@ async def test_kill_9_and_a_second_worker_change_no_state_and_a_missed_silence_i
     await asyncio.sleep(TIMEOUT_S)
     missed = [(e["from"], e["to"]) for e in await events(stack, {leaving}, since)]
     assert missed == [("online", "silent")], missed
+
+
+async def test_simulate_silence_makes_one_device_silent_then_online_and_leaves_the_other_alone(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    pipeline = workers.pipeline
+    quiet, talking = [await register_device(stack, pipeline, device_numbers + i) for i in range(2)]
+    await set_timeout(stack, [quiet, talking], TIMEOUT_S)
+    bad = stack.faust("simulate", "--devices", "2", "--first-device", str(device_numbers), "--silence", "9:1")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "expected DEVICE:FROM:SECONDS" in bad.stderr
+
+    since = now_ms()
+    run = asyncio.create_task(asyncio.to_thread(
+        stack.faust, "simulate", "--devices", "2", "--first-device", str(device_numbers), "--rate", "8",
+        "--duration-s", "26", "--silence", f"{device_numbers}:3:12",
+    ))  # fmt: skip
+    try:
+        await wait_state(pipeline, quiet, "online", 15)
+        await wait_state(pipeline, talking, "online", 15)
+        await wait_state(pipeline, quiet, "silent", 3 + TIMEOUT_S + 15)
+        await wait_state(pipeline, quiet, "online", 20)
+    finally:
+        done = await run
+    assert done.returncode == 0, done.stderr[-2000:]
+    transitions = [(e["from"], e["to"]) for e in await events(stack, {quiet}, since)]
+    assert transitions[-2:] == [("online", "silent"), ("silent", "online")], transitions
+    # The other device only came back from a silence it may have fallen into before the run.
+    assert [e["to"] for e in await events(stack, {talking}, since)] in ([], ["online"])

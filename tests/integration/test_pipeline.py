@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from harness import Stack, Workers, publish, rows_for, verify_database, wait_consumed, wait_parameters
+from harness import (
+    Stack,
+    Workers,
+    publish,
+    register_device,
+    rows_for,
+    verify_database,
+    wait_consumed,
+    wait_parameters,
+)
 
 from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
 from f2stream.codec.values import encode_modbus_frame
@@ -138,6 +149,29 @@ async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Worke
         ("sensitivity", 7.0, None),
         ("zone", None, "zone_1"),
     ]
+
+
+async def test_latest_is_the_newest_by_device_time_not_the_last_received(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    device = await register_device(stack, workers.pipeline, device_numbers)
+    await rows_for(stack, device, 3, component="strike-1")
+    newer = datetime.now(UTC)
+    older = newer - timedelta(hours=1)
+
+    def strike(at: datetime, voltage: float) -> tuple[str, bytes]:
+        body = {"timestamp": at.strftime("%Y-%m-%d %H:%M:%S.%f"), "state": "locked", "voltage": voltage}
+        return f"stat/{device}/access-control-mode/1/strike-1", orjson.dumps(body)
+
+    await publish(stack, [strike(newer, 13.5)])
+    await rows_for(stack, device, 3 + 2, component="strike-1")
+    await publish(stack, [strike(older, 10.5)])  # received last, older by the device's clock
+    assert len(await rows_for(stack, device, 3 + 4, component="strike-1")) == 3 + 4
+    code, body = workers.pipeline.get(f"/devices/{device}/latest")
+    assert code == 200, body
+    voltage = next(p for p in json.loads(body)["data_points"] if p["data_point"] == "voltage")
+    assert voltage["value"] == 13.5, voltage
+    assert datetime.fromisoformat(voltage["time"]) == newer
 
 
 async def test_the_seed_insert_statement_works_as_written(stack: Stack) -> None:
