@@ -435,12 +435,19 @@ class BatchLoop(Service):
             await self.hooks.on_revoked(revoked)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """New partitions start at their committed offsets; pending offsets of any other partition are dropped."""
+        """New partitions start at their committed offsets; pending offsets of any other partition are dropped.
+
+        An assignment that completes while the consumer is being closed (the
+        revoke hook awaits) is moot: the closing consumer leaves the group.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
         self.owned = set(assigned)
         self.pending.drop([tp for tp in self.pending.partitions() if tp not in self.owned])
         for tp in assigned:
             try:
-                offset = await self.consumer.committed(tp)
+                offset = await consumer.committed(tp)
             except KafkaError:
                 continue
             if offset is not None:
