@@ -636,7 +636,7 @@ async def test_kill_9_of_one_kafka_broker_then_another_of_three(
 # --- backlog: the ingest worker's session holds a large backlog -----------------
 
 #: Messages queued for the ingest session while it is down (`make faults` runs 1,000,000).
-BACKLOG = int(os.environ.get("F2_BACKLOG_MESSAGES", "200000"))
+BACKLOG = int(os.environ.get("F2_BACKLOG_MESSAGES", "100000"))
 #: Share of the backlog in Kafka when the draining ingest worker is killed with -9: early, while
 #: Mosquitto 2.0.11 has sent it most of the rest (its inflight window does not hold, see the test).
 BACKLOG_KILL_AT = 0.1

@@ -28,12 +28,14 @@ from harness import (
     rows_for,
     service_client,
     verify_database,
+    wait_consumed,
     wait_parameters,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
 from f2stream.codec.values import encode_modbus_frame
+from f2stream.kafka_topics import DECODE_GROUP
 from f2stream.simulator import device_ids, write_demo_parameters
 from f2stream.storage.db import connect
 from f2stream.verify import read_manifest
@@ -163,6 +165,7 @@ async def test_replay_stale_repairs_a_wrong_scale_and_nothing_else(
     assert sorted(r["value"] for r in wrong) == sorted(float(v) for v in values)
     old_version = wrong[0]["param_version"]
 
+    await wait_consumed(stack, DECODE_GROUP, "raw_iot_data")  # replay stops at the decode group's commits
     await params_execute(stack, "UPDATE device_parameters SET scale_factor = 0.1 WHERE device_id = $1", device)
     await wait_parameters(stack, workers.pipeline, device)
     version = (await parameter_versions(stack, [device]))[device]
@@ -312,6 +315,7 @@ async def test_replay_killed_halfway_and_run_again_ends_as_one_run(
     values = registers(10_000, seed=3)
     await publish_fast(stack, [sensor_message(device, base + timedelta(seconds=i), [v]) for i, v in enumerate(values)])
     assert len(await rows_for(stack, device, 10_000, timeout_s=120)) == 10_000
+    await wait_consumed(stack, DECODE_GROUP, "raw_iot_data")  # replay stops at the decode group's commits
     await params_execute(stack, "UPDATE device_parameters SET scale_factor = 0.1 WHERE device_id = $1", device)
     await wait_parameters(stack, workers.pipeline, device)
     version = (await parameter_versions(stack, [device]))[device]
@@ -323,8 +327,11 @@ async def test_replay_killed_halfway_and_run_again_ends_as_one_run(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not await timeseries.fetchval(count, device, version):
-            assert process.poll() is None, "replay ended before it repaired anything"
+        while True:
+            ended = process.poll() is not None
+            if await timeseries.fetchval(count, device, version):
+                break
+            assert not ended, "replay ended before it repaired anything"
             assert time.monotonic() < deadline, "replay repaired nothing in 120 s"
             await asyncio.sleep(0.02)
         process.send_signal(signal.SIGKILL)
@@ -380,6 +387,7 @@ async def test_on_timescaledb_replay_repairs_compressed_chunks_and_refreshes_the
 
     assert [tuple(r) for r in await timeseries.fetch(hourly, device)] == averages(1.0)
 
+    await wait_consumed(stack, DECODE_GROUP, "raw_iot_data")  # replay stops at the decode group's commits
     await params_execute(stack, "UPDATE device_parameters SET scale_factor = 0.1 WHERE device_id = $1", device)
     await wait_parameters(stack, workers.pipeline, device)
     version = (await parameter_versions(stack, [device]))[device]
