@@ -10,7 +10,6 @@ batches, and running it again finishes the rest.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -18,6 +17,7 @@ import asyncpg
 
 from f2stream.records import Measurement
 from f2stream.repair.plan import MessageKey, MessagePlan, Stored
+from f2stream.storage.migrate import execute_retrying_locks
 
 __all__ = ["AGGREGATE", "apply_plans", "fetch_stored", "hour_ranges", "refresh_aggregate", "relax_commits"]
 
@@ -73,7 +73,6 @@ WHERE m.time = k.t::timestamptz AND m.device_id = k.d AND m.mode = k.mo AND m.co
 _HAS_AGGREGATE = """
 SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb') AND to_regclass($1) IS NOT NULL
 """
-_LOCK_RETRIES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
 _REFRESH_TIMEOUT_S = 3600.0
 
 
@@ -152,7 +151,7 @@ async def refresh_aggregate(conn: asyncpg.Connection, ranges: Sequence[tuple[dat
 
     Runs outside a transaction (TimescaleDB refuses one). A policy job that
     holds the aggregate's lock makes the refresh fail at once: it is tried
-    again after growing delays.
+    again after growing delays, as `migrate` does.
     """
     if not ranges or not await conn.fetchval(_HAS_AGGREGATE, AGGREGATE):
         return 0
@@ -162,12 +161,5 @@ async def refresh_aggregate(conn: asyncpg.Connection, ranges: Sequence[tuple[dat
             f"CALL refresh_continuous_aggregate('{AGGREGATE}', "
             f"'{start.isoformat()}'::timestamptz, '{end.isoformat()}'::timestamptz)"
         )
-        for delay in (*_LOCK_RETRIES_S, None):
-            try:
-                await conn.execute(statement, timeout=_REFRESH_TIMEOUT_S)
-                break
-            except asyncpg.LockNotAvailableError:
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+        await execute_retrying_locks(conn, statement, timeout_s=_REFRESH_TIMEOUT_S)
     return len(ranges)

@@ -259,19 +259,23 @@ async def execute_retrying_locks(
     statement: str,
     delays_s: Sequence[float] = LOCK_RETRY_DELAYS_S,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    timeout_s: float | None = None,
 ) -> None:
     """Run one statement outside a transaction, again after each delay while a lock is taken.
+
+    `timeout_s` replaces the connection's command timeout for this statement.
 
     Raises:
         asyncpg.LockNotAvailableError: the lock was still taken after the last delay.
     """
+    options = {} if timeout_s is None else {"timeout": timeout_s}
     for delay in delays_s:
         try:
-            await conn.execute(statement)
+            await conn.execute(statement, **options)
             return
         except asyncpg.LockNotAvailableError:
             await sleep(delay)
-    await conn.execute(statement)
+    await conn.execute(statement, **options)
 
 
 def _has_code(sql: str) -> bool:
