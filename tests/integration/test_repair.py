@@ -321,17 +321,22 @@ async def test_replay_killed_halfway_and_run_again_ends_as_one_run(
     version = (await parameter_versions(stack, [device]))[device]
     count = "SELECT count(*) FROM iot_measurements WHERE device_id = $1 AND param_version = $2"
 
-    process = subprocess.Popen(  # noqa: ASYNC220  # started, never waited on here: the test kills it
-        [sys.executable, "-m", "faust", "-A", "f2stream", "replay", "--stale", "--since", iso(started)],
-        env=stack.run_env(), cwd=stack.var_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = stack.var_dir / "log" / "replay-killed.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: ASYNC220  # started, never waited on here: the test kills it
+            [sys.executable, "-m", "faust", "-A", "f2stream", "replay", "--stale", "--since", iso(started)],
+            env=stack.run_env(), cwd=stack.var_dir, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while True:
             ended = process.poll() is not None
             if await timeseries.fetchval(count, device, version):
                 break
-            assert not ended, "replay ended before it repaired anything"
+            assert not ended, f"replay ended (status {process.returncode}) before it repaired anything:\n" + (
+                log.read_text(errors="replace")[-3000:]
+            )
             assert time.monotonic() < deadline, "replay repaired nothing in 120 s"
             await asyncio.sleep(0.02)
         process.send_signal(signal.SIGKILL)
