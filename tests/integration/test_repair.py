@@ -334,8 +334,9 @@ async def test_replay_killed_halfway_and_run_again_ends_as_one_run(
             ended = process.poll() is not None
             if await timeseries.fetchval(count, device, version):
                 break
-            assert not ended, f"replay ended (status {process.returncode}) before it repaired anything:\n" + (
-                log.read_text(errors="replace")[-3000:]
+            assert not ended, (
+                f"replay ended (status {process.returncode}) before it repaired anything:\n"
+                + (log.read_text(errors="replace")[-3000:])
             )
             assert time.monotonic() < deadline, "replay repaired nothing in 120 s"
             await asyncio.sleep(0.02)
