@@ -63,7 +63,7 @@ class ReplayResult:
 
     window: Window
     spans: list[Span]
-    beyond_frontier: int  # records of the window the live path has not written yet: left to it
+    beyond_frontier: int  # records past the live frontier, which the live path has not written yet: left to it
     tally: Tally
     read: int = 0
     batches: int = 0  # batches written

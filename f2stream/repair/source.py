@@ -82,33 +82,40 @@ class Reader:
         first = await self.consumer.beginning_offsets(self.partitions)
         ends = await self.consumer.end_offsets(self.partitions)
         records = sum(ends[tp] - first[tp] for tp in self.partitions)
-        oldest: list[int] = []
-        newest: list[int] = []
+        stamps: list[int] = []  # of each partition's first and last record
         for tp in self.partitions:
             if ends[tp] <= first[tp]:
                 continue
-            for offset, into in ((first[tp], oldest), (ends[tp] - 1, newest)):
+            for offset in (first[tp], ends[tp] - 1):
                 record = await self._record_at(tp, offset)
                 if record is not None:
-                    into.append(record.timestamp)
+                    stamps.append(record.timestamp)
+        # Producers set the timestamps, so a partition's first record may be stamped after its last (see spans).
         return Held(
             self.topic,
-            _moment(min(oldest)) if oldest else None,
-            _moment(max(newest)) if newest else None,
+            _moment(min(stamps)) if stamps else None,
+            _moment(max(stamps)) if stamps else None,
             records,
             trimmed=any(first[tp] > 0 for tp in self.partitions),
         )
 
     async def spans(self, window: Window) -> list[Span]:
-        """Per partition, the offsets whose records may lie in the window (timestamps filter the rest)."""
+        """Per partition, the offsets whose records may lie in the window (timestamps filter the rest).
+
+        A span starts at the first record stamped at or after the window's
+        start, which is exact. It ends at the partition's end, not where
+        Kafka's time index puts the window's end: producers set the
+        timestamps, and one record stamped in the future would make that
+        lookup answer with its offset, ending the span before records of
+        the window that follow it (the integration suite's dead-letter
+        tests write such records).
+        """
         ends = await self.consumer.end_offsets(self.partitions)
         since = await self.consumer.offsets_for_times({tp: window.since_ms for tp in self.partitions})
-        until = await self.consumer.offsets_for_times({tp: window.until_ms for tp in self.partitions})
         spans = []
         for tp in self.partitions:
             start = since[tp].offset if since[tp] is not None else ends[tp]
-            stop = until[tp].offset if until[tp] is not None else ends[tp]
-            spans.append(Span(tp.partition, start, max(start, stop)))
+            spans.append(Span(tp.partition, start, max(start, ends[tp])))
         return spans
 
     async def read(self, spans: list[Span]) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:

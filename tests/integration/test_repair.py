@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from harness import (
     Stack,
     Workers,
@@ -224,6 +225,39 @@ async def test_a_row_traces_back_to_the_raw_record_it_came_from(
     assert (record["partition"], record["offset"]) == (row["raw_partition"], row["raw_offset"])
     assert orjson.dumps(record["value"]) == payload
     assert {"mqtt_topic": topic}.items() <= record["headers"].items()
+
+
+async def test_a_record_stamped_in_the_future_does_not_end_the_window_before_later_records(
+    stack: Stack, workers: Workers, device_numbers: int
+) -> None:
+    # Producers set Kafka timestamps: Kafka's time index, asked for the window's end, would answer with the
+    # offset of this record and end the partition's span before the messages that follow it.
+    device = await sensor_device(stack, workers, device_numbers, (None, 0, "int16"))
+    started = datetime.now(UTC) - timedelta(seconds=2)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        future = int((datetime.now(UTC) + timedelta(minutes=30)).timestamp() * 1000)  # Kafka 4 refuses > 1 h ahead
+        topic = sensor_message(device, started, [1])[0].encode()
+        await producer.send_and_wait(
+            "raw_iot_data", b"not json", key=device.encode(), timestamp_ms=future, headers=[("mqtt_topic", topic)]
+        )
+    finally:
+        await producer.stop()
+    values = registers(20, seed=5)
+    base = datetime(2026, 3, 5, tzinfo=UTC)
+    await publish_fast(stack, [sensor_message(device, base + timedelta(seconds=i), [v]) for i, v in enumerate(values)])
+    assert len(await rows_for(stack, device, 20)) == 20
+    await wait_consumed(stack, DECODE_GROUP, "raw_iot_data")
+    await params_execute(stack, "UPDATE device_parameters SET scale_factor = 0.1 WHERE device_id = $1", device)
+    await wait_parameters(stack, workers.pipeline, device)
+
+    run = replay(stack, "--stale", "--since", iso(started), "--device", device)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "20 of 20 messages repaired" in summary_line(run.stdout), run.stdout
+    assert {r["time"]: r["value"] for r in await rows_for(stack, device, 20)} == {
+        base + timedelta(seconds=i): v * 0.1 for i, v in enumerate(values)
+    }
 
 
 async def test_replay_removes_exactly_the_rows_of_a_dropped_data_point(
