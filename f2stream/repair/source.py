@@ -107,15 +107,14 @@ class Reader:
         Kafka's time index puts the window's end: producers set the
         timestamps, and one record stamped in the future would make that
         lookup answer with its offset, ending the span before records of
-        the window that follow it (the integration suite's dead-letter
-        tests write such records).
+        the window that follow it.
         """
         ends = await self.consumer.end_offsets(self.partitions)
         since = await self.consumer.offsets_for_times({tp: window.since_ms for tp in self.partitions})
         spans = []
         for tp in self.partitions:
             start = since[tp].offset if since[tp] is not None else ends[tp]
-            spans.append(Span(tp.partition, start, max(start, ends[tp])))
+            spans.append(Span(tp.partition, start, ends[tp]))
         return spans
 
     async def read(self, spans: list[Span]) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
