@@ -190,6 +190,10 @@ stop_pid() { # name pid grace-seconds
     done
     log "$name (pid $pid) did not stop within ${grace}s: killing it"
     kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do
+        [[ -d /proc/$pid ]] || return 0
+        sleep 0.25
+    done
 }
 
 # Fills @NAME@ placeholders of a template: fill TEMPLATE OUT NAME=value...
@@ -496,22 +500,27 @@ start_kafka() { # broker
     printf '%s\n' "$!" >"$(kafka_pid_file "$n")"
 }
 
-# All brokers at once: a broker stopping after the others lost the
-# controller quorum would wait for it until the grace period ends.
+# One broker at a time, each with a controlled shutdown (its leaderships
+# move to the brokers still up). The last broker of a cluster cannot finish
+# one: the controller quorum left with the others, and Kafka would wait for it
+# for minutes. It gets a short grace, then SIGKILL; its logs are recovered at
+# the next start, and every record it holds was also written to the others.
 stop_kafka() {
-    local n pid pids=() count
+    local n pid count alive=0
     count=$(kafka_brokers)
+    for ((n = 1; n <= count; n++)); do
+        kafka_pid "$n" >/dev/null && alive=$((alive + 1))
+    done
     for ((n = 1; n <= count; n++)); do
         if pid=$(kafka_pid "$n"); then
             log "kafka-$n: stopping (pid $pid)"
-            pids+=("$n:$pid")
-            kill -TERM "$pid" 2>/dev/null || true
+            if ((count > 1 && alive == 1)); then
+                stop_pid "kafka-$n (the last broker up, without a controller quorum)" "$pid" 10
+            else
+                stop_pid "kafka-$n" "$pid" 60
+            fi
+            alive=$((alive - 1))
         fi
-    done
-    for pid in "${pids[@]}"; do
-        stop_pid "kafka-${pid%%:*}" "${pid#*:}" 60
-    done
-    for ((n = 1; n <= count; n++)); do
         rm -f "$(kafka_pid_file "$n")"
     done
 }
