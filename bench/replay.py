@@ -15,7 +15,11 @@ demo parameters through one template, starts both workers, then:
    sends `--live-rate` msg/s through MQTT and both workers (back-to-back
    30-second runs into one manifest, until replay is done);
 4. runs the same replay again (nothing is stale any more: read, decode and
-   compare only).
+   compare only);
+5. the database alone: replay's own reads and writes (fetch the stored rows
+   of a batch of messages, restamp every row) over `--db-rows` of the fill's
+   rows, on as many connections as replay writes with (`--db-writers`), no
+   Kafka and no decode: the most rows/s replay can write on this machine.
 
 Reports each replay's messages/s and rows/s, the live rows' receipt -> row
 latency (p50/p95/p99) while the replay ran, and `verify` of the live
@@ -43,7 +47,9 @@ from bench.memory import TEMPLATE, give_parameters
 from bench.run import _WINDOW_LATENCY, OUT, Bench
 from bench.run import parse as parse_bench
 from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP
-from f2stream.records import format_time
+from f2stream.records import Measurement, format_time
+from f2stream.repair.plan import MessageKey, MessagePlan, Stored
+from f2stream.repair.rows import apply_plans, fetch_stored, relax_commits
 from f2stream.simulator import messages
 from f2stream.storage.db import connect
 from f2stream.verify import poll_database, read_manifest
@@ -173,7 +179,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(5)  # the sync publishes the new versions; the live path decodes with them
 
         manifest = bench.out / f"replay-live-{int(time.time())}.jsonl"
-        for label in ("stale", "again"):
+        for label in ("stale", "again") if "replay" in args.steps else ():
             results[label] = await replay_with_live(bench, since, args.live_rate, manifest)
             r = results[label]
             bench.progress.done(
@@ -182,14 +188,80 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"{r['rows_per_s']:,.0f} rows/s ({r['rows_written_per_s']:,.0f} written/s); "
                 f"live receipt->row p50/p95/p99 {r['live_receipt_to_row_s']}"
             )
-        verdict = await poll_database(bench.db, read_manifest(manifest), 120)  # type: ignore[arg-type]
-        results["live_verify"] = str(verdict)
-        results["live_verify_ok"] = verdict.ok
-        bench.progress.done(f"bench: live traffic: {verdict}")
+        if "replay" in args.steps:
+            verdict = await poll_database(bench.db, read_manifest(manifest), 120)  # type: ignore[arg-type]
+            results["live_verify"] = str(verdict)
+            results["live_verify_ok"] = verdict.ok
+            bench.progress.done(f"bench: live traffic: {verdict}")
+        if "database" in args.steps:
+            for name in ("ingest", "pipeline"):  # the database alone: nothing else competes for it
+                bench.stop_worker(name)
+            results["database_alone"] = []
+            for writers in map(int, args.db_writers.split(",")):
+                d = await database_alone(bench, args.db_rows, writers)
+                results["database_alone"].append(d)
+                bench.progress.done(
+                    f"bench: database alone, {writers} connection(s): {d['messages']:,} messages, {d['rows']:,} "
+                    f"rows restamped in {d['seconds']:.1f} s: {d['messages_per_s']:,.0f} msg/s, "
+                    f"{d['rows_per_s']:,.0f} rows/s"
+                )
         return results
     finally:
         await bench.close_clients()
         bench.stack_down()
+
+
+# The fill's rows (device times two days back), whole messages in time order.
+_FILL_ROWS = """
+SELECT device_id, mode, connector, component, time, data_point, value, text_value, unit, source_topic,
+       received_at, param_version, raw_partition, raw_offset
+FROM iot_measurements WHERE time < now() - interval '1 day' ORDER BY time, device_id LIMIT $1
+"""
+# As replay: batches of this many messages (replay's 2,000 raw records, one message each).
+_DB_BATCH_MESSAGES = 2000
+
+
+async def database_alone(bench: Bench, row_limit: int, writers: int) -> dict[str, Any]:
+    """Replay's database work with every row restamped: fetch a batch's stored rows, then write them."""
+    assert bench.settings is not None and bench.db is not None
+    plans: dict[MessageKey, MessagePlan] = {}
+    for r in await bench.db.fetch(_FILL_ROWS, row_limit):
+        key = (r["device_id"], r["mode"], r["connector"], r["component"], format_time(r["time"]))
+        plan = plans.setdefault(key, MessagePlan(key, r["param_version"]))
+        stored = Stored(r["data_point"], r["value"], r["text_value"], r["unit"], r["param_version"])
+        row = Measurement(
+            key[4], *key[:4], r["data_point"], r["value"], r["text_value"], r["unit"], r["source_topic"],
+            format_time(r["received_at"]), r["param_version"], r["raw_partition"], r["raw_offset"],
+        )  # fmt: skip
+        plan.restamp.append((stored, row))
+    batches = [list(plans.values())[i : i + _DB_BATCH_MESSAGES] for i in range(0, len(plans), _DB_BATCH_MESSAGES)]
+    queue: asyncio.Queue[list[MessagePlan]] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+
+    async def writer() -> None:
+        conn = await connect(bench.settings.timeseries_dsn, bench.settings.timeseries_password)  # type: ignore[union-attr]
+        try:
+            await relax_commits(conn)
+            while not queue.empty():
+                batch = queue.get_nowait()
+                await fetch_stored(conn, [p.key for p in batch])
+                await apply_plans(conn, batch)
+        finally:
+            await conn.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    seconds = time.monotonic() - started
+    rows = sum(len(p.restamp) for p in plans.values())
+    return {
+        "messages": len(plans),
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "messages_per_s": round(len(plans) / seconds, 1),
+        "rows_per_s": round(rows / seconds, 1),
+        "writers": writers,
+    }
 
 
 def raw_bytes(var_dir: Path) -> int:
@@ -208,7 +280,11 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--live-rate", type=float, default=2000.0)
     parser.add_argument("--var-dir", default="")
+    parser.add_argument("--db-rows", type=int, default=500_000, help="rows of the database-alone step")
+    parser.add_argument("--db-writers", default="2", help="connections of the database-alone step (replay: 2)")
+    parser.add_argument("--steps", default="replay,database", help="after the fill: replay, database (alone)")
     args = parser.parse_args()
+    args.steps = set(args.steps.split(","))
     OUT.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(main_async(args))
     path = OUT / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
