@@ -61,6 +61,7 @@ _DEVICE_TIMEOUTS = "SELECT device_id, timeout_s FROM device_silence_timeouts"
 _TEMPLATES = "SELECT device_id, template FROM device_templates"
 _TEMPLATE_TIMEOUTS = "SELECT template, timeout_s FROM template_silence_timeouts"
 _FETCH_MS = 500
+_COALESCE_S = 0.2  # after a change is announced, changes arriving this soon join its reload
 
 
 def partition_of(device: str, partitions: int) -> int:
@@ -136,12 +137,16 @@ class LivenessConfig(Service):
                     )
                     self.last_error = None
                     self.changed.set()
+                    # The first load once at INFO; reloads follow every registration, so at DEBUG.
+                    logger.log(logging.DEBUG if self._loaded.is_set() else logging.INFO,
+                               "Liveness settings loaded: %d registered devices, %d device and %d template "
+                               "timeouts", len(self.snapshot.registry), len(self.snapshot.device_timeouts),
+                               len(self.snapshot.template_timeouts))  # fmt: skip
                     self._loaded.set()
-                    logger.info("Liveness settings loaded: %d registered devices, %d device and %d template "
-                                "timeouts", len(self.snapshot.registry), len(self.snapshot.device_timeouts),
-                                len(self.snapshot.template_timeouts))  # fmt: skip
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), self.settings.params_refresh_s)
+                    # A burst of registrations (a fleet enrolled) is one reload, not one per device.
+                    await asyncio.sleep(_COALESCE_S)
         finally:
             await conn.close()
 
