@@ -506,20 +506,20 @@ start_kafka() { # broker
 # for minutes. It gets a short grace, then SIGKILL; its logs are recovered at
 # the next start, and every record it holds was also written to the others.
 stop_kafka() {
-    local n pid count alive=0
+    local n pid count still_up=0
     count=$(kafka_brokers)
     for ((n = 1; n <= count; n++)); do
-        kafka_pid "$n" >/dev/null && alive=$((alive + 1))
+        kafka_pid "$n" >/dev/null && still_up=$((still_up + 1))
     done
     for ((n = 1; n <= count; n++)); do
         if pid=$(kafka_pid "$n"); then
             log "kafka-$n: stopping (pid $pid)"
-            if ((count > 1 && alive == 1)); then
+            if ((count > 1 && still_up == 1)); then
                 stop_pid "kafka-$n (the last broker up, without a controller quorum)" "$pid" 10
             else
                 stop_pid "kafka-$n" "$pid" 60
             fi
-            alive=$((alive - 1))
+            still_up=$((still_up - 1))
         fi
         rm -f "$(kafka_pid_file "$n")"
     done
