@@ -81,6 +81,7 @@ def markdown(results: dict[str, Any]) -> str:
         if r.get("rss_peak_mb"):
             lines.append(f"- {r['path']} {r['offered']}: peak RSS sampled during the run, MB: {r['rss_peak_mb']}")
     lines += _stages(results.get("stages", {}))
+    lines += _backlog(results.get("backlog"))
     generator = [r for r in runs if r["path"] == "generator"]
     if generator:
         g = generator[0]
@@ -115,6 +116,18 @@ def _stages(stages: dict[str, Any]) -> list[str]:
                 f"| {s['rows_per_s']} | {s['cpu_s_per_1000']} (its process) |"
             )
     return lines
+
+
+def _backlog(backlog: dict[str, Any] | None) -> list[str]:
+    if not backlog:
+        return []
+    b = backlog
+    return [
+        "",
+        f"Backlog: {b['queued']:,} messages queued for the ingest worker's session while it was down; started "
+        f"alone, it moved {b['drained']:,} into raw_iot_data in {b['seconds']} s: {b['msg_per_s']:,} msg/s "
+        f"(from the first record; CPU s/1000 msg {b['cpu_per_1000']}).",
+    ]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

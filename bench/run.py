@@ -14,7 +14,9 @@ F2_VAR_DIR), migrates, registers `--devices` devices' parameters, then:
    worker in the saturating run with --profile), optionally the sustained run
    and the device-sessions run;
 4. ingest alone (pipeline stopped), sink alone and decode alone on what the
-   topics hold (bench/stages.py).
+   topics hold (bench/stages.py);
+5. the backlog: `--backlog` messages queued for the ingest worker's session
+   while it is down, then drained by it alone.
 
 Every pipeline run is verified message by message against the generator's
 manifest (f2stream.verify.compare). Writes var/bench/<stamp>/results.json,
@@ -530,7 +532,11 @@ class Bench:
         before = sum((await self.end_offsets("raw_iot_data")).values())
         watched = [w for w in self.watched() if w.name in ("ingest", "mosquitto", "kafka")]
         cpu0 = cpu_snapshot(watched)
-        summary = await self.loadgen("ingest alone", rate=0, duration_s=self.args.duration_s, manifest=None)
+        # A bounded count: the generator outruns ingest, and what is left queues in its session.
+        summary = await self.loadgen(
+            "ingest alone", rate=0, duration_s=self.args.duration_s, manifest=None,
+            extra=["--count", str(self.args.stage_records)],
+        )  # fmt: skip
         started = time.monotonic() - summary["acked_s"]
         last, moved = before, time.monotonic()
         while time.monotonic() - moved < 5:
@@ -552,6 +558,38 @@ class Bench:
             "cpu_per_1000": {k: round(1000 * (cpu1[k] - cpu0[k]) / max(1, produced), 3) for k in cpu1},
         }
         self.progress.done(f"bench: ingest alone {produced / seconds:.0f} msg/s into raw_iot_data")
+        self.stop_worker("ingest")
+
+    async def backlog(self) -> None:
+        """Ingest draining its session: `--backlog` messages queued while it was down, then it starts (alone)."""
+        for name in ("pipeline", "ingest"):
+            self.stop_worker(name)
+        n = self.args.backlog
+        before = sum((await self.end_offsets("raw_iot_data")).values())
+        summary = await self.loadgen("backlog fill", rate=0, duration_s=3600, manifest=None, extra=["--count", str(n)])
+        queued = summary["acked"]
+        self.start_worker("ingest", "ingest", *self.args.worker_option)
+        watched = [w for w in self.watched() if w.name in ("ingest", "mosquitto", "kafka")]
+        cpu0, first, last, moved = cpu_snapshot(watched), 0.0, before, time.monotonic()
+        while last - before < queued and time.monotonic() - moved < self.args.stall_s:
+            await asyncio.sleep(0.1)
+            now = sum((await self.end_offsets("raw_iot_data")).values())
+            if now != last:
+                first = first or time.monotonic()
+                last, moved = now, time.monotonic()
+        cpu1 = cpu_snapshot(watched)
+        drained = last - before
+        seconds = max(moved - first, 1e-3) if first else 0.0
+        self.results["backlog"] = {
+            "queued": queued,
+            "drained": drained,
+            "seconds": round(seconds, 2),
+            "msg_per_s": round(drained / seconds, 1) if seconds else 0.0,
+            "cpu_per_1000": {k: round(1000 * (cpu1[k] - cpu0[k]) / max(1, drained), 3) for k in cpu1},
+        }
+        rate = self.results["backlog"]["msg_per_s"]
+        self.progress.done(f"bench: backlog of {queued:,} drained {drained:,} at {rate:,.0f} msg/s into raw_iot_data")
+        await self.wait_healthy("ingest")
         self.stop_worker("ingest")
 
     async def stage_alone(self, stage: str) -> None:
@@ -630,7 +668,7 @@ async def main_async(bench: Bench) -> None:
             await bench.generator_ceiling()
         if "bare" in a.phases:
             await bench.bare_runs()
-        if "pipeline" in a.phases or "sessions" in a.phases or "stages" in a.phases:
+        if a.phases & {"pipeline", "sessions", "stages", "ingest", "backlog"}:
             await bench.start_pipeline()
             rss = {k: memory_kb(p.pid) for k, p in bench.workers.items()}
             bench.results["rss_idle_mb"] = {k: round(v.get("VmRSS", 0) / 1024, 1) for k, v in rss.items()}
@@ -641,11 +679,14 @@ async def main_async(bench: Bench) -> None:
         bench.results["rss_hwm_mb"] = {
             k: round(memory_kb(p.pid).get("VmHWM", 0) / 1024, 1) for k, p in bench.workers.items()
         }
-        if "stages" in a.phases:
+        if a.phases & {"stages", "ingest"}:
             await bench.ingest_alone()
+        if "stages" in a.phases:
             await bench.db.execute("TRUNCATE iot_measurements")  # type: ignore[union-attr]
             await bench.stage_alone("sink")
             await bench.stage_alone("decode")
+        if "backlog" in a.phases:
+            await bench.backlog()
     finally:
         await bench.close_clients()
         bench.results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -669,7 +710,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-timeout-s", type=float, default=300.0)
     parser.add_argument("--stall-s", type=float, default=30.0, help="give up waiting when no row lands this long")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="py-spy at saturation")
-    parser.add_argument("--phases", default="generator,bare,pipeline,sessions,stages")
+    parser.add_argument(
+        "--phases",
+        default="generator,bare,pipeline,sessions,stages,backlog",
+        help="and `ingest`: of the stages, ingest alone",
+    )
+    parser.add_argument("--backlog", type=int, default=300_000, help="messages queued for ingest in the backlog phase")
     parser.add_argument("--worker-option", action="append", default=[], help="more `faust worker` options")
     parser.add_argument("--var-dir", default="", help="use the stack running under this F2_VAR_DIR")
     parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
