@@ -50,7 +50,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import ceiling, report
-from bench.procstat import Watched, cpu_snapshot, memory_kb, pid_file
+from bench.procstat import Watched, cpu_snapshot, lineage, memory_kb, pid_file
 from bench.stack import PORT_SETTINGS, free_ports, read_env_file
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
@@ -646,13 +646,19 @@ async def main_async(bench: Bench) -> None:
     bench.results["machine"] = bench.machine()
     bench.results["started"] = datetime.now(UTC).isoformat(timespec="seconds")
     bench.results["options"] = {k: sorted(v) if isinstance(v, set) else v for k, v in vars(a).items() if k != "var_dir"}
+    ours = lineage(os.getpid())  # this bench and whatever started it (make, a shell, timeout)
     contention = (
         await asyncio.to_thread(
-            subprocess.run, ["pgrep", "-af", "pytest|faust.*worker"], capture_output=True, text=True
+            subprocess.run,
+            ["pgrep", "-af", r"pytest|faust.*worker|bench\.(run|worker|loadgen)"],
+            capture_output=True,
+            text=True,
         )
     ).stdout
     bench.results["other_processes_at_start"] = [
-        line for line in contention.splitlines() if str(bench.var_dir) not in line and "pgrep" not in line
+        line
+        for line in contention.splitlines()
+        if str(bench.var_dir) not in line and "pgrep" not in line and int(line.split()[0]) not in ours
     ]
     assert bench.settings is not None
     await bench.open_clients()
