@@ -41,6 +41,7 @@ import orjson
 from f2stream.simulator import _COMPONENTS, _payload, device_ids
 
 _VARIANTS = 64  # pre-rendered payload bodies per component type
+_DEVICE_TIME = "%Y-%m-%d %H:%M:%S"  # a payload timestamp to the second; microseconds follow
 
 
 def _remaining_length(n: int) -> bytes:
@@ -92,6 +93,23 @@ def bodies(seed: int) -> list[list[Body]]:
     return table
 
 
+def body_of(n: int, devices: int, table: list[list[Body]]) -> tuple[int, Body]:
+    """Message `n`'s device (an index) and body: every device in turn, then the next component type, then variant."""
+    kind = (n // devices) % len(_COMPONENTS)
+    return n % devices, table[kind][(n // (devices * len(_COMPONENTS))) % _VARIANTS]
+
+
+def payload(stamp: bytes, body: Body) -> bytes:
+    """A message's payload: the device timestamp (`YYYY-MM-DD hh:mm:ss.ffffff`), then the body's fields."""
+    return b'{"timestamp":"' + stamp + b'",' + body.rest
+
+
+def device_stamp(micros: int) -> bytes:
+    """The payload timestamp of `micros` microseconds since the epoch (UTC), spelled as :class:`Clock` does."""
+    second, micro = divmod(micros, 1_000_000)
+    return time.strftime(_DEVICE_TIME, time.gmtime(second)).encode() + b".%06d" % micro
+
+
 class Clock:
     """Device timestamps: the wall clock in microseconds, strictly increasing per device, both spellings cached."""
 
@@ -111,7 +129,7 @@ class Clock:
         if second != self._second:
             self._second = second
             moment = time.gmtime(second)
-            self._device_prefix = time.strftime("%Y-%m-%d %H:%M:%S", moment).encode()
+            self._device_prefix = time.strftime(_DEVICE_TIME, moment).encode()
             self._iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", moment)
         frac = b".%06d" % micro
         return self._device_prefix + frac, f"{self._iso_prefix}.{micro:06d}+00:00"
@@ -200,21 +218,18 @@ class Generator:
         """The next message's PUBLISH packet; remembers it as in flight on `session`."""
         n = self.n
         self.n = n + 1
-        devices = len(self.devices)
-        device = n % devices
-        kind = (n // devices) % len(_COMPONENTS)
-        body = self.bodies[kind][(n // (devices * len(_COMPONENTS))) % _VARIANTS]
+        device, body = body_of(n, len(self.devices), self.bodies)
         stamp, iso = self.clock.stamp(device)
         device_id = self.devices[device]
         topic = f"{body.kind}/{device_id}/{body.topic_tail}".encode()
-        payload = b'{"timestamp":"' + stamp + b'",' + body.rest
+        data = payload(stamp, body)
         mid = session.mid()
         session.inflight[mid] = (device_id, body.component, iso, body.points)
         if self.first_time is None:
             self.first_time = iso
         self.last_time = iso
         variable = struct.pack("!H", len(topic)) + topic + struct.pack("!H", mid)
-        return b"\x32" + _remaining_length(len(variable) + len(payload)) + variable + payload
+        return b"\x32" + _remaining_length(len(variable) + len(data)) + variable + data
 
     def session_of(self, n: int) -> Session:
         """The session that carries message `n`: its device's own one (mTLS), or one of the shared ones."""

@@ -39,6 +39,18 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / _TICK
 
 
+def lineage(pid: int) -> set[int]:
+    """`pid` and its ancestors (the shell, make, timeout... that started it)."""
+    found = set()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        fields = _stat(pid)
+        if fields is None:
+            break
+        pid = int(fields[1])
+    return found
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of `pid`, in kB."""
     out = {}

@@ -1,4 +1,8 @@
-"""The benchmark's outputs: a Markdown table and a PNG plot from results.json."""
+"""The benchmark's outputs: a Markdown table and a PNG plot from results.json.
+
+Every message rate is shown twice: absolute, and as its share of the C-tool
+ceiling of the same run (bench/ceiling.py), when the run measured one.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,18 @@ def one_line(run: dict[str, Any]) -> str:
     )
 
 
+def share(rate: float | None, ceiling: float | None) -> str:
+    """`rate` as a share of the C-tool ceiling (`27.3%`); `-` when either is unknown."""
+    if rate is None or not ceiling:
+        return "-"
+    return f"{rate / ceiling:.1%}"
+
+
+def _ceiling_rate(results: dict[str, Any]) -> float | None:
+    rate: float | None = (results.get("ceiling") or {}).get("msg_per_s")
+    return rate
+
+
 def _ratio(run: dict[str, Any], bare: dict[Any, dict[str, Any]]) -> str:
     ceiling = bare.get(run["offered"])
     if not ceiling or not ceiling.get("msg_per_s") or not run.get("msg_per_s"):
@@ -43,13 +59,16 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append(
         "Other test runs or workers at start: " + ("; ".join(others) if others else "none (no contention)") + "."
     )
+    top = _ceiling_rate(results)
+    lines += _ceiling(results.get("ceiling"))
     lines += [
         "",
         "## End to end and the bare path",
         "",
-        "| path | offered msg/s | acked msg/s | landed msg/s | ratio to bare | rows/s | receipt→commit p50/p95/p99 ms "
-        "| device→commit p50/p95/p99 ms | CPU s/1000 msg (all) | lag at end | verify |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| path | offered msg/s | acked msg/s | share of C ceiling | landed msg/s | share of C ceiling | ratio to bare "
+        "| rows/s | receipt→commit p50/p95/p99 ms | device→commit p50/p95/p99 ms | CPU s/1000 msg (all) | lag at end "
+        "| verify |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = results.get("runs", [])
     bare = {r["offered"]: r for r in runs if r["path"] == "bare"}
@@ -62,16 +81,19 @@ def markdown(results: dict[str, Any]) -> str:
             verdict = f"{v.get('rows_found')} of {v.get('messages')} rows"
         lines.append(
             f"| {r['path']}{' (sessions ' + str(r['sessions']) + ')' if r.get('sessions') else ''} "
-            f"| {r['offered']} | {r.get('publish_rate')} | {r.get('msg_per_s')} "
+            f"| {r['offered']} | {r.get('publish_rate')} | {share(r.get('publish_rate'), top)} "
+            f"| {r.get('msg_per_s')} | {share(r.get('msg_per_s'), top)} "
             f"| {_ratio(r, bare) if r['path'] == 'pipeline' else ''} | {r.get('rows_per_s')} "
             f"| {_p(r.get('receipt_to_commit_s'))} | {_p(r.get('device_to_commit_s'))} "
             f"| {r.get('cpu_per_1000_total')} | {r.get('lag_end')} | {verdict} |"
         )
     lines += ["", "## CPU seconds per 1,000 messages, by process", ""]
-    names = sorted({k for r in runs for k in r.get("cpu_per_1000", {})})
+    c = results.get("ceiling")
+    cpu_rows = ([{"path": "C-tool ceiling", "offered": "max", **c}] if c else []) + runs
+    names = sorted({k for r in cpu_rows for k in r.get("cpu_per_1000", {})})
     lines.append("| path | offered | " + " | ".join(names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
-    for r in runs:
+    for r in cpu_rows:
         cpu = r.get("cpu_per_1000", {})
         lines.append(f"| {r['path']} | {r['offered']} | " + " | ".join(str(cpu.get(n, "")) for n in names) + " |")
     lines += ["", "## Workers' memory", ""]
@@ -80,53 +102,80 @@ def markdown(results: dict[str, Any]) -> str:
     for r in runs:
         if r.get("rss_peak_mb"):
             lines.append(f"- {r['path']} {r['offered']}: peak RSS sampled during the run, MB: {r['rss_peak_mb']}")
-    lines += _stages(results.get("stages", {}))
-    lines += _backlog(results.get("backlog"))
+    lines += _stages(results.get("stages", {}), top)
+    lines += _backlog(results.get("backlog"), top)
     generator = [r for r in runs if r["path"] == "generator"]
     if generator:
         g = generator[0]
         lines += [
             "",
             f"Load generator ceiling (saturating, nobody subscribed): {g['msg_per_s']} msg/s acknowledged by "
-            f"Mosquitto; CPU s/1000 msg {g['cpu_per_1000']}.",
+            f"Mosquitto ({share(g['msg_per_s'], top)} of the C ceiling, which also goes through to Kafka); "
+            f"CPU s/1000 msg {g['cpu_per_1000']}.",
         ]
     if results.get("profile_summary"):
         lines += ["", "## Pipeline worker at saturation (py-spy)", "", "| where | share of samples |", "|---|---|"]
-        for name, share in results["profile_summary"]:
-            lines.append(f"| {name} | {share:.1%} |")
+        for name, part in results["profile_summary"]:
+            lines.append(f"| {name} | {part:.1%} |")
     return "\n".join(lines) + "\n"
 
 
-def _stages(stages: dict[str, Any]) -> list[str]:
+def _ceiling(c: dict[str, Any] | None) -> list[str]:
+    lines = ["", "## C-tool ceiling", ""]
+    if not c:
+        return [*lines, "Not measured in this run (phase `ceiling`): no shares of it below."]
+    cpu = c.get("cpu_s", {})
+    return [
+        *lines,
+        f"The ingest worker's job done by Debian's C tools on this run's broker, with the load generator's "
+        f"payloads: {c['clients']} × `mosquitto_pub -q 1 --nodelay -l` → Mosquitto → `mosquitto_sub -q 1 --nodelay` | "
+        "`kcat -P -X acks=all` → Kafka topic bench_ceiling. Time from the first publish until Kafka's end offsets "
+        "hold every message. Every rate below is also given as its share of this.",
+        "",
+        "| messages | mosquitto_pub clients | seconds | msg/s | CPU s mosquitto_pub / mosquitto_sub / kcat "
+        "| CPU s/1000 msg (tools, Mosquitto, Kafka) |",
+        "|---|---|---|---|---|---|",
+        f"| {c['messages']} | {c['clients']} | {c['seconds']} | {c['msg_per_s']} "
+        f"| {cpu.get('mosquitto_pub')} / {cpu.get('mosquitto_sub')} / {cpu.get('kcat')} "
+        f"| {c.get('cpu_per_1000_total')} |",
+    ]
+
+
+def _stages(stages: dict[str, Any], top: float | None) -> list[str]:
     if not stages:
         return []
-    lines = ["", "## Stages alone", "", "| stage | records | rows | seconds | records/s | rows/s | CPU s/1000 |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines = [
+        "",
+        "## Stages alone",
+        "",
+        "| stage | records | rows | seconds | records/s | share of C ceiling | rows/s | CPU s/1000 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ingest = stages.get("ingest")
     if ingest:
         lines.append(
             f"| ingest (MQTT→raw_iot_data) | {ingest['messages']} | - | {ingest['seconds']} "
-            f"| {ingest['msg_per_s']} | - | {ingest['cpu_per_1000']} |"
+            f"| {ingest['msg_per_s']} | {share(ingest['msg_per_s'], top)} | - | {ingest['cpu_per_1000']} |"
         )
     for name in ("decode", "sink"):
         s = stages.get(name)
         if s:
             lines.append(
                 f"| {name} | {s['records']} | {s['rows']} | {s['seconds']} | {s['records_per_s']} "
-                f"| {s['rows_per_s']} | {s['cpu_s_per_1000']} (its process) |"
+                f"| {share(s['records_per_s'], top)} | {s['rows_per_s']} | {s['cpu_s_per_1000']} (its process) |"
             )
     return lines
 
 
-def _backlog(backlog: dict[str, Any] | None) -> list[str]:
+def _backlog(backlog: dict[str, Any] | None, top: float | None) -> list[str]:
     if not backlog:
         return []
     b = backlog
     return [
         "",
         f"Backlog: {b['queued']:,} messages queued for the ingest worker's session while it was down; started "
-        f"alone, it moved {b['drained']:,} into raw_iot_data in {b['seconds']} s: {b['msg_per_s']:,} msg/s "
-        f"(from the first record; CPU s/1000 msg {b['cpu_per_1000']}).",
+        f"alone, it moved {b['drained']:,} into raw_iot_data in {b['seconds']} s: {b['msg_per_s']:,} msg/s, "
+        f"{share(b['msg_per_s'], top)} of the C ceiling (from the first record; CPU s/1000 msg {b['cpu_per_1000']}).",
     ]
 
 
@@ -155,15 +204,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
             right.plot([x for x, _ in lat], [v[0] * 1000 for _, v in lat], "x:", color=color, label=f"{path_name} p50")
     top = max([float(r["offered"]) for r in runs if r["offered"] != "max"] or [1])
     left.plot([0, top], [0, top], color="lightgray", linewidth=0.8, label="offered")
+    ceiling = _ceiling_rate(results)
+    if ceiling:
+        left.axhline(ceiling, color="tab:red", linestyle="-.", label=f"C-tool ceiling: {ceiling:.0f}")
+        percent = left.secondary_yaxis("right", functions=(lambda y: 100 * y / ceiling, lambda p: p * ceiling / 100))
+        percent.set_ylabel("% of the C-tool ceiling (MQTT → Kafka)")
     left.set_xlabel("offered MQTT msg/s")
     left.set_ylabel("messages/s landed in the database")
-    left.legend(fontsize=8)
     left.grid(alpha=0.3)
     right.set_xlabel("offered MQTT msg/s")
     right.set_ylabel("receipt → commit latency, ms")
     right.set_yscale("log")
-    right.legend(fontsize=8)
     right.grid(alpha=0.3)
+    for axes in (left, right):
+        if axes.get_legend_handles_labels()[0]:  # a run without pipeline or bare runs has no lines
+            axes.legend(fontsize=8)
     m = results.get("machine", {})
     fig.suptitle(f"f2stream on {m.get('cores')} cores, everything co-located ({results.get('started', '')})")
     fig.tight_layout()

@@ -7,6 +7,9 @@
 Starts its own stack (deploy/stack.sh on free ports under a throwaway
 F2_VAR_DIR), migrates, registers `--devices` devices' parameters, then:
 
+0. the C-tool ceiling (bench/ceiling.py): mosquitto_pub, mosquitto_sub and
+   kcat doing the ingest worker's job, MQTT -> Kafka, on the same broker with
+   the same payloads; every rate below is also reported as a share of it;
 1. the load generator alone (no subscriber): its own ceiling;
 2. the bare path (bench/bare.py: MQTT -> Kafka forwarder, COPY sink) at each
    offered rate and saturating;
@@ -48,8 +51,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import report
-from bench.procstat import Watched, cpu_snapshot, memory_kb, pid_file
+from bench import ceiling, report
+from bench.procstat import Watched, cpu_snapshot, lineage, memory_kb, pid_file
 from bench.stack import PORT_SETTINGS, free_ports, read_env_file
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
@@ -341,6 +344,36 @@ class Bench:
         return summary
 
     # ------------------------------------------------------------------- runs
+
+    async def c_ceiling(self) -> None:
+        """The C tools doing the ingest worker's job (bench/ceiling.py): what every rate is a share of."""
+        assert self.settings is not None
+        a = self.args
+        watched = [w for w in self.watched() if w.name in ("mosquitto", "kafka")]
+        before = cpu_snapshot(watched)
+        try:
+            result = await ceiling.measure(
+                self.settings,
+                messages=a.ceiling_messages,
+                clients=a.ceiling_clients,
+                devices=len(self.devices),
+                work_dir=self.var_dir,
+                progress=lambda n, of: self.progress.show(f"bench: C-tool ceiling: {n} of {of} messages in Kafka"),
+            )
+        except ceiling.CeilingError as exc:
+            raise SystemExit(f"bench: {exc}") from exc
+        after = cpu_snapshot(watched)
+        cpu = {**result.cpu_s, **{k: after[k] - before[k] for k in after}}
+        self.results["ceiling"] = {
+            **result.as_dict(),
+            "cpu_per_1000": {k: round(1000 * v / result.messages, 3) for k, v in cpu.items()},
+            "cpu_per_1000_total": round(1000 * sum(cpu.values()) / result.messages, 3),
+        }
+        self.save()
+        self.progress.done(
+            f"bench: C-tool ceiling {result.msg_per_s:.0f} msg/s MQTT -> Kafka ({result.messages} messages, "
+            f"{result.clients} mosquitto_pub, {result.seconds:.1f}s)"
+        )
 
     async def generator_ceiling(self) -> None:
         """The generator against Mosquitto with nobody subscribed: what it can offer."""
@@ -651,19 +684,27 @@ async def main_async(bench: Bench) -> None:
     bench.results["machine"] = bench.machine()
     bench.results["started"] = datetime.now(UTC).isoformat(timespec="seconds")
     bench.results["options"] = {k: sorted(v) if isinstance(v, set) else v for k, v in vars(a).items() if k != "var_dir"}
+    ours = lineage(os.getpid())  # this bench and whatever started it (make, a shell, timeout)
     contention = (
         await asyncio.to_thread(
-            subprocess.run, ["pgrep", "-af", "pytest|faust.*worker"], capture_output=True, text=True
+            subprocess.run,
+            ["pgrep", "-af", r"pytest|faust.*worker|bench\.(run|worker|loadgen)"],
+            capture_output=True,
+            text=True,
         )
     ).stdout
     bench.results["other_processes_at_start"] = [
-        line for line in contention.splitlines() if str(bench.var_dir) not in line and "pgrep" not in line
+        line
+        for line in contention.splitlines()
+        if str(bench.var_dir) not in line and "pgrep" not in line and int(line.split()[0]) not in ours
     ]
     assert bench.settings is not None
     await bench.open_clients()
     try:
         bench.progress.show(f"bench: registering {len(bench.devices)} devices' parameters", force=True)
         await register_demo_parameters(bench.settings, bench.devices)
+        if "ceiling" in a.phases:
+            await bench.c_ceiling()
         if "generator" in a.phases:
             await bench.generator_ceiling()
         if "bare" in a.phases:
@@ -703,6 +744,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--first-device", type=int, default=0x100000)
     parser.add_argument("--connections", type=int, default=4, help="generator sessions on the service listener")
     parser.add_argument("--generator-s", type=float, default=10.0)
+    parser.add_argument("--ceiling-messages", type=int, default=300_000, help="messages through the C tools")
+    parser.add_argument("--ceiling-clients", type=int, default=8, help="mosquitto_pub processes of the C-tool ceiling")
     parser.add_argument("--sessions", type=int, default=0, help="mTLS device sessions to hold (0: skip)")
     parser.add_argument("--session-period-s", type=float, default=10.0, help="each session publishes this often")
     parser.add_argument("--sessions-s", type=float, default=60.0)
@@ -712,7 +755,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="py-spy at saturation")
     parser.add_argument(
         "--phases",
-        default="generator,bare,pipeline,sessions,stages,backlog",
+        default="ceiling,generator,bare,pipeline,sessions,stages,backlog",
         help="and `ingest`: of the stages, ingest alone",
     )
     parser.add_argument("--backlog", type=int, default=300_000, help="messages queued for ingest in the backlog phase")
@@ -720,6 +763,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--var-dir", default="", help="use the stack running under this F2_VAR_DIR")
     parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
     args = parser.parse_args(argv)
+    if args.ceiling_messages < 1 or args.ceiling_clients < 1:
+        parser.error("--ceiling-messages and --ceiling-clients must be at least 1")
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.phases = set(args.phases.split(","))
     return args
