@@ -23,6 +23,7 @@
 #   F2_TIMESERIES_PORT        5433
 #   F2_STACK_PG_BIN           newest /usr/lib/postgresql/*/bin
 #   F2_STACK_TIMEOUT          90     (seconds to wait for each service)
+#   F2_KAFKA_STOP_GRACE       60     (seconds a broker has to stop before SIGKILL)
 #   F2_PYTHON                 <repo>/.venv/bin/python (creates the PKI on first `up`)
 # `up` writes $F2_VAR_DIR/stack.env with the F2_* settings the workers read.
 set -euo pipefail
@@ -38,6 +39,7 @@ MQTT_WS_PORT=${F2_MQTT_WS_PORT:-9001}
 PARAMS_PORT=${F2_PARAMS_PORT:-5432}
 TIMESERIES_PORT=${F2_TIMESERIES_PORT:-5433}
 TIMEOUT=${F2_STACK_TIMEOUT:-90}
+KAFKA_STOP_GRACE=${F2_KAFKA_STOP_GRACE:-60}
 PYTHON=${F2_PYTHON:-$ROOT/.venv/bin/python}
 
 RUN=$VAR/run
@@ -93,7 +95,7 @@ as_pg() {
 check_settings() {
     local name value
     for name in F2_KAFKA_BROKERS F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT F2_MQTT_WS_PORT \
-        F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT; do
+        F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT F2_KAFKA_STOP_GRACE; do
         value=${!name:-}
         [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
     done
@@ -515,9 +517,9 @@ stop_kafka() {
         if pid=$(kafka_pid "$n"); then
             log "kafka-$n: stopping (pid $pid)"
             if ((count > 1 && still_up == 1)); then
-                stop_pid "kafka-$n (the last broker up, without a controller quorum)" "$pid" 10
+                stop_pid "kafka-$n (the last broker up, without a controller quorum)" "$pid" $((KAFKA_STOP_GRACE < 10 ? KAFKA_STOP_GRACE : 10))
             else
-                stop_pid "kafka-$n" "$pid" 60
+                stop_pid "kafka-$n" "$pid" "$KAFKA_STOP_GRACE"
             fi
             still_up=$((still_up - 1))
         fi

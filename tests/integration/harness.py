@@ -158,14 +158,25 @@ class Worker:
             time.sleep(0.5)
         raise AssertionError(f"{self.name} not healthy after {timeout_s}s: {last}\n{self.log_tail()}")
 
-    def stop(self, sig: int = 15) -> None:
+    def stop(self, sig: int = 15, timeout_s: float = 60) -> None:
+        self.signal(sig)
+        self.wait_stopped(timeout_s)
+
+    def signal(self, sig: int = 15) -> None:
+        """Send `sig` if the worker runs (:meth:`wait_stopped` then waits): several workers stop at once."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def wait_stopped(self, timeout_s: float = 60) -> None:
+        """Wait for the worker to exit; SIGKILL it after `timeout_s`, saying so (a stop that hangs is a finding)."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"{self.name} worker did not stop within {timeout_s:g}s: killed\n{self.log_tail(15)}", flush=True)
+            self.process.kill()
+            self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
         return (
