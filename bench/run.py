@@ -622,7 +622,6 @@ class Bench:
         }
         rate = self.results["backlog"]["msg_per_s"]
         self.progress.done(f"bench: backlog of {queued:,} drained {drained:,} at {rate:,.0f} msg/s into raw_iot_data")
-        await self.wait_healthy("ingest")
         self.stop_worker("ingest")
 
     async def stage_alone(self, stage: str) -> None:
