@@ -1,6 +1,6 @@
 """mypy over every package of f2stream under the name it is installed as: `make lint` runs it.
 
-setup.cfg maps `agents/`, `tables/` and `pki/` to `f2stream.agents`,
+setup.py maps `agents/`, `tables/` and `pki/` to `f2stream.agents`,
 `f2stream.tables` and `f2stream.pki`. mypy names a module after its folder,
 so given the folders it would check `agents.decode` while the code imports
 `f2stream.agents.decode` (and would see that import as missing). Here each
@@ -21,7 +21,7 @@ from mypy.main import process_options
 from mypy.modulefinder import BuildSource
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Source folder and the package it installs as (setup.cfg `package_dir`).
+#: Source folder and the package it installs as (setup.py `FOLDERS`).
 PACKAGES = (
     ("f2stream", "f2stream"),
     ("agents", "f2stream.agents"),

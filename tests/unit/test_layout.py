@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Source folder and the package it installs as (setup.cfg `package_dir`).
+#: Source folder and the package it installs as (setup.py `FOLDERS`).
 FOLDERS = {"f2stream": "f2stream", "agents": "f2stream.agents", "tables": "f2stream.tables", "pki": "f2stream.pki"}
 
 WIRING = 3
