@@ -121,8 +121,10 @@ demo: stack-install venv ## fresh machine to rows arriving: stack, migrations, d
 
 full-setup: demo ## = demo (the seed's name)
 
-test: stack-install venv ## the whole test suite (it starts its own stack on free ports)
-	$(if $(CI),CI=$(CI)) $(VENV)/bin/pytest
+# Two pytest-xdist workers, each with its own stack: the groups of tests/conftest.py keep the tests
+# that share a stack on one worker, in order (--no-loadscope-reorder).
+test: stack-install venv ## the whole test suite (it starts its own stacks on free ports, two workers)
+	$(if $(CI),CI=$(CI)) $(VENV)/bin/pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 # BENCH_ARGS passes options, e.g. BENCH_ARGS='--sustained-s 300 --sessions 10000' (python -m bench.run -h).
 bench: stack-install venv ## throughput and latency against the bare path, each stage alone (own stack; var/bench/)

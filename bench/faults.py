@@ -37,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {
-    "rebalance": "test_a_second_pipeline_worker_joining_and_leaving_20_times",
+    "rebalance": "test_a_second_pipeline_worker_joining_and_leaving_again_and_again",
     "kill-pipeline": "test_kill_9_of_the_pipeline_worker_mid_batch",
     "kill-ingest": "test_kill_9_of_the_ingest_worker",
     "pg-down": "test_timeseries_postgresql_stopped_for_30s",
