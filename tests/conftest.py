@@ -17,23 +17,25 @@ def repo_root() -> Path:
 
 #: `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`),
 #: each with its own private stack: the fault scenarios (and then the three-broker stack's) on one, every
-#: other test of the stack on the other; both take the tests that need no stack as they come free.
-#: A group runs in order on one worker, so its tests share that worker's session stack and workers.
+#: other test of the stack on the other; both take the other tests, a module at a time, as they come free.
+#: A group runs in order on one worker, so its tests share that worker's session stack and workers (or
+#: their module's fixtures: test_observability's private stack is started once, not once per worker).
 GROUP_ORDER = ("faults", "stack")
 
 
-def xdist_group(item: pytest.Item) -> str | None:
-    """The group of a test that needs a session stack; None for one that needs none."""
+def xdist_group(item: pytest.Item) -> str:
+    """The group of a test: the stack it needs, or else its module (whose module fixtures it may share)."""
     fixtures = getattr(item, "fixturenames", ())
     if "cluster_stack" in fixtures or ("stack" in fixtures and item.path.name == "test_faults.py"):
         return "faults"
-    return "stack" if "stack" in fixtures else None
+    if "stack" in fixtures:
+        return "stack"
+    return str(item.path.relative_to(item.config.rootpath))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test's group, and order the groups first: a worker starts its group at once, not last."""
+    """Mark each test's group, and order the stacks' groups first: a worker starts its group at once, not last."""
     groups = {item: xdist_group(item) for item in items}
     for item, group in groups.items():
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: GROUP_ORDER.index(g) if (g := groups[item]) in GROUP_ORDER else len(GROUP_ORDER))

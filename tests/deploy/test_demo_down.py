@@ -71,7 +71,7 @@ def var_dir() -> Iterator[Path]:
 def test_make_down_stops_what_make_demo_started(var_dir: Path) -> None:
     names = PORT_SETTINGS + EXTRA_PORT_SETTINGS
     ports = dict(zip(names, map(str, free_ports(len(names))), strict=True))
-    env = {**os.environ, "F2_VAR_DIR": str(var_dir), "F2_KAFKA_STOP_GRACE": "10", **ports}
+    env = {**os.environ, "F2_VAR_DIR": str(var_dir), "F2_KAFKA_STOP_GRACE": "2", **ports}
 
     demo = subprocess.run(["make", "--no-print-directory", "demo", f"DEMO_SECONDS={DEMO_SECONDS}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
