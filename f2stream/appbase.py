@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import faust
 
 from f2stream import logging_limits
-from f2stream.errors import ConfigError, F2StreamError
+from f2stream.errors import ERROR_EXIT, ConfigError, F2StreamError
 from f2stream.kafka_topics import PARAMETERS_TOPIC, RAW_TOPIC, ensure_topics
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
@@ -19,11 +20,15 @@ logger = logging.getLogger(__name__)
 
 
 def load_settings() -> Settings:
-    """Read the settings once at start; a bad setting ends the process with one line."""
+    """Read the settings once at start; a bad setting ends the process with one line and exit status 2.
+
+    Nothing has connected anywhere yet: every app and command loads its settings first.
+    """
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        raise SystemExit(f"f2stream: bad setting {exc}") from None
+        print(f"f2stream: bad setting {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(ERROR_EXIT) from None
 
 
 class F2Worker(faust.Worker):
