@@ -10,7 +10,8 @@ import faust
 
 from f2stream import logging_limits
 from f2stream.errors import ERROR_EXIT, ConfigError, F2StreamError
-from f2stream.kafka_topics import PARAMETERS_TOPIC, RAW_TOPIC, ensure_topics
+from f2stream.kafka_client import faust_credentials
+from f2stream.kafka_topics import PARAMETERS_TOPIC, ensure_topics
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 
@@ -57,6 +58,7 @@ class F2App(faust.App):
         super().__init__(
             app_id,
             broker=settings.kafka_broker,
+            broker_credentials=faust_credentials(settings),  # TLS and login of F2_KAFKA_SECURITY_PROTOCOL
             topic_partitions=settings.topic_partitions,
             # 0 (the cluster's default) is resolved in on_first_start, before Faust declares a topic.
             topic_replication_factor=settings.topic_replication or 1,
@@ -92,12 +94,9 @@ class F2App(faust.App):
         await super().on_first_start()
         try:
             self.conf.topic_replication_factor = await ensure_topics(
-                self.settings.kafka_bootstrap,
-                self.settings.topic_partitions,
+                self.settings,
                 compacted=self.changelog_topics(),
                 single=(f"{self.conf.id}-__assignor-__leader",),  # Faust's leader topic, named as Faust does
-                replication=self.settings.topic_replication,
-                retention_ms={RAW_TOPIC: self.settings.raw_retention_ms},
             )
         except F2StreamError as exc:
             raise SystemExit(f"f2stream: {exc}") from None
