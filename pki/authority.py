@@ -237,7 +237,7 @@ def issue_device_certificate(
 
 
 def issue_service_certificate(
-    root: Path, name: str, hosts: Sequence[str] = (), *, now: datetime | None = None
+    root: Path, name: str, hosts: Sequence[str] = (), *, force: bool = False, now: datetime | None = None
 ) -> tuple[CertificateInfo, bool]:
     """A service's certificate, CN `name`: for TLS clients (mTLS) and, with `hosts`, for servers too.
 
@@ -245,7 +245,8 @@ def issue_service_certificate(
     other brokers and controllers it connects to, so it gets both uses.
     Kafka maps the CN to its principal (`User:<name>`, with the local
     stack's `ssl.principal.mapping.rules`). Kept while it is still right
-    (this CA, not about to expire, every host named), else issued anew.
+    (this CA, not about to expire, every host named), else issued anew;
+    `force` issues a new one anyway (rotation: same CN, same principal).
 
     Returns:
         The certificate and whether it was issued now.
@@ -260,7 +261,7 @@ def issue_service_certificate(
     ca_cert, ca_key = load_ca(paths)
     cert_path, key_path = paths.service_cert(name), paths.service_key(name)
     all_hosts = tuple(dict.fromkeys(h.strip() for h in hosts if h.strip()))
-    current = _current(cert_path, key_path, ca_cert, all_hosts, now)
+    current = None if force else _current(cert_path, key_path, ca_cert, all_hosts, now)
     if current is not None:
         return describe(current), False
     _ensure_dir(paths.services)

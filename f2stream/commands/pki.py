@@ -22,9 +22,10 @@ def register(app: faust.App, settings: Settings) -> None:
         argument("action", type=click.Choice(["init", "issue"])),
         argument("name", required=False),
         option("--host", "hosts", multiple=True, help="issue: a DNS name or IP address the service answers on"),
+        option("--force", is_flag=True, default=False, help="issue: a new certificate even if the old one is right"),
     )
     @one_line_errors
-    async def pki(self: Any, action: str, name: str | None, hosts: tuple[str, ...]) -> None:
+    async def pki(self: Any, action: str, name: str | None, hosts: tuple[str, ...], force: bool) -> None:
         """`pki init`: create the CA once and the MQTT broker's certificate; `pki issue NAME`: a service's."""
         if action == "init":
             hosts = (settings.mqtt_host, *settings.pki_hosts.split(","))
@@ -36,7 +37,7 @@ def register(app: faust.App, settings: Settings) -> None:
             return
         if not name:
             raise CommandError("pki issue needs the service's name, e.g. pki issue f2-kafka-broker --host 127.0.0.1")
-        info, issued = issue_service_certificate(settings.pki_dir, name, hosts)
+        info, issued = issue_service_certificate(settings.pki_dir, name, hosts, force=force)
         paths = PkiPaths(settings.pki_dir)
         state = "issued" if issued else "kept (still right)"
         until = f"{info.not_after:%Y-%m-%d}"

@@ -113,6 +113,8 @@ def test_a_service_certificate_serves_and_authenticates_and_is_kept_while_right(
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     assert issue_service_certificate(root, "f2-kafka-broker", ["127.0.0.1"]) == (info, False)
     assert issue_service_certificate(root, "f2-kafka-broker", ["kafka.example"])[1]  # a new host: issued anew
+    renewed, issued = issue_service_certificate(root, "f2-kafka-broker", ["kafka.example"], force=True)
+    assert issued and renewed.common_name == "f2-kafka-broker"  # rotation: same CN, a new key
     for path in (paths.services, paths.service_cert("f2-kafka-broker"), paths.service_key("f2-kafka-broker")):
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600)
 
