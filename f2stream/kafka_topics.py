@@ -20,8 +20,10 @@ __all__ = [
     "DEAD_LETTER_TOPIC",
     "DECODED_TOPIC",
     "DECODE_GROUP",
+    "INGEST_APP_ID",
     "LIVENESS_TOPIC",
     "PARAMETERS_TOPIC",
+    "PIPELINE_APP_ID",
     "PIPELINE_TOPICS",
     "RAW_TOPIC",
     "SINK_GROUP",
@@ -48,6 +50,9 @@ _TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
     # Compacted often: a restore reads the whole partition.
     LIVENESS_TOPIC: {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
 }
+#: The Faust app ids (each its own consumer group and internal topics `<id>-...`).
+PIPELINE_APP_ID: Final = "f2stream"
+INGEST_APP_ID: Final = "f2stream-ingest"
 #: The consumer groups of the pipeline's decode, sink and device-status stages.
 DECODE_GROUP: Final = "f2stream-decode"
 SINK_GROUP: Final = "f2stream-sink"

@@ -10,6 +10,7 @@ from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks, overall
 from f2stream.kafka_client import kafka_options
+from f2stream.kafka_topics import PIPELINE_APP_ID
 from f2stream.metrics import Metrics
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
@@ -19,7 +20,7 @@ __all__ = ["app", "metrics", "params", "services", "settings", "stages", "sync",
 
 settings = load_settings()
 kafka = kafka_options(settings)
-app = F2App("f2stream", settings, web_port=6066)
+app = F2App(PIPELINE_APP_ID, settings, web_port=6066)
 topics = PipelineTopics(app)
 metrics = Metrics()
 sync = ParameterSync(app, settings, topics.parameters)
