@@ -104,6 +104,17 @@ class Stack:
         )
 
 
+def principal(stack: Stack, name: str) -> dict[str, str]:
+    """The Kafka login of one of a secure stack's principals (stack.env: F2_KAFKA_<NAME>_USERNAME, ...).
+
+    `name`: INGEST, PIPELINE or ADMIN; stack.env itself logs in as f2-tools.
+    """
+    return {
+        "F2_KAFKA_USERNAME": stack.env[f"F2_KAFKA_{name}_USERNAME"],
+        "F2_KAFKA_PASSWORD_FILE": stack.env[f"F2_KAFKA_{name}_PASSWORD_FILE"],
+    }
+
+
 class Worker:
     """One faust worker subprocess, logging to a file."""
 
