@@ -102,6 +102,7 @@ async def ensure_topics(
     """
     deadline = time.monotonic() + wait_s
     told = False
+    refused: str | None = None
     while True:
         admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="f2stream-admin")
         try:
@@ -118,8 +119,9 @@ async def ensure_topics(
             await _wait_for_leaders(admin, created, deadline)
             return replication
         except KafkaConnectionError as exc:
-            refused = await diagnose(settings)
-            if refused is not None:
+            # The same refusal twice in a row, a second apart: not a broker that happened to be restarting.
+            again, refused = refused, await diagnose(settings)
+            if refused is not None and refused == again:
                 raise TopicSetupError(refused) from exc
             if time.monotonic() > deadline:
                 raise TopicSetupError(f"{unreachable(settings)} (waited {wait_s:.0f}s)") from exc
@@ -128,7 +130,11 @@ async def ensure_topics(
                 told = True
             await asyncio.sleep(1.0)
         except KafkaError as exc:
-            raise TopicSetupError(refusal(settings, exc) or f"setting up the topics failed: {exc}") from exc
+            line = refusal(settings, exc)
+            if line is None and exc.retriable and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                continue
+            raise TopicSetupError(line or f"setting up the topics failed: {exc}") from exc
         finally:
             await admin.close()
 
