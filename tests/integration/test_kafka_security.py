@@ -62,6 +62,15 @@ def said(result: subprocess.CompletedProcess[str]) -> str:
     return ours[0]
 
 
+def passwords_in_logs(stack: Stack) -> list[str]:
+    """The logs of the stack (workers, Kafka, the ACL step) that hold a Kafka password."""
+    passwords = [Path(stack.env[f"F2_KAFKA_{name}_PASSWORD_FILE"]).read_text().strip()
+                 for name in ("INGEST", "PIPELINE", "ADMIN")]  # fmt: skip
+    passwords.append(Path(stack.env["F2_KAFKA_PASSWORD_FILE"]).read_text().strip())
+    return [str(log) for log in (stack.var_dir / "log").glob("*.log")
+            if any(pw in log.read_text(errors="replace") for pw in passwords)]  # fmt: skip
+
+
 def tail(stack: Stack, topic: str, **env: str) -> subprocess.CompletedProcess[str]:
     return stack.faust("tail", topic, "--from-beginning", "--max-messages", "1", "--idle-timeout-s", "3", **env)
 
@@ -89,6 +98,7 @@ async def test_the_pipeline_runs_end_to_end_on_sasl_ssl(
     read = tail(stack, DECODED_TOPIC)
     assert read.returncode == 0, read.stderr[-3000:]
     assert '"topic":"decoded_iot_data"' in read.stdout
+    assert passwords_in_logs(stack) == []
 
 
 async def test_a_plaintext_client_on_the_sasl_ssl_port_is_refused(secure_stack: Stack) -> None:
