@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from f2stream.errors import ConfigError
 
@@ -148,6 +148,7 @@ class Settings:
                 raise ConfigError(name, "must look like postgresql://user@host:5432/database")
             if parts.password:
                 raise ConfigError(name, "holds a password; put it in the _PASSWORD or _PASSWORD_FILE setting instead")
+            _check_dsn_tls(name, parts.query)
         for name, number in (
             ("F2_TOPIC_PARTITIONS", self.topic_partitions),
             ("F2_MQTT_MAX_INFLIGHT", self.mqtt_max_inflight),
@@ -282,6 +283,22 @@ def _convert(name: str, text: str, kind: object) -> object:
     except ValueError as exc:
         what = getattr(kind, "__name__", str(kind))
         raise ConfigError(name, f"{text!r} is not a valid {what}") from exc
+
+
+#: libpq's sslmode values (asyncpg takes the same).
+_SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_dsn_tls(name: str, query: str) -> None:
+    """A DSN's TLS parameters (`?sslmode=verify-full&sslrootcert=/path`): a known mode, readable files."""
+    params = parse_qs(query)
+    for mode in params.get("sslmode", []):
+        if mode not in _SSLMODES:
+            raise ConfigError(name, f"sslmode={mode!r} is not one of {', '.join(_SSLMODES)}")
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        for value in params.get(key, []):
+            if value != "system":  # libpq 16's word for the system's CAs
+                _check_readable(f"{name} {key}", Path(value))
 
 
 def _check_readable(name: str, path: Path) -> None:

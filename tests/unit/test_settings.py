@@ -408,3 +408,25 @@ def test_a_bad_setting_at_start_is_one_line_and_exit_status_2(
     err = capsys.readouterr().err
     assert err.startswith("f2stream: bad setting F2_KAFKA_USERNAME: SASL_SSL logs in with a user name")
     assert err.count("\n") == 1
+
+
+def test_a_dsn_with_tls_to_a_verified_server(pki: Path) -> None:
+    dsn = f"postgresql://f2@db.example:5432/f2_params?sslmode=verify-full&sslrootcert={pki / 'ca.crt'}"
+    assert Settings.from_env({"F2_PARAMS_DSN": dsn}).params_dsn == dsn
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("sslmode=verify", "F2_TIMESERIES_DSN: sslmode='verify' is not one of disable, allow, prefer, require"),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
+            "F2_TIMESERIES_DSN sslrootcert: cannot read /nonexistent/ca.crt: No such file or directory",
+        ),
+        ("sslcert=/nonexistent/c.crt", "F2_TIMESERIES_DSN sslcert: cannot read /nonexistent/c.crt"),
+    ],
+)
+def test_bad_tls_parameters_of_a_dsn(query: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"F2_TIMESERIES_DSN": f"postgresql://f2@localhost:5433/f2_timeseries?{query}"})
+    assert str(caught.value).startswith(message)
