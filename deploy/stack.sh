@@ -39,7 +39,9 @@
 # are created when the storage is formatted, their passwords in
 # secrets/kafka_*_password; `faust -A f2stream kafka-acls --apply` gives each
 # the ACLs it needs and nothing more. stack.env logs in as f2-tools and names
-# the workers' principals (F2_KAFKA_INGEST_*, F2_KAFKA_PIPELINE_*).
+# the workers' principals (F2_KAFKA_INGEST_*, F2_KAFKA_PIPELINE_*). Both
+# PostgreSQL clusters take TLS connections only, with a certificate from the
+# same CA, and stack.env's DSNs verify it (sslmode=verify-full).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,6 +80,8 @@ SECURE=${F2_STACK_SECURE:-$(head -n 1 "$KAFKA_SECURE_FILE" 2>/dev/null || echo 0
 KAFKA_ADMIN_USER=f2-kafka-admin
 KAFKA_BROKER_CN=f2-kafka-broker
 KAFKA_KEYSTORE=$VAR/kafka/broker.pem
+# The secure stack's PostgreSQL servers: the CN of their certificate.
+PG_CERT_CN=f2-postgres
 MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
@@ -513,17 +517,24 @@ check_kafka_secure() {
         die "$VAR holds a Kafka formatted with F2_STACK_SECURE=$formatted, not $SECURE: set it to $formatted, or run deploy/stack.sh clean (removes the data) or use another F2_VAR_DIR"
 }
 
-# The brokers' certificate from the project's CA (for 127.0.0.1 and
-# localhost, both uses: a broker serves, and is the client of its peers), and
-# the PEM keystore Kafka reads: its key and certificate in one owner-only file.
+# A service's certificate from the project's CA, for 127.0.0.1 and localhost
+# (`faust -A f2stream pki issue`): kept while it is there.
+ensure_service_certificate() { # name
+    local pki=$VAR/pki
+    if [[ ! -s $pki/services/$1.crt || ! -s $pki/services/$1.key ]]; then
+        log "pki: issuing the certificate of $1 in $pki/services"
+        (cd "$ROOT" && F2_PKI_DIR=$pki F2_DATA_DIR=$DATA/faust \
+            "$PYTHON" -m faust -A f2stream pki issue "$1" --host 127.0.0.1 --host localhost 9>&-) \
+            >>"$LOG/pki.log" 2>&1 || die "pki issue $1 failed: see $LOG/pki.log"
+    fi
+}
+
+# The brokers' certificate (both uses: a broker serves, and is the client of
+# its peers), and the PEM keystore Kafka reads: its key and certificate in
+# one owner-only file.
 ensure_kafka_certificate() {
     local pki=$VAR/pki
-    if [[ ! -s $pki/services/$KAFKA_BROKER_CN.crt || ! -s $pki/services/$KAFKA_BROKER_CN.key ]]; then
-        log "pki: issuing the Kafka brokers' certificate ($KAFKA_BROKER_CN) in $pki/services"
-        (cd "$ROOT" && F2_PKI_DIR=$pki F2_DATA_DIR=$DATA/faust \
-            "$PYTHON" -m faust -A f2stream pki issue "$KAFKA_BROKER_CN" --host 127.0.0.1 --host localhost 9>&-) \
-            >>"$LOG/pki.log" 2>&1 || die "pki issue $KAFKA_BROKER_CN failed: see $LOG/pki.log"
-    fi
+    ensure_service_certificate "$KAFKA_BROKER_CN"
     (
         umask 077
         cat "$pki/services/$KAFKA_BROKER_CN.key" "$pki/services/$KAFKA_BROKER_CN.crt" >"$KAFKA_KEYSTORE.tmp"
@@ -687,6 +698,30 @@ timescaledb.max_background_workers = 8
 EOF
 }
 
+# The secure stack's certificate of a cluster, copied into its data dir: the
+# server refuses a key that others may read, and reads it as its own user.
+pg_tls_files() { # name
+    ((SECURE)) || return 0
+    local dir=$DATA/pg-$1 file
+    for file in crt key; do
+        install -m 600 "$VAR/pki/services/$PG_CERT_CN.$file" "$dir/server.$file"
+        if is_root; then chown postgres: "$dir/server.$file"; fi
+    done
+}
+
+# The secure stack's TLS lines of a cluster's config.
+pg_tls_conf() {
+    ((SECURE)) || return 0
+    cat <<EOF
+# F2_STACK_SECURE=1: TCP connections over TLS only (pg_hba.conf), with the
+# certificate of the project's CA (var/pki/services/$PG_CERT_CN.crt).
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+EOF
+}
+
 # One line saying what the time-series cluster runs on.
 report_timescaledb() {
     if timescaledb_installed; then
@@ -708,6 +743,7 @@ init_pg() { # name port
             die "pg-$1: initdb failed: see $LOG/pg-$1.log"
         printf "\ninclude = 'f2stream.conf'\n" | as_pg tee -a "$dir/postgresql.conf" >/dev/null
     fi
+    pg_tls_files "$1"
     # Rewritten on every start, so that changed ports or dirs take effect.
     as_pg tee "$dir/f2stream.conf" >/dev/null <<EOF
 # Written by deploy/stack.sh on every start: edit the script, not this file.
@@ -724,7 +760,17 @@ fsync = on
 synchronous_commit = on
 full_page_writes = on
 $(timescaledb_conf "$1")
+$(pg_tls_conf)
 EOF
+    if ((SECURE)); then
+        as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
+# Written by deploy/stack.sh (F2_STACK_SECURE=1). TYPE DATABASE USER ADDRESS METHOD
+local all $PG_USER trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostnossl all all 127.0.0.1/32 reject
+EOF
+        return 0
+    fi
     as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
 # Written by deploy/stack.sh. TYPE DATABASE USER ADDRESS METHOD
 local all $PG_USER trust
@@ -941,6 +987,9 @@ F2_KAFKA_ADMIN_USERNAME=$KAFKA_ADMIN_USER
 F2_KAFKA_ADMIN_PASSWORD_FILE=$SECRETS/kafka_admin_password
 F2_KAFKA_MTLS_BROKER='$mtls'
 F2_TOPIC_REPLICATION=$(kafka_replication)
+# TLS to both databases, their certificate verified (these replace the DSNs above).
+F2_PARAMS_DSN='postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
+F2_TIMESERIES_DSN='postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
 EOF
 }
 
@@ -979,9 +1028,10 @@ cmd_up() {
     [[ -n $PG_BIN ]] || die "PostgreSQL binaries not found: set F2_STACK_PG_BIN"
     prepare_dirs
     ensure_secrets
-    if ((SECURE)); then # the brokers need their certificate before they start
+    if ((SECURE)); then # the brokers and the databases need their certificates before they start
         ensure_pki
         ensure_kafka_certificate
+        ensure_service_certificate "$PG_CERT_CN"
     fi
     # Kafka takes longest: launch it first, set up the rest while it boots.
     local n
