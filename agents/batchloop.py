@@ -43,6 +43,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 
 from f2stream.backoff import Backoff
+from f2stream.kafka_client import KafkaOptions
 from f2stream.outage import is_outage
 
 __all__ = [
@@ -156,7 +157,7 @@ class BatchLoop(Service):
         quarantine: awaited with a record that fails alone, not for an outage,
             and its exception; returns once the record's dead letter is safe.
             Without it every failure is retried as an outage.
-        bootstrap: Kafka's `host:port` list.
+        kafka: where and how to connect (:func:`f2stream.kafka_client.kafka_options`).
         max_records: most records per batch.
         fetch_timeout_ms: how long a fetch waits for records.
         ready: awaited before the loop joins the group (e.g. parameters loaded).
@@ -178,7 +179,7 @@ class BatchLoop(Service):
         topic: str,
         group_id: str,
         handler: Handler,
-        bootstrap: str,
+        kafka: KafkaOptions,
         max_records: int,
         quarantine: Quarantine | None = None,
         fetch_timeout_ms: int = 200,
@@ -204,7 +205,7 @@ class BatchLoop(Service):
         self.revoke_wait_s = revoke_wait_s
         self.stop_timeout_s = stop_timeout_s
         self.consumer_options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
+            **kafka,
             "group_id": group_id,
             "client_id": f"f2stream-{name}",
             "enable_auto_commit": False,

@@ -42,6 +42,7 @@ from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
 from f2stream.backoff import Backoff
 from f2stream.deadletter import dead_letter_headers
 from f2stream.health import Check
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.records import format_time
@@ -166,7 +167,7 @@ class MqttIngest(Service):
         self.last_error: str | None = None
         self._paho: paho.Client | None = None
         # A child: started before the MQTT session, stopped after it.
-        self.producer = Producer(settings.kafka_bootstrap, "f2stream-ingest")
+        self.producer = Producer(kafka_options(settings), "f2stream-ingest")
         self.add_dependency(self.producer)
 
     async def on_start(self) -> None:

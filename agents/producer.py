@@ -22,6 +22,7 @@ from aiokafka.partitioner import murmur2
 from mode import Service
 
 from f2stream.deadletter import handler_error_letter
+from f2stream.kafka_client import KafkaOptions
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC
 
 __all__ = ["MAX_RECORD_BYTES", "Output", "Producer"]
@@ -57,10 +58,11 @@ class Output:
 class Producer(Service):
     """A child service of the stages, started before their loops and stopped after them."""
 
-    def __init__(self, bootstrap: str, client_id: str, **kwargs: Any) -> None:
+    def __init__(self, kafka: KafkaOptions, client_id: str, **kwargs: Any) -> None:
+        """`kafka`: where and how to connect (:func:`f2stream.kafka_client.kafka_options`)."""
         super().__init__(**kwargs)
         self.options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
+            **kafka,
             "client_id": client_id,
             "acks": "all",
             "enable_idempotence": True,  # needs acks=all

@@ -20,6 +20,7 @@ from f2stream.agents.decode import DecodeStage
 from f2stream.agents.liveness import LivenessTracker, StatusSink
 from f2stream.agents.producer import Producer
 from f2stream.agents.sink import SinkStage
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP, STATUS_GROUP, STATUS_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
@@ -45,8 +46,8 @@ class Stages(Service):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        bootstrap = settings.kafka_bootstrap
-        self.producer = Producer(bootstrap, "f2stream-pipeline")
+        kafka = kafka_options(settings)
+        self.producer = Producer(kafka, "f2stream-pipeline")
         self.liveness: LivenessTracker | None = None
         if settings.liveness_enabled:
             self.liveness = LivenessTracker(
@@ -58,7 +59,7 @@ class Stages(Service):
             group_id=DECODE_GROUP,
             handler=(decode := DecodeStage(self.producer, params, metrics, self.liveness)),
             quarantine=decode.quarantine,
-            bootstrap=bootstrap,
+            kafka=kafka,
             max_records=_DECODE_BATCH,
             ready=params.wait_ready,
             hooks=self.liveness,
@@ -69,7 +70,7 @@ class Stages(Service):
             group_id=SINK_GROUP,
             handler=(sink := SinkStage(self.producer, writer, metrics)),
             quarantine=sink.quarantine,
-            bootstrap=bootstrap,
+            kafka=kafka,
             max_records=settings.sink_batch_size,
             fetch_timeout_ms=settings.sink_batch_window_ms,
         )
@@ -80,7 +81,7 @@ class Stages(Service):
             topic=STATUS_TOPIC,
             group_id=STATUS_GROUP,
             handler=StatusSink(self.status_writer),
-            bootstrap=bootstrap,
+            kafka=kafka,
             max_records=5000,
         )
         self.add_dependency(self.producer)  # children stop in reverse: the producer last

@@ -26,6 +26,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from f2stream.kafka_client import kafka_options
 from f2stream.records import format_time
 from f2stream.settings import Settings
 from f2stream.storage.db import connect
@@ -47,16 +48,14 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 
 async def forward(settings: Settings) -> None:
     """Forward every device message to Kafka until stopped."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         if TOPIC not in set(await admin.list_topics()):
             await admin.create_topics([NewTopic(TOPIC, settings.topic_partitions, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024
-    )
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
     assert settings.mqtt_password is not None
     client = aiomqtt.Client(
@@ -93,7 +92,7 @@ async def sink(settings: Settings) -> None:
     await conn.execute(CREATE_TABLE)
     consumer = AIOKafkaConsumer(
         TOPIC,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=GROUP,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

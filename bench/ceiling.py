@@ -49,6 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.loadgen import bodies, body_of, device_stamp, payload
 from f2stream.errors import F2StreamError
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.settings import Secret, Settings
 
@@ -264,7 +265,7 @@ class _Run:
 
     async def create_topic(self) -> None:
         """`bench_ceiling` with raw_iot_data's partitions and replicas (the settings' when it does not exist yet)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(self.settings))
         await admin.start()
         try:
             described = {t["topic"]: t for t in await admin.describe_topics([RAW_TOPIC, KAFKA_TOPIC])}
@@ -286,7 +287,7 @@ class _Run:
     async def in_kafka(self) -> int:
         """Messages in `bench_ceiling` now: its end offsets, summed."""
         if self.consumer is None:
-            self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+            self.consumer = AIOKafkaConsumer(**kafka_options(self.settings), group_id=None)
             await self.consumer.start()
         if not self.partitions:
             await self.consumer._client.force_metadata_update()  # noqa: SLF001  # a topic created a moment ago

@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaProducer
 from bench.memory import TEMPLATE, give_parameters
 from bench.run import _WINDOW_LATENCY, OUT, Bench
 from bench.run import parse as parse_bench
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP
 from f2stream.records import Measurement, format_time
 from f2stream.repair.plan import MessageKey, MessagePlan, Stored
@@ -75,9 +76,7 @@ async def fill(bench: Bench, count: int, devices: list[str]) -> float:
         tick[0] += 1
         return start + timedelta(microseconds=150 * tick[0])
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bench.settings.kafka_bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20
-    )
+    producer = AIOKafkaProducer(**kafka_options(bench.settings), acks="all", linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     started = time.monotonic()
     try:

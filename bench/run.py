@@ -54,6 +54,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import ceiling, report
 from bench.procstat import Watched, cpu_snapshot, lineage, memory_kb, pid_file
 from bench.stack import PORT_SETTINGS, free_ports, read_env_file
+from f2stream.kafka_client import kafka_options
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
 from f2stream.settings import Settings
@@ -279,9 +280,9 @@ class Bench:
 
     async def open_clients(self) -> None:
         assert self.settings is not None
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        self.admin = AIOKafkaAdminClient(**kafka_options(self.settings))
         await self.admin.start()
-        self.offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+        self.offsets = AIOKafkaConsumer(**kafka_options(self.settings), group_id=None)
         await self.offsets.start()
         self.db = await connect(self.settings.timeseries_dsn, self.settings.timeseries_password)
 

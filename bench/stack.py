@@ -5,7 +5,14 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-__all__ = ["CLUSTER_PORT_SETTINGS", "PORT_SETTINGS", "free_ports", "read_env_file"]
+__all__ = [
+    "CLUSTER_PORT_SETTINGS",
+    "PORT_SETTINGS",
+    "SECURE_CLUSTER_PORT_SETTINGS",
+    "SECURE_PORT_SETTINGS",
+    "free_ports",
+    "read_env_file",
+]
 
 #: The port settings of deploy/stack.sh; a private stack gets a free port for each.
 PORT_SETTINGS = (
@@ -24,6 +31,10 @@ CLUSTER_PORT_SETTINGS = (
     "F2_KAFKA_PORT_3",
     "F2_KAFKA_CONTROLLER_PORT_3",
 )
+
+#: The mTLS listeners of a secure stack (F2_STACK_SECURE=1): broker 1's, then brokers 2 and 3's.
+SECURE_PORT_SETTINGS = ("F2_KAFKA_TLS_PORT",)
+SECURE_CLUSTER_PORT_SETTINGS = ("F2_KAFKA_TLS_PORT_2", "F2_KAFKA_TLS_PORT_3")
 
 
 def free_ports(count: int) -> list[int]:

@@ -32,6 +32,7 @@ from f2stream.agents.batchloop import Batch, BatchLoop, Handler
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.sink import SinkStage
 from f2stream.agents.stages import _DECODE_BATCH, Producer
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DECODED_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
@@ -64,9 +65,9 @@ async def end_offsets(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicParti
 
 async def run(stage: str, max_records: int, timeout_s: float) -> dict[str, Any]:
     settings = Settings.from_env()
-    bootstrap = settings.kafka_bootstrap
+    kafka = kafka_options(settings)
     metrics = Metrics()
-    producer = Producer(bootstrap, f"bench-{stage}")
+    producer = Producer(kafka, f"bench-{stage}")
     await producer.start()
     services: list[Any] = [producer]
     writer: MeasurementWriter | None = None
@@ -79,7 +80,7 @@ async def run(stage: str, max_records: int, timeout_s: float) -> dict[str, Any]:
     else:
         writer = MeasurementWriter(settings)
         topic, handler, batch = DECODED_TOPIC, Counting(SinkStage(producer, writer, metrics)), settings.sink_batch_size
-    offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    offsets = AIOKafkaConsumer(**kafka, group_id=None)
     await offsets.start()
     services.append(offsets)
     ends = await end_offsets(offsets, topic)
@@ -90,7 +91,7 @@ async def run(stage: str, max_records: int, timeout_s: float) -> dict[str, Any]:
         topic=topic,
         group_id=f"bench-{stage}-{uuid.uuid4().hex[:8]}",
         handler=handler,
-        bootstrap=bootstrap,
+        kafka=kafka,
         max_records=batch,
         fetch_timeout_ms=settings.sink_batch_window_ms if stage == "sink" else 200,
     )

@@ -51,8 +51,16 @@ INGEST_PORT=${F2_INGEST_WEB_PORT:-6067}
 # deploy/prometheus/run.sh scrapes these ports; the pipeline worker probes the ingest worker there.
 export F2_PIPELINE_WEB_PORT=$PIPELINE_PORT F2_INGEST_WEB_PORT=$INGEST_PORT
 export F2_INGEST_URL=${F2_INGEST_URL:-http://127.0.0.1:$INGEST_PORT}
-start pipeline "$FAUST" -A f2stream worker -l info --web-port "$PIPELINE_PORT"
-start ingest "$FAUST" -A f2stream.ingest worker -l info --web-port "$INGEST_PORT"
+# On the secure stack (F2_STACK_SECURE=1) each worker logs in to Kafka as its own
+# principal (stack.env names them); elsewhere this adds nothing.
+principal() { # INGEST or PIPELINE
+    local user=F2_KAFKA_${1}_USERNAME file=F2_KAFKA_${1}_PASSWORD_FILE
+    if [[ -n ${!user:-} ]]; then printf '%s\n' "F2_KAFKA_USERNAME=${!user}" "F2_KAFKA_PASSWORD_FILE=${!file}"; fi
+}
+mapfile -t pipeline_login < <(principal PIPELINE)
+mapfile -t ingest_login < <(principal INGEST)
+start pipeline env "${pipeline_login[@]}" "$FAUST" -A f2stream worker -l info --web-port "$PIPELINE_PORT"
+start ingest env "${ingest_login[@]}" "$FAUST" -A f2stream.ingest worker -l info --web-port "$INGEST_PORT"
 for port in "$PIPELINE_PORT" "$INGEST_PORT"; do
     for _ in $(seq 120); do
         curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
@@ -99,6 +107,10 @@ kill "$sim_pid" 2>/dev/null || true
 wait "$sim_pid" 2>/dev/null || true
 "$FAUST" -A f2stream verify --manifest "$manifest" --timeout-s 30 || status=$?
 psql_ts -At -c "SELECT 'rows in iot_measurements: ' || count(*) FROM iot_measurements"
-say "dead letters so far: $(kcat -b "$(sed 's|kafka://||g; s|;|,|g' <<<"$F2_KAFKA_BROKER")" -C -t iot_dead_letter -e -q -f 'x\n' 2>/dev/null | wc -l)"
+if [[ ${F2_STACK_SECURE:-0} == 1 ]]; then # Debian's kcat cannot log in with SCRAM to Kafka 4 (kcat#462)
+    say "dead letters: faust -A f2stream tail iot_dead_letter --from-beginning (kcat cannot log in here)"
+else
+    say "dead letters so far: $(kcat -b "$(sed 's|kafka://||g; s|;|,|g' <<<"$F2_KAFKA_BROKER")" -C -t iot_dead_letter -e -q -f 'x\n' 2>/dev/null | wc -l)"
+fi
 say "stopping the workers; the stack and Prometheus stay up (make down stops them, make clean removes var/)"
 exit "${status:-0}"

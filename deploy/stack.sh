@@ -25,7 +25,23 @@
 #   F2_STACK_TIMEOUT          90     (seconds to wait for each service)
 #   F2_KAFKA_STOP_GRACE       60     (seconds a broker has to stop before SIGKILL)
 #   F2_PYTHON                 <repo>/.venv/bin/python (creates the PKI on first `up`)
+#   F2_STACK_SECURE           0      (1: Kafka over SASL_SSL and mTLS with ACLs, see below; unset: as the
+#                                     var dir's Kafka was formatted)
+#   F2_KAFKA_TLS_PORT         9192   (broker 1's mTLS listener, secure stack only)
+#   F2_KAFKA_TLS_PORT_<n>     F2_KAFKA_TLS_PORT + 2(n-1)
 # `up` writes $F2_VAR_DIR/stack.env with the F2_* settings the workers read.
+#
+# The secure stack (F2_STACK_SECURE=1): clients log in with SCRAM-SHA-512 over
+# TLS on F2_KAFKA_PORT; brokers and controllers talk TLS with client
+# certificates (mTLS) on F2_KAFKA_TLS_PORT and F2_KAFKA_CONTROLLER_PORT; the
+# brokers' certificate comes from the project's CA (F2_PKI_DIR). The SCRAM
+# users f2-ingest, f2-pipeline, f2-tools and f2-kafka-admin (a super user)
+# are created when the storage is formatted, their passwords in
+# secrets/kafka_*_password; `faust -A f2stream kafka-acls --apply` gives each
+# the ACLs it needs and nothing more. stack.env logs in as f2-tools and names
+# the workers' principals (F2_KAFKA_INGEST_*, F2_KAFKA_PIPELINE_*). Both
+# PostgreSQL clusters take TLS connections only, with a certificate from the
+# same CA, and stack.env's DSNs verify it (sslmode=verify-full).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +56,7 @@ PARAMS_PORT=${F2_PARAMS_PORT:-5432}
 TIMESERIES_PORT=${F2_TIMESERIES_PORT:-5433}
 TIMEOUT=${F2_STACK_TIMEOUT:-90}
 KAFKA_STOP_GRACE=${F2_KAFKA_STOP_GRACE:-60}
+KAFKA_TLS_PORT=${F2_KAFKA_TLS_PORT:-9192}
 PYTHON=${F2_PYTHON:-$ROOT/.venv/bin/python}
 
 RUN=$VAR/run
@@ -56,6 +73,15 @@ KAFKA_BROKERS_FILE=$VAR/kafka/brokers
 KAFKA_CLUSTER_ID=$VAR/kafka/cluster.id
 # Unset: as many brokers as the var dir's Kafka was formatted with, else one.
 KAFKA_BROKERS=${F2_KAFKA_BROKERS:-$(head -n 1 "$KAFKA_BROKERS_FILE" 2>/dev/null || echo 1)}
+# Whether the var dir's Kafka was formatted secure (SCRAM users, ACLs): 1 or 0.
+KAFKA_SECURE_FILE=$VAR/kafka/secure
+SECURE=${F2_STACK_SECURE:-$(head -n 1 "$KAFKA_SECURE_FILE" 2>/dev/null || echo 0)}
+# The secure stack's principals: SCRAM user names, and the CN of the brokers' certificate.
+KAFKA_ADMIN_USER=f2-kafka-admin
+KAFKA_BROKER_CN=f2-kafka-broker
+KAFKA_KEYSTORE=$VAR/kafka/broker.pem
+# The secure stack's PostgreSQL servers: the CN of their certificate.
+PG_CERT_CN=f2-postgres
 MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
@@ -71,6 +97,9 @@ WEBSOCAT_HOME=${XDG_CACHE_HOME:-$HOME/.cache}/f2stream/websocat-$WEBSOCAT_VERSIO
 
 SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password mqtt_admin_password
     mqtt_dashboard_password db_password)
+# The secure stack's SCRAM users, and the secret holding each one's password.
+KAFKA_USERS=("$KAFKA_ADMIN_USER:kafka_admin_password" "f2-ingest:kafka_ingest_password"
+    "f2-pipeline:kafka_pipeline_password" "f2-tools:kafka_tools_password")
 
 log() { printf 'stack: %s\n' "$*"; }
 die() {
@@ -95,18 +124,20 @@ as_pg() {
 check_settings() {
     local name value
     for name in F2_KAFKA_BROKERS F2_KAFKA_PORT F2_KAFKA_CONTROLLER_PORT F2_MQTT_PORT F2_MQTT_TLS_PORT F2_MQTT_WS_PORT \
-        F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT F2_KAFKA_STOP_GRACE; do
+        F2_PARAMS_PORT F2_TIMESERIES_PORT F2_STACK_TIMEOUT F2_KAFKA_STOP_GRACE F2_KAFKA_TLS_PORT; do
         value=${!name:-}
         [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
     done
+    [[ $SECURE == 0 || $SECURE == 1 ]] || die "F2_STACK_SECURE=$SECURE: 1 (Kafka over SASL_SSL and mTLS) or 0"
     ((KAFKA_BROKERS >= 1 && KAFKA_BROKERS <= 9)) || die "F2_KAFKA_BROKERS=$KAFKA_BROKERS: choose 1 to 9 (3 for a cluster)"
     local n ports=("$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_WS_PORT" "$PARAMS_PORT" "$TIMESERIES_PORT")
     for ((n = 1; n <= KAFKA_BROKERS; n++)); do
-        for name in "$(kafka_port_setting "$n")" "$(kafka_controller_setting "$n")"; do
+        for name in "$(kafka_port_setting "$n")" "$(kafka_controller_setting "$n")" "$(kafka_tls_setting "$n")"; do
             value=${!name:-}
             [[ -z $value || $value =~ ^[0-9]+$ ]] || die "$name=$value is not a number"
         done
         ports+=("$(kafka_port "$n")" "$(kafka_controller_port "$n")")
+        ((SECURE)) && ports+=("$(kafka_tls_port "$n")")
     done
     if [[ $(printf '%s\n' "${ports[@]}" | sort -u | wc -l) -ne ${#ports[@]} ]]; then
         die "two services share a port (${ports[*]}): give each F2_*_PORT its own value"
@@ -391,8 +422,11 @@ new_secret() {
 }
 
 ensure_secrets() {
-    local name file
-    for name in "${SECRET_NAMES[@]}"; do
+    local name file names=("${SECRET_NAMES[@]}") user
+    if ((SECURE)); then
+        for user in "${KAFKA_USERS[@]}"; do names+=("${user#*:}"); done
+    fi
+    for name in "${names[@]}"; do
         file=$SECRETS/$name
         [[ -s $file ]] && continue
         (umask 077 && new_secret >"$file.tmp") && mv "$file.tmp" "$file"
@@ -425,6 +459,21 @@ kafka_controller_port() {
     name=$(kafka_controller_setting "$1")
     printf '%s\n' "${!name:-$((CONTROLLER_PORT + 2 * ($1 - 1)))}"
 }
+kafka_tls_setting() { if (($1 == 1)); then echo F2_KAFKA_TLS_PORT; else echo "F2_KAFKA_TLS_PORT_$1"; fi; }
+kafka_tls_port() {
+    local name
+    name=$(kafka_tls_setting "$1")
+    printf '%s\n' "${!name:-$((KAFKA_TLS_PORT + 2 * ($1 - 1)))}"
+}
+
+# kcat's options for the secure stack's mTLS listener, as the brokers' own
+# principal (a super user). Debian's kcat cannot log in with SCRAM to Kafka 4
+# (kcat#462); a certificate it can present.
+kcat_tls() {
+    printf '%s\n' -X security.protocol=SSL -X "ssl.ca.location=$VAR/pki/ca.crt" \
+        -X "ssl.certificate.location=$VAR/pki/services/$KAFKA_BROKER_CN.crt" \
+        -X "ssl.key.location=$VAR/pki/services/$KAFKA_BROKER_CN.key"
+}
 
 # The brokers of this var dir's Kafka: as formatted, else as configured.
 kafka_brokers() {
@@ -442,14 +491,78 @@ kafka_java() {
         -cp "$cp")
 }
 
-# A broker answers, and (on a cluster) its metadata lists every broker.
+# A broker answers, and (on a cluster) its metadata lists every broker; the
+# secure stack is asked on its mTLS listener.
 kafka_ready() { # broker
-    local port
+    local port metadata
+    local -a tls=()
     port=$(kafka_port "$1")
+    if ((SECURE)); then
+        port=$(kafka_tls_port "$1")
+        mapfile -t tls < <(kcat_tls)
+    fi
     port_open "$port" || return 1
-    local metadata
-    metadata=$(kcat -b "127.0.0.1:$port" -L -m 3 2>/dev/null) || return 1
+    metadata=$(kcat -b "127.0.0.1:$port" "${tls[@]}" -L -m 3 2>/dev/null) || return 1
     [[ $metadata =~ (^|$'\n')\ *$KAFKA_BROKERS\ brokers: ]]
+}
+
+# A var dir's Kafka was formatted secure or not: its users, ACLs and listeners go with it.
+check_kafka_secure() {
+    local formatted
+    formatted=$(head -n 1 "$KAFKA_SECURE_FILE" 2>/dev/null || true)
+    if [[ -z $formatted ]]; then
+        [[ -f $(kafka_data 1)/meta.properties ]] && formatted=0 || return 0
+    fi
+    [[ $formatted == "$SECURE" ]] ||
+        die "$VAR holds a Kafka formatted with F2_STACK_SECURE=$formatted, not $SECURE: set it to $formatted, or run deploy/stack.sh clean (removes the data) or use another F2_VAR_DIR"
+}
+
+# A service's certificate from the project's CA, for 127.0.0.1 and localhost
+# (`faust -A f2stream pki issue`): kept while it is there.
+ensure_service_certificate() { # name
+    local pki=$VAR/pki
+    if [[ ! -s $pki/services/$1.crt || ! -s $pki/services/$1.key ]]; then
+        log "pki: issuing the certificate of $1 in $pki/services"
+        (cd "$ROOT" && F2_PKI_DIR=$pki F2_DATA_DIR=$DATA/faust \
+            "$PYTHON" -m faust -A f2stream pki issue "$1" --host 127.0.0.1 --host localhost 9>&-) \
+            >>"$LOG/pki.log" 2>&1 || die "pki issue $1 failed: see $LOG/pki.log"
+    fi
+}
+
+# The brokers' certificate (both uses: a broker serves, and is the client of
+# its peers), and the PEM keystore Kafka reads: its key and certificate in
+# one owner-only file.
+ensure_kafka_certificate() {
+    local pki=$VAR/pki
+    ensure_service_certificate "$KAFKA_BROKER_CN"
+    (
+        umask 077
+        cat "$pki/services/$KAFKA_BROKER_CN.key" "$pki/services/$KAFKA_BROKER_CN.crt" >"$KAFKA_KEYSTORE.tmp"
+    )
+    mv "$KAFKA_KEYSTORE.tmp" "$KAFKA_KEYSTORE"
+}
+
+# StorageTool's arguments that create the SCRAM users, one per line: written
+# to an owner-only file that java reads (@file), never on a command line.
+scram_arguments() {
+    local user
+    for user in "${KAFKA_USERS[@]}"; do
+        printf -- '--add-scram\nSCRAM-SHA-512=[name=%s,password=%s]\n' "${user%%:*}" "$(secret "${user#*:}")"
+    done
+}
+
+# The ACLs of the three principals (faust -A f2stream kafka-acls), created as
+# the admin user; Kafka keeps one copy of an ACL created again.
+apply_kafka_acls() {
+    log "kafka: ACLs for f2-ingest, f2-pipeline, f2-tools (faust -A f2stream kafka-acls --apply)"
+    (
+        set -a
+        # shellcheck source=/dev/null
+        . "$STACK_ENV"
+        set +a
+        cd "$ROOT" && F2_KAFKA_USERNAME=$KAFKA_ADMIN_USER F2_KAFKA_PASSWORD_FILE=$SECRETS/kafka_admin_password \
+            "$PYTHON" -m faust -A f2stream kafka-acls --apply 9>&-
+    ) >>"$LOG/kafka-acls.log" 2>&1 || die "creating the Kafka ACLs failed: see $LOG/kafka-acls.log"
 }
 
 # A var dir's Kafka was formatted for one broker count: another one would
@@ -475,13 +588,24 @@ start_kafka() { # broker
     for ((i = 1; i <= KAFKA_BROKERS; i++)); do
         voters+="${voters:+,}$i@127.0.0.1:$(kafka_controller_port "$i")"
     done
-    replication=$((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3))
+    replication=$(kafka_replication)
     min_isr=$((replication < 3 ? 1 : 2))
     mkdir -p "$data"
     fill "$DEPLOY/kafka/server.properties.tmpl" "$props" \
         "NODE_ID=$n" "VOTERS=$voters" "KAFKA_PORT=$(kafka_port "$n")" \
         "CONTROLLER_PORT=$(kafka_controller_port "$n")" "DATA_DIR=$data" \
         "REPLICATION=$replication" "MIN_ISR=$min_isr"
+    local -a scram=()
+    if ((SECURE)); then
+        fill "$DEPLOY/kafka/secure.properties.tmpl" "$props.secure" \
+            "KAFKA_PORT=$(kafka_port "$n")" "TLS_PORT=$(kafka_tls_port "$n")" \
+            "CONTROLLER_PORT=$(kafka_controller_port "$n")" "KEYSTORE=$KAFKA_KEYSTORE" \
+            "CA_FILE=$VAR/pki/ca.crt" "ADMIN_USER=$KAFKA_ADMIN_USER"
+        cat "$props.secure" >>"$props"
+        rm -f "$props.secure"
+        chmod 600 "$props"
+        scram=("@$VAR/kafka/scram.args")
+    fi
     kafka_java
     if [[ ! -f $data/meta.properties ]]; then
         # Every broker of a cluster is formatted with the same cluster id.
@@ -493,14 +617,22 @@ start_kafka() { # broker
             printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID"
         fi
         log "kafka-$n: formatting $data (cluster id $id)"
-        "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$id" -c "$props" >>"$log" 2>&1 ||
+        if ((SECURE)); then (umask 077 && scram_arguments >"$VAR/kafka/scram.args"); fi
+        if ! "${JAVA_CMD[@]}" kafka.tools.StorageTool format -t "$id" -c "$props" "${scram[@]}" >>"$log" 2>&1; then
+            rm -f "$VAR/kafka/scram.args"
             die "kafka-$n: formatting the storage failed: see $log"
+        fi
+        rm -f "$VAR/kafka/scram.args"
         printf '%s\n' "$KAFKA_BROKERS" >"$KAFKA_BROKERS_FILE"
+        printf '%s\n' "$SECURE" >"$KAFKA_SECURE_FILE"
     fi
     log "kafka-$n: starting on 127.0.0.1:$(kafka_port "$n") (controller $(kafka_controller_port "$n"))"
     nohup "${JAVA_CMD[@]}" kafka.Kafka "$props" >>"$log" 2>&1 </dev/null 9>&- &
     printf '%s\n' "$!" >"$(kafka_pid_file "$n")"
 }
+
+# Replicas of every topic: one per broker, at most three.
+kafka_replication() { printf '%s\n' $((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3)); }
 
 # One broker at a time, each with a controlled shutdown (its leaderships
 # move to the brokers still up). The last broker of a cluster cannot finish
@@ -566,6 +698,30 @@ timescaledb.max_background_workers = 8
 EOF
 }
 
+# The secure stack's certificate of a cluster, copied into its data dir: the
+# server refuses a key that others may read, and reads it as its own user.
+pg_tls_files() { # name
+    ((SECURE)) || return 0
+    local dir=$DATA/pg-$1 file
+    for file in crt key; do
+        install -m 600 "$VAR/pki/services/$PG_CERT_CN.$file" "$dir/server.$file"
+        if is_root; then chown postgres: "$dir/server.$file"; fi
+    done
+}
+
+# The secure stack's TLS lines of a cluster's config.
+pg_tls_conf() {
+    ((SECURE)) || return 0
+    cat <<EOF
+# F2_STACK_SECURE=1: TCP connections over TLS only (pg_hba.conf), with the
+# certificate of the project's CA (var/pki/services/$PG_CERT_CN.crt).
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+EOF
+}
+
 # One line saying what the time-series cluster runs on.
 report_timescaledb() {
     if timescaledb_installed; then
@@ -587,6 +743,7 @@ init_pg() { # name port
             die "pg-$1: initdb failed: see $LOG/pg-$1.log"
         printf "\ninclude = 'f2stream.conf'\n" | as_pg tee -a "$dir/postgresql.conf" >/dev/null
     fi
+    pg_tls_files "$1"
     # Rewritten on every start, so that changed ports or dirs take effect.
     as_pg tee "$dir/f2stream.conf" >/dev/null <<EOF
 # Written by deploy/stack.sh on every start: edit the script, not this file.
@@ -603,7 +760,17 @@ fsync = on
 synchronous_commit = on
 full_page_writes = on
 $(timescaledb_conf "$1")
+$(pg_tls_conf)
 EOF
+    if ((SECURE)); then
+        as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
+# Written by deploy/stack.sh (F2_STACK_SECURE=1). TYPE DATABASE USER ADDRESS METHOD
+local all $PG_USER trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostnossl all all 127.0.0.1/32 reject
+EOF
+        return 0
+    fi
     as_pg tee "$dir/pg_hba.conf" >/dev/null <<EOF
 # Written by deploy/stack.sh. TYPE DATABASE USER ADDRESS METHOD
 local all $PG_USER trust
@@ -790,9 +957,40 @@ F2_VAR_DIR=$VAR
 F2_STACK_PG_BIN=$PG_BIN
 F2_STACK_SOCKET_DIR=$RUN
 EOF
+        if ((SECURE)); then secure_stack_env >>"$STACK_ENV.tmp"; fi
     )
     chmod 600 "$STACK_ENV.tmp"
     mv "$STACK_ENV.tmp" "$STACK_ENV"
+}
+
+# The secure stack's Kafka settings: TLS with the project's CA, SCRAM as
+# f2-tools for a shell that sources stack.env; each worker's own principal
+# (F2_KAFKA_INGEST_*, F2_KAFKA_PIPELINE_*: set them as F2_KAFKA_USERNAME and
+# F2_KAFKA_PASSWORD_FILE of that worker), and the mTLS listeners.
+secure_stack_env() {
+    local n mtls=""
+    for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+        mtls+="${mtls:+;}kafka://127.0.0.1:$(kafka_tls_port "$n")"
+    done
+    cat <<EOF
+F2_STACK_SECURE=1
+F2_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+F2_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+F2_KAFKA_CA_FILE=$VAR/pki/ca.crt
+F2_KAFKA_USERNAME=f2-tools
+F2_KAFKA_PASSWORD_FILE=$SECRETS/kafka_tools_password
+F2_KAFKA_INGEST_USERNAME=f2-ingest
+F2_KAFKA_INGEST_PASSWORD_FILE=$SECRETS/kafka_ingest_password
+F2_KAFKA_PIPELINE_USERNAME=f2-pipeline
+F2_KAFKA_PIPELINE_PASSWORD_FILE=$SECRETS/kafka_pipeline_password
+F2_KAFKA_ADMIN_USERNAME=$KAFKA_ADMIN_USER
+F2_KAFKA_ADMIN_PASSWORD_FILE=$SECRETS/kafka_admin_password
+F2_KAFKA_MTLS_BROKER='$mtls'
+F2_TOPIC_REPLICATION=$(kafka_replication)
+# TLS to both databases, their certificate verified (these replace the DSNs above).
+F2_PARAMS_DSN='postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
+F2_TIMESERIES_DSN='postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
+EOF
 }
 
 # --- commands ---------------------------------------------------------------
@@ -805,6 +1003,9 @@ preflight() {
         kafka_pid "$n" >/dev/null && continue
         require_free_port "$(kafka_port "$n")" "Kafka broker $n" "$(kafka_port_setting "$n")"
         require_free_port "$(kafka_controller_port "$n")" "Kafka controller $n" "$(kafka_controller_setting "$n")"
+        if ((SECURE)); then
+            require_free_port "$(kafka_tls_port "$n")" "Kafka broker $n, mTLS" "$(kafka_tls_setting "$n")"
+        fi
     done
     pg_pid params >/dev/null || require_free_port "$PARAMS_PORT" "PostgreSQL params" F2_PARAMS_PORT
     pg_pid timeseries >/dev/null || require_free_port "$TIMESERIES_PORT" "PostgreSQL timeseries" F2_TIMESERIES_PORT
@@ -820,12 +1021,18 @@ cmd_up() {
     claim_var
     lock_var
     check_kafka_brokers
+    check_kafka_secure
     preflight
     installed || cmd_install
     PG_BIN=$(pg_bin)
     [[ -n $PG_BIN ]] || die "PostgreSQL binaries not found: set F2_STACK_PG_BIN"
     prepare_dirs
     ensure_secrets
+    if ((SECURE)); then # the brokers and the databases need their certificates before they start
+        ensure_pki
+        ensure_kafka_certificate
+        ensure_service_certificate "$PG_CERT_CN"
+    fi
     # Kafka takes longest: launch it first, set up the rest while it boots.
     local n
     for ((n = 1; n <= KAFKA_BROKERS; n++)); do
@@ -844,6 +1051,7 @@ cmd_up() {
         wait_for "kafka-$n" "$(kafka_log "$n")" "kafka_pid $n" kafka_ready "$n"
     done
     write_stack_env
+    if ((SECURE)); then apply_kafka_acls; fi
     log "up: settings in $STACK_ENV"
 }
 

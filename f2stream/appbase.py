@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import faust
 
 from f2stream import logging_limits
-from f2stream.errors import ConfigError, F2StreamError
-from f2stream.kafka_topics import PARAMETERS_TOPIC, RAW_TOPIC, ensure_topics
+from f2stream.errors import ERROR_EXIT, ConfigError, F2StreamError
+from f2stream.kafka_client import faust_credentials
+from f2stream.kafka_topics import PARAMETERS_TOPIC, ensure_topics
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
 
@@ -19,11 +21,15 @@ logger = logging.getLogger(__name__)
 
 
 def load_settings() -> Settings:
-    """Read the settings once at start; a bad setting ends the process with one line."""
+    """Read the settings once at start; a bad setting ends the process with one line and exit status 2.
+
+    Nothing has connected anywhere yet: every app and command loads its settings first.
+    """
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        raise SystemExit(f"f2stream: bad setting {exc}") from None
+        print(f"f2stream: bad setting {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(ERROR_EXIT) from None
 
 
 class F2Worker(faust.Worker):
@@ -52,6 +58,7 @@ class F2App(faust.App):
         super().__init__(
             app_id,
             broker=settings.kafka_broker,
+            broker_credentials=faust_credentials(settings),  # TLS and login of F2_KAFKA_SECURITY_PROTOCOL
             topic_partitions=settings.topic_partitions,
             # 0 (the cluster's default) is resolved in on_first_start, before Faust declares a topic.
             topic_replication_factor=settings.topic_replication or 1,
@@ -87,12 +94,9 @@ class F2App(faust.App):
         await super().on_first_start()
         try:
             self.conf.topic_replication_factor = await ensure_topics(
-                self.settings.kafka_bootstrap,
-                self.settings.topic_partitions,
+                self.settings,
                 compacted=self.changelog_topics(),
                 single=(f"{self.conf.id}-__assignor-__leader",),  # Faust's leader topic, named as Faust does
-                replication=self.settings.topic_replication,
-                retention_ms={RAW_TOPIC: self.settings.raw_retention_ms},
             )
         except F2StreamError as exc:
             raise SystemExit(f"f2stream: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 __all__ = [
+    "ERROR_EXIT",
     "REASONS",
     "BadMessage",
     "ConfigError",
@@ -30,6 +31,9 @@ Reason = Literal[
     "handler_error",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
+
+#: Exit status of a process that stopped with a one-line error (a bad setting, a command that cannot go on).
+ERROR_EXIT = 2
 
 
 class F2StreamError(Exception):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import aiokafka
 import aiomqtt
 
+from f2stream.kafka_client import KafkaOptions
 from f2stream.settings import Secret
 from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
@@ -103,9 +104,15 @@ class HealthChecks:
             return Check(name, "failing", f"check raised {exc.__class__.__name__}")
 
 
-async def kafka_check(bootstrap: str, assignment: Callable[[], int] | None = None, *, timeout_s: float = 1.5) -> Check:
-    """Kafka answers a metadata request; with `assignment`, the worker holds partitions too."""
-    client = aiokafka.AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def kafka_check(
+    kafka: KafkaOptions, assignment: Callable[[], int] | None = None, *, timeout_s: float = 1.5
+) -> Check:
+    """Kafka answers a metadata request; with `assignment`, the worker holds partitions too.
+
+    `kafka`: where and how to connect (:func:`f2stream.kafka_client.kafka_options`).
+    """
+    bootstrap = kafka["bootstrap_servers"]
+    client = aiokafka.AIOKafkaClient(**kafka, request_timeout_ms=int(timeout_s * 1000))
     try:
         await client.bootstrap()
         brokers = len(client.cluster.brokers())

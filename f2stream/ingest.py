@@ -10,20 +10,23 @@ from f2stream import health
 from f2stream.agents.ingest import MqttIngest
 from f2stream.appbase import F2App, load_settings
 from f2stream.health import Check, HealthChecks
+from f2stream.kafka_client import kafka_options
+from f2stream.kafka_topics import INGEST_APP_ID
 from f2stream.metrics import Metrics
 from f2stream.web import pages
 
 __all__ = ["app", "health_checks", "ingest", "metrics", "settings"]
 
 settings = load_settings()
-app = F2App("f2stream-ingest", settings, web_port=6067)
+kafka = kafka_options(settings)
+app = F2App(INGEST_APP_ID, settings, web_port=6067)
 metrics = Metrics()
 ingest = MqttIngest(app, settings, metrics)
 app.service(ingest)  # type: ignore[arg-type]  # faust takes instances too; its stub says classes
 
 
 async def _kafka() -> Check:
-    return await health.kafka_check(settings.kafka_bootstrap)
+    return await health.kafka_check(kafka)
 
 
 health_checks = HealthChecks({"kafka": _kafka, "mqtt": ingest.health})

@@ -13,13 +13,17 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from f2stream.errors import F2StreamError
+from f2stream.kafka_client import diagnose, kafka_options, refusal, unreachable
+from f2stream.settings import Settings
 
 __all__ = [
     "DEAD_LETTER_TOPIC",
     "DECODED_TOPIC",
     "DECODE_GROUP",
+    "INGEST_APP_ID",
     "LIVENESS_TOPIC",
     "PARAMETERS_TOPIC",
+    "PIPELINE_APP_ID",
     "PIPELINE_TOPICS",
     "RAW_TOPIC",
     "SINK_GROUP",
@@ -46,11 +50,16 @@ _TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
     # Compacted often: a restore reads the whole partition.
     LIVENESS_TOPIC: {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
 }
+#: The Faust app ids (each its own consumer group and internal topics `<id>-...`).
+PIPELINE_APP_ID: Final = "f2stream"
+INGEST_APP_ID: Final = "f2stream-ingest"
 #: The consumer groups of the pipeline's decode, sink and device-status stages.
 DECODE_GROUP: Final = "f2stream-decode"
 SINK_GROUP: Final = "f2stream-sink"
 STATUS_GROUP: Final = "f2stream-status"
 _TOPIC_ALREADY_EXISTS: Final = 36
+_UNKNOWN_TOPIC: Final = 3
+_CREATE_DENIED: Final = (29, 31)  # TopicAuthorizationFailed, ClusterAuthorizationFailed
 
 
 class TopicSetupError(F2StreamError):
@@ -58,13 +67,10 @@ class TopicSetupError(F2StreamError):
 
 
 async def ensure_topics(
-    bootstrap: str,
-    partitions: int,
+    settings: Settings,
     *,
     compacted: tuple[str, ...] = (),
     single: tuple[str, ...] = (),
-    replication: int = 0,
-    retention_ms: Mapping[str, int] | None = None,
     wait_s: float = 60.0,
 ) -> int:
     """Create the pipeline's topics that do not exist yet (Faust creates only its own).
@@ -79,34 +85,56 @@ async def ensure_topics(
     partition and nobody published parameters. Waits up to `wait_s` for
     Kafka to answer, and until the created topics have their leaders.
 
-    Topics get `replication` replicas; 0 asks the cluster for its
+    Topics get `F2_TOPIC_REPLICATION` replicas; 0 asks the cluster for its
     `default.replication.factor` (aiokafka cannot send KIP-464's -1: its
-    CreateTopics stops at v3). `retention_ms` sets `retention.ms` of the
-    topics it names, when they are created (raw_iot_data's is the window
-    that replay can repair).
+    CreateTopics stops at v3). raw_iot_data gets `retention.ms` from
+    `F2_RAW_RETENTION_HOURS` (the window that replay can repair) when it
+    is created. A topic this client's principal may not see (Kafka's ACLs:
+    TopicAuthorizationFailed) is left to the worker that uses it: the
+    ingest worker's principal sees raw_iot_data and iot_dead_letter only.
 
     Returns:
         The replication factor used, for the topics Faust creates itself.
 
     Raises:
-        TopicSetupError: Kafka did not answer, or refused to create a topic.
+        TopicSetupError: Kafka did not answer, refused this client (login,
+            TLS, ACLs), or refused to create a topic.
     """
     deadline = time.monotonic() + wait_s
+    told = False
+    refused: str | None = None
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-admin")
+        admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="f2stream-admin")
         try:
             await admin.start()
-            replication = replication or await _default_replication(admin)
-            created = await _create_missing(admin, partitions, replication, compacted, single, retention_ms or {})
+            replication = settings.topic_replication or await _default_replication(admin)
+            created = await _create_missing(
+                admin,
+                settings.topic_partitions,
+                replication,
+                compacted,
+                single,
+                {RAW_TOPIC: settings.raw_retention_ms},
+            )
             await _wait_for_leaders(admin, created, deadline)
             return replication
         except KafkaConnectionError as exc:
+            # The same refusal twice in a row, a second apart: not a broker that happened to be restarting.
+            again, refused = refused, await diagnose(settings)
+            if refused is not None and refused == again:
+                raise TopicSetupError(refused) from exc
             if time.monotonic() > deadline:
-                raise TopicSetupError(
-                    f"Kafka at {bootstrap} did not answer within {wait_s:.0f}s: start it (make up) "
-                    "or set F2_KAFKA_BROKER"
-                ) from exc
+                raise TopicSetupError(f"{unreachable(settings)} (waited {wait_s:.0f}s)") from exc
+            if not told:
+                logger.warning("%s; waiting up to %.0fs", unreachable(settings), wait_s)
+                told = True
             await asyncio.sleep(1.0)
+        except KafkaError as exc:
+            line = refusal(settings, exc)
+            if line is None and exc.retriable and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                continue
+            raise TopicSetupError(line or f"setting up the topics failed: {exc}") from exc
         finally:
             await admin.close()
 
@@ -147,14 +175,20 @@ async def _create_missing(
     for name, ms in (retention_ms or {}).items():
         configs[name] = {**configs.get(name, {}), "retention.ms": str(ms)}
     wanted = [*PIPELINE_TOPICS, *compacted, *single]
-    existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(wanted) if t["error_code"] == 0}
+    described = await admin.describe_topics(wanted)
+    existing = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    hidden = {t["topic"] for t in described if t["error_code"] not in (0, _UNKNOWN_TOPIC)}
+    if hidden:
+        logger.info(
+            "Topics this principal may not see, left to the workers that use them: %s", ", ".join(sorted(hidden))
+        )
     for name, count in existing.items():
         if count != partitions and name not in single:
             logger.warning("Topic %s has %d partitions, F2_TOPIC_PARTITIONS says %d", name, count, partitions)
     missing = [
         NewTopic(name, 1 if name in single else partitions, replication, topic_configs=configs.get(name, {}))
         for name in wanted
-        if name not in existing
+        if name not in existing and name not in hidden
     ]
     if not missing:
         return []
@@ -163,6 +197,11 @@ async def _create_missing(
     except KafkaError as exc:
         raise TopicSetupError(f"creating topics {[t.name for t in missing]} failed: {exc}") from exc
     for name, code, *rest in response.topic_errors:
+        if code in _CREATE_DENIED:
+            raise TopicSetupError(
+                f"creating topic {name} was refused by Kafka's ACLs (error {code}): grant this principal Create on "
+                "it, or create it as an admin (docs/operations.md, Kafka security)"
+            )
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise TopicSetupError(f"creating topic {name} failed with Kafka error {code}: {rest[0] if rest else ''}")
         if code == 0:

@@ -9,6 +9,8 @@ from f2stream import commands, health
 from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
 from f2stream.health import Check, HealthChecks, overall
+from f2stream.kafka_client import kafka_options
+from f2stream.kafka_topics import PIPELINE_APP_ID
 from f2stream.metrics import Metrics
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
@@ -17,7 +19,8 @@ from f2stream.web import liveness, pages, views
 __all__ = ["app", "metrics", "params", "services", "settings", "stages", "sync", "topics", "writer"]
 
 settings = load_settings()
-app = F2App("f2stream", settings, web_port=6066)
+kafka = kafka_options(settings)
+app = F2App(PIPELINE_APP_ID, settings, web_port=6066)
 topics = PipelineTopics(app)
 metrics = Metrics()
 sync = ParameterSync(app, settings, topics.parameters)
@@ -44,7 +47,7 @@ def _assigned() -> int:
 
 
 async def _kafka() -> Check:
-    return await health.kafka_check(settings.kafka_bootstrap, _assigned)
+    return await health.kafka_check(kafka, _assigned)
 
 
 async def _parameters() -> Check:
@@ -124,7 +127,7 @@ def _services() -> HealthChecks:
     host = s.mqtt_host
     return HealthChecks(
         {
-            "kafka": lambda: health.kafka_check(s.kafka_bootstrap),
+            "kafka": lambda: health.kafka_check(kafka),
             "mosquitto": lambda: health.mqtt_check("mosquitto", host, s.mqtt_port, s.mqtt_username, s.mqtt_password),
             "mosquitto-tls": lambda: health.tcp_check("mosquitto-tls", host, s.mqtt_tls_port),
             "mosquitto-websockets": lambda: health.websocket_check("mosquitto-websockets", host, s.mqtt_ws_port),

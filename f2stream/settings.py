@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import get_type_hints
-from urllib.parse import urlsplit
+from typing import Final, get_type_hints
+from urllib.parse import parse_qs, urlsplit
 
 from f2stream.errors import ConfigError
 
-__all__ = ["Secret", "Settings"]
+__all__ = ["KAFKA_SASL_MECHANISMS", "KAFKA_SECURITY_PROTOCOLS", "Secret", "Settings"]
 
 logger = logging.getLogger(__name__)
+
+#: What `F2_KAFKA_SECURITY_PROTOCOL` may say (Kafka's own names).
+KAFKA_SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: What `F2_KAFKA_SASL_MECHANISM` may say.
+KAFKA_SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class Secret:
@@ -52,6 +58,18 @@ class Settings:
     """Everything the workers and commands need, from `F2_*` variables."""
 
     kafka_broker: str = "kafka://localhost:9092"
+    # Kafka security (docs/operations.md, "Kafka security"): TLS with the CA (none: the system's),
+    # a client certificate for mTLS, a SASL login; one of KAFKA_SECURITY_PROTOCOLS.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: Secret | None = None
+    kafka_ca_file: Path | None = None
+    kafka_cert_file: Path | None = None
+    kafka_key_file: Path | None = None
+    kafka_key_password: Secret | None = None
+    # False: TLS still verifies the chain, but not that the certificate names the host dialled.
+    kafka_check_hostname: bool = True
     topic_partitions: int = 8
     # Replicas of each topic the workers create; 0: the cluster's default.replication.factor.
     topic_replication: int = 0
@@ -130,6 +148,7 @@ class Settings:
                 raise ConfigError(name, "must look like postgresql://user@host:5432/database")
             if parts.password:
                 raise ConfigError(name, "holds a password; put it in the _PASSWORD or _PASSWORD_FILE setting instead")
+            _check_dsn_tls(name, parts.query)
         for name, number in (
             ("F2_TOPIC_PARTITIONS", self.topic_partitions),
             ("F2_MQTT_MAX_INFLIGHT", self.mqtt_max_inflight),
@@ -151,6 +170,72 @@ class Settings:
             raise ConfigError(
                 "F2_TOPIC_REPLICATION", f"is {self.topic_replication}: 0 (the cluster's default) or a replica count"
             )
+        self._validate_kafka_security()
+
+    def _validate_kafka_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigError(
+                "F2_KAFKA_SECURITY_PROTOCOL", f"{protocol!r} is not one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(
+                "F2_KAFKA_SASL_MECHANISM", f"{mechanism!r} is not one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        if self.kafka_sasl:
+            if not self.kafka_username or self.kafka_password is None:
+                raise ConfigError(
+                    "F2_KAFKA_USERNAME" if not self.kafka_username else "F2_KAFKA_PASSWORD",
+                    f"{protocol} logs in with a user name and a password: set F2_KAFKA_USERNAME and "
+                    "F2_KAFKA_PASSWORD or F2_KAFKA_PASSWORD_FILE",
+                )
+            if protocol == "SASL_PLAINTEXT" and mechanism == "PLAIN":
+                logger.warning("F2_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with PLAIN sends the Kafka password "
+                               "in clear text: use SASL_SSL")  # fmt: skip
+        elif self.kafka_username or self.kafka_password is not None:
+            raise ConfigError(
+                "F2_KAFKA_USERNAME" if self.kafka_username else "F2_KAFKA_PASSWORD",
+                f"is set, but F2_KAFKA_SECURITY_PROTOCOL={protocol} sends no login: set it to SASL_SSL",
+            )
+        self._validate_kafka_tls()
+
+    def _validate_kafka_tls(self) -> None:
+        files = {
+            "F2_KAFKA_CA_FILE": self.kafka_ca_file,
+            "F2_KAFKA_CERT_FILE": self.kafka_cert_file,
+            "F2_KAFKA_KEY_FILE": self.kafka_key_file,
+        }
+        if not self.kafka_tls:
+            given = [name for name, path in files.items() if path is not None]
+            if given:
+                protocol = self.kafka_security_protocol
+                raise ConfigError(
+                    given[0],
+                    f"is set, but F2_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS: set it to SSL or SASL_SSL",
+                )
+            return
+        if self.kafka_key_password is not None and self.kafka_key_file is None:
+            raise ConfigError("F2_KAFKA_KEY_PASSWORD", "is set, but there is no F2_KAFKA_KEY_FILE to decrypt")
+        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
+            missing = "F2_KAFKA_KEY_FILE" if self.kafka_key_file is None else "F2_KAFKA_CERT_FILE"
+            raise ConfigError(missing, "is needed too: a client certificate goes with its private key (mTLS)")
+        for name, path in files.items():
+            if path is not None:
+                _check_readable(name, path)
+        if not self.kafka_check_hostname:
+            logger.warning("F2_KAFKA_CHECK_HOSTNAME=false: the Kafka broker's certificate is not matched "
+                           "to its host name")  # fmt: skip
+        _check_tls_files(self)
+
+    @property
+    def kafka_tls(self) -> bool:
+        """True when Kafka connections use TLS (SSL or SASL_SSL)."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def kafka_sasl(self) -> bool:
+        """True when Kafka connections log in with SASL."""
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
     @property
     def raw_retention_ms(self) -> int:
@@ -177,7 +262,14 @@ def _boolean(text: str) -> bool:
 
 
 #: How a setting's text becomes its value, by the field's type.
-_CONVERTERS: dict[object, Callable[[str], object]] = {str: str, int: int, float: float, Path: Path, bool: _boolean}
+_CONVERTERS: dict[object, Callable[[str], object]] = {
+    str: str,
+    int: int,
+    float: float,
+    Path: Path,
+    bool: _boolean,
+    Path | None: lambda text: Path(text) if text else None,  # empty: unset
+}
 _SECRET = Secret | None
 _FIELD_TYPES = get_type_hints(Settings)
 _UNKNOWN = {name: kind for name, kind in _FIELD_TYPES.items() if kind != _SECRET and kind not in _CONVERTERS}
@@ -191,6 +283,56 @@ def _convert(name: str, text: str, kind: object) -> object:
     except ValueError as exc:
         what = getattr(kind, "__name__", str(kind))
         raise ConfigError(name, f"{text!r} is not a valid {what}") from exc
+
+
+#: libpq's sslmode values (asyncpg takes the same).
+_SSLMODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_dsn_tls(name: str, query: str) -> None:
+    """A DSN's TLS parameters (`?sslmode=verify-full&sslrootcert=/path`): a known mode, readable files."""
+    params = parse_qs(query)
+    for mode in params.get("sslmode", []):
+        if mode not in _SSLMODES:
+            raise ConfigError(name, f"sslmode={mode!r} is not one of {', '.join(_SSLMODES)}")
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        for value in params.get(key, []):
+            if value != "system":  # libpq 16's word for the system's CAs
+                _check_readable(f"{name} {key}", Path(value))
+
+
+def _check_readable(name: str, path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """Load the CA, certificate and key as the Kafka clients will: a bad file fails here, not at connection."""
+    context = ssl.create_default_context()
+    if settings.kafka_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=settings.kafka_ca_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                "F2_KAFKA_CA_FILE", f"{settings.kafka_ca_file} holds no PEM certificate ({exc.__class__.__name__})"
+            ) from exc
+    if settings.kafka_cert_file is not None and settings.kafka_key_file is not None:
+        password = settings.kafka_key_password
+        try:
+            # A callable, never None: OpenSSL would prompt on the terminal for an encrypted key.
+            context.load_cert_chain(
+                settings.kafka_cert_file, settings.kafka_key_file, lambda: password.reveal() if password else ""
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                "F2_KAFKA_KEY_FILE",
+                f"{settings.kafka_cert_file} and {settings.kafka_key_file} are not a PEM certificate and its "
+                f"private key ({getattr(exc, 'reason', None) or exc.__class__.__name__}); an encrypted key needs "
+                "F2_KAFKA_KEY_PASSWORD",
+            ) from exc
 
 
 def _read_secret(env: Mapping[str, str], name: str) -> Secret | None:

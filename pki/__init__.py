@@ -9,6 +9,7 @@ from f2stream.pki.authority import (
     describe,
     init_pki,
     issue_device_certificate,
+    issue_service_certificate,
     load_ca,
     revoke_in_crl,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "describe",
     "init_pki",
     "issue_device_certificate",
+    "issue_service_certificate",
     "load_ca",
     "revoke_in_crl",
 ]

@@ -4,6 +4,7 @@ Everything lives under one folder (`F2_PKI_DIR`), written with owner-only
 permissions (0700 folders, 0600 files) by atomic replacement:
 
     ca.crt ca.key server.crt server.key crl.pem devices/<device id>/device.crt, device.key
+    services/<name>.crt, <name>.key (a service's own certificate: the Kafka broker, a Kafka client)
 
 Only the `cryptography` package is used, never an openssl subprocess. Keys
 are ECDSA P-256; certificates are SHA-256 signed.
@@ -35,6 +36,7 @@ __all__ = [
     "describe",
     "init_pki",
     "issue_device_certificate",
+    "issue_service_certificate",
     "load_ca",
     "revoke_in_crl",
 ]
@@ -83,6 +85,16 @@ class PkiPaths:
 
     def device_key(self, device_id: str) -> Path:
         return self.devices / device_id / "device.key"
+
+    @property
+    def services(self) -> Path:
+        return self.root / "services"
+
+    def service_cert(self, name: str) -> Path:
+        return self.services / f"{name}.crt"
+
+    def service_key(self, name: str) -> Path:
+        return self.services / f"{name}.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +236,54 @@ def issue_device_certificate(
     return describe(cert)
 
 
+def issue_service_certificate(
+    root: Path, name: str, hosts: Sequence[str] = (), *, force: bool = False, now: datetime | None = None
+) -> tuple[CertificateInfo, bool]:
+    """A service's certificate, CN `name`: for TLS clients (mTLS) and, with `hosts`, for servers too.
+
+    A Kafka broker presents one certificate on its listeners and to the
+    other brokers and controllers it connects to, so it gets both uses.
+    Kafka maps the CN to its principal (`User:<name>`, with the local
+    stack's `ssl.principal.mapping.rules`). Kept while it is still right
+    (this CA, not about to expire, every host named), else issued anew;
+    `force` issues a new one anyway (rotation: same CN, same principal).
+
+    Returns:
+        The certificate and whether it was issued now.
+
+    Raises:
+        PkiError: no CA yet, or a name that is not a plain file name.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise PkiError(f"{name!r} is not a service name: letters, digits, '-' and '.'")
+    now = now or datetime.now(UTC)
+    paths = PkiPaths(root)
+    ca_cert, ca_key = load_ca(paths)
+    cert_path, key_path = paths.service_cert(name), paths.service_key(name)
+    all_hosts = tuple(dict.fromkeys(h.strip() for h in hosts if h.strip()))
+    current = None if force else _current(cert_path, key_path, ca_cert, all_hosts, now)
+    if current is not None:
+        return describe(current), False
+    _ensure_dir(paths.services)
+    uses = [ExtendedKeyUsageOID.CLIENT_AUTH, *([ExtendedKeyUsageOID.SERVER_AUTH] if all_hosts else [])]
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), ca_cert.subject, key.public_key(), now,
+                 SERVER_DAYS)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(uses), critical=False)
+        .add_extension(_aki(ca_cert), critical=False)
+    )  # fmt: skip
+    if all_hosts:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([_general_name(h) for h in all_hosts]), critical=False
+        )
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write(key_path, _key_pem(key))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return describe(cert), True
+
+
 def revoke_in_crl(root: Path, serial_hex: str, *, now: datetime | None = None) -> int:
     """Add a certificate serial to crl.pem (kept if already there); return how many entries it holds."""
     now = now or datetime.now(UTC)
@@ -270,15 +330,27 @@ def _current_server(
     paths: PkiPaths, ca_cert: x509.Certificate, hosts: tuple[str, ...], now: datetime
 ) -> x509.Certificate | None:
     """The existing server certificate when it is still right, else None."""
-    if not (paths.server_cert.exists() and paths.server_key.exists()):
+    return _current(paths.server_cert, paths.server_key, ca_cert, hosts, now)
+
+
+def _current(
+    cert_path: Path, key_path: Path, ca_cert: x509.Certificate, hosts: tuple[str, ...], now: datetime
+) -> x509.Certificate | None:
+    """The certificate at `cert_path` when it is still right (this CA, 30 days left, every host), else None."""
+    if not (cert_path.exists() and key_path.exists()):
         return None
-    cert = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if cert.issuer != ca_cert.subject or cert.not_valid_after_utc - now < timedelta(days=30):
         return None
     try:
         cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return None
+    if not hosts:
+        return cert
+    try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+    except x509.ExtensionNotFound:
         return None
     present = {str(n.value) for n in san}
     return cert if all(str(_general_name(h).value) in present for h in hosts) else None

@@ -37,6 +37,7 @@ from mode import Service
 
 from f2stream.backoff import Backoff
 from f2stream.deadletter import header_map
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import LIVENESS_TOPIC, RAW_TOPIC
 from f2stream.liveness import (
     CHECKPOINT_KEY,
@@ -173,7 +174,7 @@ class LivenessTable:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_options(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -41,6 +41,7 @@ from mode import Service
 
 from f2stream.backoff import Backoff
 from f2stream.codec.model import DeviceCodec, Parameter, ParameterIndex, effective_parameters
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import PARAMETERS_TOPIC
 from f2stream.records import ParameterSet
 from f2stream.settings import Settings
@@ -316,7 +317,7 @@ class ParameterTable(Service):
             # Without a group, aiokafka assigns every partition of the subscribed topic.
             consumer = AIOKafkaConsumer(
                 self.topic_name,
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **kafka_options(self.settings),
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from f2stream.errors import F2StreamError
+from f2stream.errors import ERROR_EXIT, F2StreamError
 from f2stream.mqtt_topics import canonical_device_id
 from f2stream.settings import Settings
 from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
@@ -32,9 +32,6 @@ _NAMES: dict[Database, tuple[str, str]] = {
     "params": ("parameters", "F2_PARAMS"),
     "timeseries": ("time-series", "F2_TIMESERIES"),
 }
-
-#: Exit status of a command that stopped with a one-line error.
-ERROR_EXIT = 2
 
 
 class CommandError(F2StreamError):

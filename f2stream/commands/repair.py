@@ -125,13 +125,13 @@ async def _current_parameters(settings: Settings, devices: frozenset[str]) -> Pa
 
 
 async def _print_window(settings: Settings) -> None:
-    reader = Reader(settings.kafka_bootstrap, RAW_TOPIC, client_id="f2stream-replay")
+    reader = Reader(settings, RAW_TOPIC, client_id="f2stream-replay")
     await reader.start()
     try:
         held = await reader.held()
     finally:
         await reader.stop()
-    retention = await topic_retention_ms(settings.kafka_bootstrap, RAW_TOPIC)
+    retention = await topic_retention_ms(settings, RAW_TOPIC)
     kept = "unknown" if retention is None else "for ever" if retention < 0 else f"{retention / 3_600_000:g} hours"
     print(f"replay: {held}", flush=True)
     print(

@@ -12,11 +12,17 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 from faust.cli import argument, option
 
 from f2stream.commands.base import CommandError, one_line_errors
 from f2stream.errors import F2StreamError
+from f2stream.kafka_client import diagnose, kafka_options, refusal, unreachable
 from f2stream.kafka_topics import PIPELINE_TOPICS
 from f2stream.settings import Settings
 
@@ -76,19 +82,19 @@ async def tail_topic(
     offset: int | None = None,
 ) -> None:
     """Print the records of a topic as JSON lines until stopped (of one partition, from one offset, if given)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     try:
         await consumer.start()
     except KafkaConnectionError as exc:
-        raise CommandError(
-            f"Kafka at {settings.kafka_bootstrap} does not answer: start it (make up) or set F2_KAFKA_BROKER"
-        ) from exc
+        raise CommandError(await diagnose(settings) or unreachable(settings)) from exc
     try:
-        known = await consumer.topics()
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001  # the public call drops it
+        if topic in cluster.unauthorized_topics:
+            raise CommandError(refusal(settings, TopicAuthorizationFailedError(topic)) or f"{topic}: not authorized")
+        known = cluster.topics()
         if topic not in known:
             hint = ", ".join(sorted(t for t in known if not t.startswith("__"))) or ", ".join(PIPELINE_TOPICS)
-            raise CommandError(f"topic {topic!r} does not exist; known topics: {hint}")
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001  # the public call drops it
+            raise CommandError(f"topic {topic!r} does not exist{_or_hidden(settings)}; known topics: {hint}")
         assigned = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         if partition is not None:
             if TopicPartition(topic, partition) not in assigned:
@@ -102,8 +108,20 @@ async def tail_topic(
         else:
             await consumer.seek_to_end(*assigned)
         await _print_records(consumer, max_messages, idle_timeout_s)
+    except KafkaError as exc:
+        line = refusal(settings, exc)
+        if line is None:
+            raise CommandError(f"Kafka stopped answering ({exc.__class__.__name__}: {exc})") from exc
+        raise CommandError(line) from exc
     finally:
         await consumer.stop()
+
+
+def _or_hidden(settings: Settings) -> str:
+    """Kafka lists only the topics a principal may describe: say so when there is a principal."""
+    if settings.kafka_sasl:
+        return f" or {settings.kafka_username} may not see it (Kafka's ACLs)"
+    return " or this client's principal may not see it (Kafka's ACLs)" if settings.kafka_cert_file else ""
 
 
 async def _seek_to(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -126,6 +144,8 @@ async def _print_records(consumer: AIOKafkaConsumer, max_messages: int, idle_tim
         try:
             batches = await consumer.getmany(timeout_ms=200)
         except KafkaError as exc:
+            if isinstance(exc, TopicAuthorizationFailedError | GroupAuthorizationFailedError):
+                raise  # refused, not stopped: said as such by tail_topic
             raise CommandError(
                 f"Kafka stopped answering after {printed} record(s) ({exc.__class__.__name__}: {exc})"
             ) from exc

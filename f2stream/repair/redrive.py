@@ -134,7 +134,7 @@ async def redrive(
         RepairError: the time-series database cannot be reached.
     """
     now = now or datetime.now(UTC)
-    reader = Reader(settings.kafka_bootstrap, DEAD_LETTER_TOPIC, client_id="f2stream-redrive")
+    reader = Reader(settings, DEAD_LETTER_TOPIC, client_id="f2stream-redrive")
     await reader.start()
     try:
         result = RedriveResult(check_window(selection.since, selection.until, now, await reader.held()))

@@ -115,12 +115,12 @@ async def replay(
         RepairError: the time-series database cannot be reached.
     """
     now = now or datetime.now(UTC)
-    reader = Reader(settings.kafka_bootstrap, RAW_TOPIC, client_id="f2stream-replay")
+    reader = Reader(settings, RAW_TOPIC, client_id="f2stream-replay")
     await reader.start()
     try:
         window = check_window(selection.since, selection.until, now, await reader.held())
         wanted = await reader.spans(window)
-        frontier = await live_frontier(settings.kafka_bootstrap, wait_s=frontier_wait_s)
+        frontier = await live_frontier(settings, wait_s=frontier_wait_s)
         spans = [Span(s.partition, s.start, min(s.stop, max(s.start, frontier.get(s.partition, 0)))) for s in wanted]
         result = ReplayResult(window, spans, sum(map(len, wanted)) - sum(map(len, spans)), Tally())
         progress = Progress("replay", sum(map(len, spans)), out=progress_out)

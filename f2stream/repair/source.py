@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAuthorizationFailedError
 
+from f2stream.kafka_client import diagnose, kafka_options, refusal, unreachable
 from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP
 from f2stream.repair.window import Held, RepairError, Window
+from f2stream.settings import Settings
 
 __all__ = ["Reader", "SourceError", "Span", "live_frontier", "topic_retention_ms"]
 
@@ -44,11 +46,12 @@ class Span:
 class Reader:
     """One topic, every partition assigned by hand: what it holds, and its records over spans."""
 
-    def __init__(self, bootstrap: str, topic: str, *, client_id: str, batch: int = _BATCH) -> None:
+    def __init__(self, settings: Settings, topic: str, *, client_id: str, batch: int = _BATCH) -> None:
         self.topic = topic
-        self.bootstrap = bootstrap
+        self.settings = settings
+        self.bootstrap = settings.kafka_bootstrap
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka_options(settings),
             group_id=None,
             enable_auto_commit=False,
             client_id=client_id,
@@ -65,8 +68,13 @@ class Reader:
         try:
             await self.consumer.start()
             cluster = await self.consumer._client.fetch_all_metadata()  # noqa: SLF001  # the public call drops it
+        except KafkaConnectionError as exc:
+            raise SourceError(await diagnose(self.settings) or unreachable(self.settings)) from exc
         except KafkaError as exc:
-            raise SourceError(f"Kafka at {self.bootstrap} does not answer ({exc}): start it (make up)") from exc
+            raise SourceError(refusal(self.settings, exc) or f"reading {self.topic} failed: {exc}") from exc
+        if self.topic in cluster.unauthorized_topics:
+            denied = TopicAuthorizationFailedError(self.topic)
+            raise SourceError(refusal(self.settings, denied) or f"{self.topic}: not authorized")
         numbers = sorted(cluster.partitions_for_topic(self.topic) or ())
         if not numbers:
             raise SourceError(f"topic {self.topic} does not exist on {self.bootstrap}: has the pipeline ever run?")
@@ -153,7 +161,7 @@ class Reader:
             self.consumer.resume(*others)
 
 
-async def live_frontier(bootstrap: str, *, wait_s: float = 60.0) -> dict[int, int]:
+async def live_frontier(settings: Settings, *, wait_s: float = 60.0) -> dict[int, int]:
     """Per raw_iot_data partition, the offset below which the live pipeline has written every row.
 
     The decode group's committed offsets say which raw records are decoded;
@@ -164,8 +172,8 @@ async def live_frontier(bootstrap: str, *, wait_s: float = 60.0) -> dict[int, in
     Raises:
         SourceError: Kafka does not answer, or the sink did not catch up within `wait_s`.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-repair-admin")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="f2stream-repair-ends")
+    admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="f2stream-repair-admin")
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None, client_id="f2stream-repair-ends")
     try:
         await admin.start()
         await consumer.start()
@@ -187,17 +195,17 @@ async def live_frontier(bootstrap: str, *, wait_s: float = 60.0) -> dict[int, in
                 )
             await asyncio.sleep(0.5)
     except KafkaConnectionError as exc:
-        raise SourceError(f"Kafka at {bootstrap} does not answer ({exc}): start it (make up)") from exc
+        raise SourceError(await diagnose(settings) or unreachable(settings)) from exc
     except KafkaError as exc:
-        raise SourceError(f"reading the pipeline's consumer groups failed: {exc}") from exc
+        raise SourceError(refusal(settings, exc) or f"reading the pipeline's consumer groups failed: {exc}") from exc
     finally:
         await consumer.stop()
         await admin.close()
 
 
-async def topic_retention_ms(bootstrap: str, topic: str) -> int | None:
+async def topic_retention_ms(settings: Settings, topic: str) -> int | None:
     """The topic's `retention.ms` as the cluster reports it (-1: kept for ever), None if it cannot say."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="f2stream-repair-admin")
+    admin = AIOKafkaAdminClient(**kafka_options(settings), client_id="f2stream-repair-admin")
     try:
         await admin.start()
         (response,) = await admin.describe_configs(

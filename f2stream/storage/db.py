@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -41,7 +42,7 @@ _HINTS = {
     "42P01": "a table is missing: run `faust -A f2stream migrate`",
     "42501": "the role lacks a privilege: run `faust -A f2stream migrate` as the owner, or GRANT it",
     "28P01": "the password was refused: check the *_PASSWORD or *_PASSWORD_FILE setting",
-    "28000": "the role may not log in: check the DSN's user and pg_hba.conf",
+    "28000": "the role may not log in: check the DSN's user, its sslmode (a server may take TLS only) and pg_hba.conf",
     "3D000": "the database does not exist: check the DSN, or create it",
 }
 
@@ -84,9 +85,10 @@ def is_transient(exc: BaseException) -> bool:
     """True for a failure that passes by itself (retry quietly); False for one that needs a fix.
 
     Decided by class, never by message text: network errors, timeouts and a
-    closed connection, and the SQLSTATE classes 08, 53, 57 and 40.
+    closed connection, and the SQLSTATE classes 08, 53, 57 and 40. A server
+    certificate that is not trusted is no outage (an SSLError is an OSError).
     """
-    if isinstance(exc, ClientDataError):
+    if isinstance(exc, ClientDataError | ssl.SSLCertVerificationError):
         return False
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
@@ -98,14 +100,17 @@ def is_transient(exc: BaseException) -> bool:
 def failure(exc: BaseException) -> str:
     """One line about a database failure: its class and, for a permanent one, what to do."""
     hint = "" if is_transient(exc) else _HINTS.get(str(getattr(exc, "sqlstate", "") or ""), "")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = "the server's certificate is not trusted: check the DSN's sslrootcert (the CA that issued it)"
     text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
     return f"{text}; {hint}" if hint else text
 
 
 def describe_dsn(dsn: str) -> str:
-    """`host:port/database` for messages: never the user's password."""
+    """`host:port/database` for messages (with `sslmode=...` when the DSN has one): never the user's password."""
     parts = urlsplit(dsn)
-    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+    mode = next((p for p in parts.query.split("&") if p.startswith("sslmode=")), "")
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}" + (f" ({mode})" if mode else "")
 
 
 def _reveal(password: Secret | None) -> str | None:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ROOT, Stack, Worker, Workers
+from harness import ROOT, Stack, Worker, Workers, principal
 
-from bench.stack import CLUSTER_PORT_SETTINGS, PORT_SETTINGS, free_ports, read_env_file
+from bench.stack import CLUSTER_PORT_SETTINGS, PORT_SETTINGS, SECURE_PORT_SETTINGS, free_ports, read_env_file
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +40,29 @@ def cluster_workers(cluster_stack: Stack) -> Iterator[Workers]:
     yield from _workers(cluster_stack)
 
 
-def _stack(brokers: int) -> Iterator[Stack]:
+@pytest.fixture(scope="session")
+def secure_stack() -> Iterator[Stack]:
+    """The same with Kafka secured (F2_STACK_SECURE=1): SASL_SSL and mTLS listeners, SCRAM users, ACLs."""
+    yield from _stack(brokers=1, secure=True)
+
+
+@pytest.fixture(scope="session")
+def secure_workers(secure_stack: Stack) -> Iterator[Workers]:
+    """Both workers against the secure stack, each logged in as its own principal (f2-pipeline, f2-ingest)."""
+    yield from _workers(secure_stack, pipeline_env=principal(secure_stack, "PIPELINE"),
+                        ingest_env=principal(secure_stack, "INGEST"))  # fmt: skip
+
+
+def _stack(brokers: int, *, secure: bool = False) -> Iterator[Stack]:
     var_dir = Path(tempfile.mkdtemp(prefix="f2stream-test-"))
     var_dir.chmod(0o755)  # the postgres user must reach its data dir below
-    names = PORT_SETTINGS + (CLUSTER_PORT_SETTINGS if brokers == 3 else ())
+    names = PORT_SETTINGS + (CLUSTER_PORT_SETTINGS if brokers == 3 else ()) + (SECURE_PORT_SETTINGS if secure else ())
     ports = map(str, free_ports(len(names)))
     env = {
         "F2_VAR_DIR": str(var_dir),
         "F2_PYTHON": sys.executable,
         "F2_KAFKA_BROKERS": str(brokers),
+        "F2_STACK_SECURE": "1" if secure else "0",
         # After the fault tests' kills and restarts, a broker's controlled shutdown can wait out
         # its whole grace (10 s each of three, measured); the suite throws the data away, so 2 s.
         "F2_KAFKA_STOP_GRACE": "2",
@@ -82,12 +96,15 @@ def workers(stack: Stack) -> Iterator[Workers]:
     yield from _workers(stack)
 
 
-def _workers(stack: Stack) -> Iterator[Workers]:
+def _workers(
+    stack: Stack, *, pipeline_env: dict[str, str] | None = None, ingest_env: dict[str, str] | None = None
+) -> Iterator[Workers]:
     pipeline_port, ingest_port = free_ports(2)
     running = Workers(
-        pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline", F2_INGEST_URL=f"http://127.0.0.1:{ingest_port}"),
-        ingest=Worker(stack, "f2stream.ingest", ingest_port, "ingest"),
-    )
+        pipeline=Worker(stack, "f2stream", pipeline_port, "pipeline", F2_INGEST_URL=f"http://127.0.0.1:{ingest_port}",
+                        **(pipeline_env or {})),
+        ingest=Worker(stack, "f2stream.ingest", ingest_port, "ingest", **(ingest_env or {})),
+    )  # fmt: skip
     running.pipeline.start()
     running.ingest.start()
     try:

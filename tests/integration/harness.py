@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
+from f2stream.kafka_client import kafka_options
 from f2stream.settings import Settings
 from f2stream.simulator import device_ids
 from f2stream.storage.db import connect
@@ -101,6 +102,17 @@ class Stack:
             timeout=timeout,
             cwd=self.var_dir,
         )
+
+
+def principal(stack: Stack, name: str) -> dict[str, str]:
+    """The Kafka login of one of a secure stack's principals (stack.env: F2_KAFKA_<NAME>_USERNAME, ...).
+
+    `name`: INGEST, PIPELINE or ADMIN; stack.env itself logs in as f2-tools.
+    """
+    return {
+        "F2_KAFKA_USERNAME": stack.env[f"F2_KAFKA_{name}_USERNAME"],
+        "F2_KAFKA_PASSWORD_FILE": stack.env[f"F2_KAFKA_{name}_PASSWORD_FILE"],
+    }
 
 
 class Worker:
@@ -411,14 +423,14 @@ async def wait_parameters(stack: Stack, worker: Worker, *devices: str, timeout_s
 
 async def wait_consumed(stack: Stack, group: str, topic: str, timeout_s: float = 60) -> None:
     """Wait until consumer group `group` has committed every record of `topic` written so far."""
-    bootstrap = stack.settings.kafka_bootstrap
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    kafka = kafka_options(stack.settings)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
         partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         assert partitions, f"Kafka knows no partitions of {topic}: {described}"
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
             ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
@@ -447,7 +459,7 @@ async def wait_consumed(stack: Stack, group: str, topic: str, timeout_s: float =
 
 async def group_assignments(stack: Stack, group: str) -> list[set[TopicPartition]]:
     """The partitions Kafka has assigned to each member of consumer group `group` (one set per member)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack.settings))
     await admin.start()
     try:
         responses = await admin.describe_consumer_groups([group])
@@ -466,7 +478,7 @@ async def group_assignments(stack: Stack, group: str) -> list[set[TopicPartition
 
 async def dead_letters_since(stack: Stack, since_ms: int) -> list[tuple[dict[str, bytes], bytes]]:
     """(headers, value) of every dead letter written since `since_ms`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"))
+    consumer = AIOKafkaConsumer(**kafka_options(stack.settings))
     await consumer.start()
     try:
         partitions = [TopicPartition("iot_dead_letter", p) for p in range(stack.settings.topic_partitions)]

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness import Stack, wait_until
 
 from f2stream.agents.batchloop import Batch, BatchLoop
+from f2stream.kafka_client import kafka_options
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ PARTITIONS = 4
 @pytest.fixture
 async def topic(stack: Stack) -> AsyncIterator[str]:
     name = f"batchloop-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack.settings))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
@@ -31,7 +32,7 @@ async def topic(stack: Stack) -> AsyncIterator[str]:
 
 
 async def produce(stack: Stack, topic: str, count: int, *, start: int = 0, pause_every: int = 0) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), acks="all")
     await producer.start()
     try:
         for i in range(start, start + count):
@@ -66,13 +67,13 @@ class Recorder:
 def loop_for(stack: Stack, topic: str, group: str, handler: Recorder, **options: object) -> BatchLoop:
     return BatchLoop(
         name=f"test-{group[-4:]}", topic=topic, group_id=group, handler=handler,
-        bootstrap=stack.settings.kafka_bootstrap, max_records=50, fetch_timeout_ms=100, **options,  # type: ignore[arg-type]
+        kafka=kafka_options(stack.settings), max_records=50, fetch_timeout_ms=100, **options,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
 async def produce_until(stack: Stack, topic: str, done: asyncio.Event) -> int:
     """Produce 0, 1, 2, ... in small flushed groups until `done`; return how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), acks="all")
     await producer.start()
     count = 0
     try:

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from harness import Stack
 
 from bench.ceiling import KAFKA_TOPIC, CeilingError, measure
+from f2stream.kafka_client import kafka_options
 from f2stream.settings import Secret, Settings
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ TOOLS = {"mosquitto_pub", "mosquitto_sub", "kcat"}
 
 async def in_kafka(settings: Settings) -> int:
     """Records in bench_ceiling (0 before it exists)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()

@@ -23,6 +23,7 @@ from harness import Stack, Worker, Workers, publish, register_device, wait_until
 from test_faults import restart
 
 from bench.stack import free_ports
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import RAW_TOPIC, STATUS_TOPIC
 from f2stream.records import format_time
 from f2stream.storage.db import connect
@@ -67,7 +68,7 @@ async def wait_state(worker: Worker, device: str, state: str, timeout_s: float) 
 
 async def events(stack: Stack, devices: set[str], since_ms: int) -> list[dict[str, Any]]:
     """`device_status` events of `devices` produced since `since_ms`, in order per device."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_options(stack.settings), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     found: list[dict[str, Any]] = []
@@ -161,7 +162,7 @@ async def test_an_old_message_does_not_bring_a_silent_device_online_nor_move_dev
     old = datetime.now(UTC) - timedelta(hours=1)
     topic, _ = strike(device)
     payload = orjson.dumps({"timestamp": old.strftime("%Y-%m-%d %H:%M:%S.%f"), "state": "open"})
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(**kafka_options(stack.settings))
     await producer.start()
     try:
         headers = [("mqtt_topic", topic.encode()), ("received_at", format_time(old).encode())]

@@ -56,6 +56,7 @@ from harness import (
 )
 
 from bench.stack import free_ports
+from f2stream.kafka_client import kafka_options
 from f2stream.simulator import device_ids
 from f2stream.verify import Verdict
 
@@ -249,7 +250,7 @@ class Progress:
 
 async def kafka_duplicates(stack: Stack, devices: set[str], since_ms: int) -> tuple[int, int]:
     """Raw and decoded records of `devices` since `since_ms` that Kafka holds more than once."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(**kafka_options(stack.settings))
     await consumer.start()
     try:
         extra = []

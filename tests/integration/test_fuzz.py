@@ -30,6 +30,7 @@ from harness import Stack, Workers, dead_letters_since, register_device, service
 
 from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.errors import BadMessage
+from f2stream.kafka_client import kafka_options
 from f2stream.mqtt_topics import parse_topic
 from f2stream.simulator import DEMO_PARAMETERS, device_ids
 
@@ -267,9 +268,7 @@ async def test_malformed_input_is_dead_lettered_and_the_workers_stay_up(
             expected_mqtt[key] += 1
             kind_of[key] = case.kind
     raw = raw_cases(rng, registered, unknown, CASES - mqtt_count)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stack.env["F2_KAFKA_BROKER"].removeprefix("kafka://"), acks="all", max_request_size=2 * MIB
-    )
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), acks="all", max_request_size=2 * MIB)
     await producer.start()
     sources: Counter[str] = Counter()
     try:

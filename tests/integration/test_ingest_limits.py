@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from harness import Stack, Workers, metric, publish
 
 from f2stream.agents.ingest import TOO_LARGE_KEEP_BYTES, message_identity
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ async def records_about(stack: Stack, topic: str, needle: str, expected: int, ti
     """Records of `topic` whose `mqtt_topic` header contains `needle`, read from the beginning."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=stack.settings.kafka_bootstrap,
+        **kafka_options(stack.settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -99,7 +100,7 @@ async def test_tail_renders_every_record_and_a_closed_pipe_ends_quietly(stack: S
     # `tail` is still writing when `head` goes away. One is nested 640 deep,
     # the record that once ended `tail` with "Recursion limit reached".
     deep = b'{"a":' * 640 + b"1" + b"}" * 640
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, max_request_size=2_000_000)
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), max_request_size=2_000_000)
     await producer.start()
     try:
         first = await producer.send_and_wait(DEAD_LETTER_TOPIC, deep, key=b"tail-test", partition=0)

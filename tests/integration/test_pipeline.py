@@ -23,6 +23,7 @@ from harness import (
 
 from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
 from f2stream.codec.values import encode_modbus_frame
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
 from f2stream.simulator import device_ids, register_demo_parameters
 from f2stream.storage.migrate import detect_timescaledb, load_migrations
@@ -39,7 +40,7 @@ async def dead_letters_about(
     """Dead letters whose MQTT topic contains `needle`, read from the beginning."""
     consumer = AIOKafkaConsumer(
         DEAD_LETTER_TOPIC,
-        bootstrap_servers=stack.settings.kafka_bootstrap,
+        **kafka_options(stack.settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -128,7 +129,7 @@ async def test_a_redelivered_raw_message_lands_once(stack: Stack, workers: Worke
     await wait_parameters(stack, workers.pipeline, device)
     topic = f"stat/{device}/alarm-mode/3/motion-sensor-1"
     payload = orjson.dumps({"timestamp": STAMP, "motion_detected": True, "sensitivity": 7, "zone": "zone_1"})
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), acks="all")
     await producer.start()
     try:
         for _ in range(3):  # as after a crash between Kafka's ack and the MQTT ack

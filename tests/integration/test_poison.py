@@ -34,6 +34,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError
 from harness import Stack, Workers, dead_letters_since, register_device, verify_database, wait_consumed, wait_until
 
+from f2stream.kafka_client import kafka_options
 from f2stream.records import format_time
 from f2stream.simulator import messages
 
@@ -43,7 +44,7 @@ LAND_WITHIN_S = 30.0
 
 
 async def set_topic_config(stack: Stack, topic: str, config: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack.settings))
     await admin.start()
     try:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
@@ -73,9 +74,7 @@ async def test_poison_records_are_dead_lettered_once_each_and_good_traffic_behin
     partition, rng = 0, random.Random(7)  # poison and good traffic share one partition: the good is behind
     since_ms = int(time.time() * 1000) - 1000
     topic = f"cmnd/{device}/sensor-mode/4/sensor-3"
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stack.settings.kafka_bootstrap, max_request_size=2_000_000, acks="all"
-    )
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), max_request_size=2_000_000, acks="all")
     await producer.start()
     await set_topic_config(stack, RAW, {"message.timestamp.after.max.ms": str(2**63 - 1)})
     await set_topic_config(stack, "iot_dead_letter", {"max.message.bytes": "100000"})

@@ -36,6 +36,7 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from f2stream.codec.values import encode_modbus_frame
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DECODE_GROUP
 from f2stream.simulator import device_ids, write_demo_parameters
 from f2stream.storage.db import connect
@@ -234,7 +235,7 @@ async def test_a_record_stamped_in_the_future_does_not_end_the_window_before_lat
     # offset of this record and end the partition's span before the messages that follow it.
     device = await sensor_device(stack, workers, device_numbers, (None, 0, "int16"))
     started = datetime.now(UTC) - timedelta(seconds=2)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(stack.settings), acks="all")
     await producer.start()
     try:
         future = int((datetime.now(UTC) + timedelta(minutes=30)).timestamp() * 1000)  # Kafka 4 refuses > 1 h ahead

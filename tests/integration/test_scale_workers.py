@@ -21,6 +21,7 @@ from harness import Stack, Worker, verify_database
 
 from bench.stack import free_ports
 from f2stream.agents.stages import DECODE_GROUP, SINK_GROUP
+from f2stream.kafka_client import kafka_options
 from f2stream.verify import read_manifest
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ async def test_two_of_each_worker_one_killed_one_added_back(
     pipelines = [pipeline(stack, "scale-pipeline-a"), pipeline(stack, "scale-pipeline-b")]
     ingests = [ingest(stack, "scale-ingest-a"), ingest(stack, "scale-ingest-b")]
     manifest = stack.var_dir / "scale-workers.jsonl"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack.settings))
     await admin.start()
     # Pipeline workers already in the groups (the session's, when other tests ran
     # first; its decode loop may still be waiting for the first parameter sync).

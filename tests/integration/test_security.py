@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from harness import Stack, Workers, rows_for, wait_parameters
 
+from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.pki import PkiPaths, init_pki, issue_device_certificate
 from f2stream.simulator import device_ids, register_demo_parameters
@@ -176,9 +177,7 @@ async def publish_until_rows(stack: Stack, device: str, timeout_s: float = 120) 
 
 async def raw_topics_until(stack: Stack, marker: str, timeout_s: float = 60) -> list[str]:
     """The MQTT topics of raw_iot_data, from the beginning until `marker` shows up."""
-    consumer = AIOKafkaConsumer(
-        RAW_TOPIC, bootstrap_servers=stack.settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = AIOKafkaConsumer(RAW_TOPIC, **kafka_options(stack.settings), auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     topics: list[str] = []
     try:

@@ -18,6 +18,11 @@ from hypothesis import strategies as st
 from f2stream.agents import batchloop
 from f2stream.agents.batchloop import Batch, BatchLoop, PendingCommits, first_offsets, next_offsets
 from f2stream.backoff import Backoff
+from f2stream.kafka_client import kafka_options
+from f2stream.settings import Settings
+
+#: Where the loops would connect; their consumers are fakes.
+KAFKA = kafka_options(Settings(kafka_broker="kafka://fake:1"))
 
 A, B = TopicPartition("raw_iot_data", 0), TopicPartition("raw_iot_data", 1)
 
@@ -70,7 +75,14 @@ def test_bad_arguments_are_refused_at_once() -> None:
         return None
 
     with pytest.raises(ValueError, match="max_records must be >= 1"):
-        BatchLoop(name="x", topic="t", group_id="g", handler=handler, bootstrap="localhost:1", max_records=0)
+        BatchLoop(
+            name="x",
+            topic="t",
+            group_id="g",
+            handler=handler,
+            kafka=KAFKA,
+            max_records=0,
+        )
 
 
 # ------------------------------------------------------------- the loop itself, over a fake consumer
@@ -130,7 +142,7 @@ class Run:
         self.consumers: list[FakeConsumer] = []
         self.prepare: list[Callable[[FakeConsumer], None]] = []
         self.loop = BatchLoop(
-            name="test", topic="raw_iot_data", group_id="g", handler=handler, bootstrap="fake:1", max_records=4,
+            name="test", topic="raw_iot_data", group_id="g", handler=handler, kafka=KAFKA, max_records=4,
             fetch_timeout_ms=10, consumer_factory=self._consumer, **options,
         )  # fmt: skip
 

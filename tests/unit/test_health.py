@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from f2stream.health import Check, HealthChecks, kafka_check, lag_check, overall, rows_check, timescaledb_state
+from f2stream.kafka_client import kafka_options
+from f2stream.settings import Settings
 
 
 def test_overall_is_the_worst_status():
@@ -58,7 +60,7 @@ def test_bad_arguments_are_refused_at_once():
 
 
 async def test_kafka_unreachable_is_failing():
-    check = await kafka_check("127.0.0.1:1", timeout_s=0.5)
+    check = await kafka_check(kafka_options(Settings(kafka_broker="kafka://127.0.0.1:1")), timeout_s=0.5)
     assert check.status == "failing"
     assert "unreachable" in check.detail
 

@@ -11,7 +11,15 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from f2stream.pki import DeviceExistsError, PkiError, PkiPaths, init_pki, issue_device_certificate, revoke_in_crl
+from f2stream.pki import (
+    DeviceExistsError,
+    PkiError,
+    PkiPaths,
+    init_pki,
+    issue_device_certificate,
+    issue_service_certificate,
+    revoke_in_crl,
+)
 
 
 def load(path: Path) -> x509.Certificate:
@@ -88,3 +96,43 @@ def test_crl_accumulates_revoked_serials(tmp_path: Path) -> None:
     assert {r.serial_number for r in crl} == {int(a.serial, 16), int(b.serial, 16)}
     assert crl.is_signature_valid(load(PkiPaths(root).ca_cert).public_key())  # type: ignore[arg-type]
     assert crl.next_update_utc is not None and crl.next_update_utc > datetime.now(UTC) + timedelta(days=365)
+
+
+def test_a_service_certificate_serves_and_authenticates_and_is_kept_while_right(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    init_pki(root)
+    paths = PkiPaths(root)
+    info, issued = issue_service_certificate(root, "f2-kafka-broker", ["127.0.0.1", "localhost"])
+    assert issued
+    cert = load(paths.service_cert("f2-kafka-broker"))
+    cert.verify_directly_issued_by(load(paths.ca_cert))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "f2-kafka-broker"
+    uses = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert uses == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert issue_service_certificate(root, "f2-kafka-broker", ["127.0.0.1"]) == (info, False)
+    assert issue_service_certificate(root, "f2-kafka-broker", ["kafka.example"])[1]  # a new host: issued anew
+    renewed, issued = issue_service_certificate(root, "f2-kafka-broker", ["kafka.example"], force=True)
+    assert issued and renewed.common_name == "f2-kafka-broker"  # rotation: same CN, a new key
+    for path in (paths.services, paths.service_cert("f2-kafka-broker"), paths.service_key("f2-kafka-broker")):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600)
+
+
+def test_a_client_only_service_certificate_has_no_server_use(tmp_path: Path) -> None:
+    root = tmp_path / "pki"
+    init_pki(root)
+    issue_service_certificate(root, "f2-tools")
+    cert = load(PkiPaths(root).service_cert("f2-tools"))
+    assert set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == {
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    }
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+
+
+@pytest.mark.parametrize("name", ["", "../ca", ".hidden"])
+def test_a_service_name_must_be_a_plain_file_name(tmp_path: Path, name: str) -> None:
+    init_pki(tmp_path)
+    with pytest.raises(PkiError, match="is not a service name"):
+        issue_service_certificate(tmp_path, name)

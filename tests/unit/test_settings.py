@@ -216,3 +216,217 @@ def test_topic_replication_defaults_to_the_clusters_own() -> None:
 def test_negative_topic_replication_is_refused() -> None:
     with pytest.raises(ConfigError, match="F2_TOPIC_REPLICATION"):
         Settings.from_env({"F2_TOPIC_REPLICATION": "-1"})
+
+
+# --- Kafka security ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and a certificate it issued (f2stream.pki), with their keys."""
+    from f2stream.pki import init_pki
+
+    root = tmp_path_factory.mktemp("pki")
+    init_pki(root)
+    return root
+
+
+def test_kafka_security_defaults_to_plaintext() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert (settings.kafka_tls, settings.kafka_sasl) == (False, False)
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert (settings.kafka_username, settings.kafka_password) == ("", None)
+    assert (settings.kafka_ca_file, settings.kafka_cert_file, settings.kafka_key_file) == (None, None, None)
+    assert settings.kafka_check_hostname is True
+
+
+def test_sasl_ssl_with_a_password_file_and_a_ca(tmp_path: Path, pki: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "F2_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "F2_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+            "F2_KAFKA_USERNAME": "f2-pipeline",
+            "F2_KAFKA_PASSWORD_FILE": str(secret_file(tmp_path, "kafka", "s3cret-kafka\n")),
+            "F2_KAFKA_CA_FILE": str(pki / "ca.crt"),
+        }
+    )
+    assert (settings.kafka_tls, settings.kafka_sasl) == (True, True)
+    assert settings.kafka_password == Secret("s3cret-kafka")
+    assert settings.kafka_ca_file == pki / "ca.crt"
+    assert "s3cret" not in repr(settings)
+    assert "kafka_password=Secret('********')" in repr(settings)
+
+
+def test_mtls_with_a_certificate_and_its_key(pki: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "F2_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "F2_KAFKA_CERT_FILE": str(pki / "server.crt"),
+            "F2_KAFKA_KEY_FILE": str(pki / "server.key"),
+            "F2_KAFKA_CHECK_HOSTNAME": "false",
+        }
+    )
+    assert (settings.kafka_cert_file, settings.kafka_key_file) == (pki / "server.crt", pki / "server.key")
+    assert settings.kafka_check_hostname is False
+
+
+def test_an_empty_file_setting_is_unset() -> None:
+    assert Settings.from_env({"F2_KAFKA_CA_FILE": ""}).kafka_ca_file is None
+
+
+SASL_SSL = {"F2_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "F2_KAFKA_USERNAME": "f2-tools", "F2_KAFKA_PASSWORD": "pw"}
+
+
+@pytest.mark.parametrize(
+    ("env", "setting", "message"),
+    [
+        (
+            {"F2_KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "F2_KAFKA_SECURITY_PROTOCOL",
+            "'TLS' is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+        ),
+        (
+            {**SASL_SSL, "F2_KAFKA_SASL_MECHANISM": "SCRAM-SHA-1"},
+            "F2_KAFKA_SASL_MECHANISM",
+            "'SCRAM-SHA-1' is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        ),
+        (
+            {"F2_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "F2_KAFKA_PASSWORD": "pw"},
+            "F2_KAFKA_USERNAME",
+            "SASL_SSL logs in with a user name and a password: set F2_KAFKA_USERNAME and F2_KAFKA_PASSWORD",
+        ),
+        (
+            {"F2_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "F2_KAFKA_USERNAME": "f2-tools"},
+            "F2_KAFKA_PASSWORD",
+            "SASL_PLAINTEXT logs in with a user name and a password",
+        ),
+        (
+            {"F2_KAFKA_USERNAME": "f2-tools", "F2_KAFKA_PASSWORD": "pw"},
+            "F2_KAFKA_USERNAME",
+            "is set, but F2_KAFKA_SECURITY_PROTOCOL=PLAINTEXT sends no login: set it to SASL_SSL",
+        ),
+        (
+            {"F2_KAFKA_CA_FILE": "/etc/ssl/certs/ca-certificates.crt"},
+            "F2_KAFKA_CA_FILE",
+            "is set, but F2_KAFKA_SECURITY_PROTOCOL=PLAINTEXT uses no TLS: set it to SSL or SASL_SSL",
+        ),
+        (
+            {**SASL_SSL, "F2_KAFKA_CA_FILE": "/nonexistent/ca.crt"},
+            "F2_KAFKA_CA_FILE",
+            "cannot read /nonexistent/ca.crt: No such file or directory",
+        ),
+        (
+            {**SASL_SSL, "F2_KAFKA_CA_FILE": "/"},
+            "F2_KAFKA_CA_FILE",
+            "cannot read /: Is a directory",
+        ),
+        (
+            {"F2_KAFKA_SECURITY_PROTOCOL": "SSL", "F2_KAFKA_CERT_FILE": "/nonexistent/client.crt"},
+            "F2_KAFKA_KEY_FILE",
+            "is needed too: a client certificate goes with its private key (mTLS)",
+        ),
+        (
+            {"F2_KAFKA_SECURITY_PROTOCOL": "SSL", "F2_KAFKA_KEY_FILE": "/nonexistent/client.key"},
+            "F2_KAFKA_CERT_FILE",
+            "is needed too",
+        ),
+        (
+            {"F2_KAFKA_SECURITY_PROTOCOL": "SSL", "F2_KAFKA_KEY_PASSWORD": "pw"},
+            "F2_KAFKA_KEY_PASSWORD",
+            "is set, but there is no F2_KAFKA_KEY_FILE to decrypt",
+        ),
+    ],
+)
+def test_bad_kafka_security(env: dict[str, str], setting: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.setting == setting
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused(tmp_path: Path) -> None:
+    junk = secret_file(tmp_path, "ca.crt", "not a certificate\n")
+    with pytest.raises(ConfigError, match=r"^F2_KAFKA_CA_FILE: .*ca.crt holds no PEM certificate"):
+        Settings.from_env({**SASL_SSL, "F2_KAFKA_CA_FILE": str(junk)})
+
+
+def test_a_key_that_is_not_the_certificates_is_refused(pki: Path) -> None:
+    env = {
+        "F2_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "F2_KAFKA_CERT_FILE": str(pki / "server.crt"),
+        "F2_KAFKA_KEY_FILE": str(pki / "ca.key"),  # the CA's key: another key pair
+    }
+    with pytest.raises(ConfigError, match=r"^F2_KAFKA_KEY_FILE: .* are not a PEM certificate and its private key"):
+        Settings.from_env(env)
+
+
+def test_an_encrypted_key_needs_its_password(tmp_path: Path, pki: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((pki / "server.key").read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key-pw"),
+    )
+    (tmp_path / "enc.key").write_bytes(encrypted)
+    env = {
+        "F2_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "F2_KAFKA_CERT_FILE": str(pki / "server.crt"),
+        "F2_KAFKA_KEY_FILE": str(tmp_path / "enc.key"),
+    }
+    with pytest.raises(ConfigError, match="an encrypted key needs F2_KAFKA_KEY_PASSWORD"):
+        Settings.from_env(env)  # never a prompt on the terminal
+    settings = Settings.from_env({**env, "F2_KAFKA_KEY_PASSWORD": "key-pw"})
+    assert settings.kafka_key_password == Secret("key-pw")
+
+
+def test_insecure_combinations_warn(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="f2stream.settings"):
+        Settings.from_env(
+            {**SASL_SSL, "F2_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "F2_KAFKA_SASL_MECHANISM": "PLAIN"}
+        )
+        Settings.from_env({**SASL_SSL, "F2_KAFKA_CHECK_HOSTNAME": "no"})
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("sends the Kafka password in clear text" in m for m in messages)
+    assert any("not matched to its host name" in m for m in messages)
+    assert "pw" not in " ".join(messages).split()
+
+
+def test_a_bad_setting_at_start_is_one_line_and_exit_status_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from f2stream.appbase import load_settings
+
+    monkeypatch.setenv("F2_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.delenv("F2_KAFKA_USERNAME", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("f2stream: bad setting F2_KAFKA_USERNAME: SASL_SSL logs in with a user name")
+    assert err.count("\n") == 1
+
+
+def test_a_dsn_with_tls_to_a_verified_server(pki: Path) -> None:
+    dsn = f"postgresql://f2@db.example:5432/f2_params?sslmode=verify-full&sslrootcert={pki / 'ca.crt'}"
+    assert Settings.from_env({"F2_PARAMS_DSN": dsn}).params_dsn == dsn
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("sslmode=verify", "F2_TIMESERIES_DSN: sslmode='verify' is not one of disable, allow, prefer, require"),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
+            "F2_TIMESERIES_DSN sslrootcert: cannot read /nonexistent/ca.crt: No such file or directory",
+        ),
+        ("sslcert=/nonexistent/c.crt", "F2_TIMESERIES_DSN sslcert: cannot read /nonexistent/c.crt"),
+    ],
+)
+def test_bad_tls_parameters_of_a_dsn(query: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"F2_TIMESERIES_DSN": f"postgresql://f2@localhost:5433/f2_timeseries?{query}"})
+    assert str(caught.value).startswith(message)

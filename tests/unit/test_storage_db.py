@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import asyncpg
 import pytest
 
@@ -35,6 +37,7 @@ def test_outages_and_lost_races_are_transient(exc: BaseException) -> None:
         asyncpg.InvalidPasswordError("password authentication failed"),
         asyncpg.InvalidCatalogNameError("no such database"),
         asyncpg.DataError("bad value"),
+        ssl.SSLCertVerificationError(1, "certificate verify failed"),
         ValueError("not a database error"),
     ],
     ids=lambda e: e.__class__.__name__,
@@ -53,3 +56,13 @@ def test_a_permanent_failure_says_what_to_do() -> None:
 
 def test_a_dsn_is_described_without_its_user() -> None:
     assert describe_dsn("postgresql://f2@db.example:5433/f2_timeseries") == "db.example:5433/f2_timeseries"
+
+
+def test_a_server_certificate_not_trusted_says_where_to_look() -> None:
+    line = failure(ssl.SSLCertVerificationError(1, "certificate verify failed: unable to get local issuer certificate"))
+    assert line.endswith("the server's certificate is not trusted: check the DSN's sslrootcert (the CA that issued it)")
+
+
+def test_a_dsn_is_described_with_its_sslmode_and_nothing_else_of_its_query() -> None:
+    dsn = "postgresql://f2@db.example:5432/f2_params?sslmode=verify-full&sslrootcert=/srv/ca.crt"
+    assert describe_dsn(dsn) == "db.example:5432/f2_params (sslmode=verify-full)"
