@@ -17,10 +17,11 @@ def repo_root() -> Path:
 
 #: `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`),
 #: each with its own private stack: the fault scenarios (and then the three-broker stack's) on one, every
-#: other test of the stack on the other; both take the other tests, a module at a time, as they come free.
+#: other test of the stack on the other; the secure stack's tests go to the first to come free, and both
+#: take the other tests, a module at a time, as they come free.
 #: A group runs in order on one worker, so its tests share that worker's session stack and workers (or
 #: their module's fixtures: test_observability's private stack is started once, not once per worker).
-GROUP_ORDER = ("faults", "stack")
+GROUP_ORDER = ("faults", "stack", "secure")
 
 
 def xdist_group(item: pytest.Item) -> str:
@@ -30,6 +31,8 @@ def xdist_group(item: pytest.Item) -> str:
         return "faults"
     if "stack" in fixtures:
         return "stack"
+    if "secure_stack" in fixtures:
+        return "secure"
     return str(item.path.relative_to(item.config.rootpath))
 
 
