@@ -53,6 +53,7 @@ FIRST_ROUND_RISE_MB = 40
 LEAK_NOISE_MB = 8
 # Above what the ingest worker holds: the producer's copies of what it holds, the copies paho makes of a message.
 PEAK_SLACK_MB = 48
+SETTLE_S = 0.6  # RSS is read over this after a round
 
 _VALID_PATHS = (
     "stat/{d}/access-control-mode/1/strike-1",
@@ -281,11 +282,11 @@ class Memory:
         return now
 
     async def settled(self) -> dict[str, float]:
-        """The least of a few samples half a second apart: a batch that happens to be in flight is not counted."""
+        """The least of three samples over SETTLE_S: a batch that happens to be in flight is not counted."""
         samples = []
-        for _ in range(4):
+        for _ in range(3):
+            await asyncio.sleep(SETTLE_S / 3)
             samples.append(self.sample())
-            await asyncio.sleep(0.5)
         return {name: min(s[name] for s in samples) for name in self.pids}
 
     def reset_peak(self) -> None:
@@ -372,7 +373,7 @@ async def _await_letters(
 async def test_malformed_input_is_dead_lettered_and_the_workers_stay_up(
     stack: Stack, workers: Workers, device_numbers: int
 ) -> None:
-    """The same cases in ROUNDS rounds: each round dead-lettered in full, then each worker's RSS read, idle.
+    """The same cases in ROUNDS rounds: each round dead-lettered in full, then each worker's RSS read, settled.
 
     A leak grows with every round; the high-water mark of a round (what the
     ingest worker holds while the broker's backlog arrives, at most
@@ -389,8 +390,8 @@ async def test_malformed_input_is_dead_lettered_and_the_workers_stay_up(
     rounds: list[Round] = []
     reasons: Counter[str] = Counter()
     for number in range(1, ROUNDS + 1):
-        # The previous round's letters are older than this by the settling above (2 s): none is counted here.
-        since_ms = int(time.time() * 1000) - 1000
+        # Letters are stamped when produced; the previous round's were all in Kafka before the settling above.
+        since_ms = int((time.time() - SETTLE_S / 2) * 1000)
         started = time.monotonic()
         memory.reset_peak()
         sent, kind_of, sources = await _send_round(stack, workers.ingest, registered, unknown, memory)
