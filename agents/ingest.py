@@ -11,7 +11,10 @@ that this causes are absorbed by the database's primary key.
 
 Messages are taken off the MQTT queue in bursts (what has arrived, up to
 500): one produce call per burst, acknowledged together once Kafka
-acknowledged them all.
+acknowledged them all. What the worker holds, read and not yet
+acknowledged, is bounded in bytes (`F2_MQTT_MAX_HELD_MB`): at the bound it
+stops reading the MQTT socket until acknowledgements bring it down
+(:mod:`f2stream.agents.readgate`).
 
 A message too large for a Kafka record (over 1 MB with its headers) would
 be refused again on every re-delivery: it goes to iot_dead_letter instead (reason `too_large`, its first
@@ -37,8 +40,10 @@ import faust
 import paho.mqtt.client as paho
 from aiokafka.errors import KafkaError
 from mode import Service
+from prometheus_client import Counter as PromCounter
 
 from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
+from f2stream.agents.readgate import ReadGate
 from f2stream.backoff import Backoff
 from f2stream.deadletter import dead_letter_headers
 from f2stream.health import Check
@@ -70,6 +75,7 @@ _BURST = 500
 #: How much of an oversized payload its dead letter keeps: enough to see what
 #: it was, far below any Kafka limit (the MQTT topic, up to 64 KB, is a header).
 TOO_LARGE_KEEP_BYTES: Final = 64 * 1024
+_MIB = 1024 * 1024
 
 
 def subscriptions(share_group: str) -> list[str]:
@@ -116,9 +122,10 @@ def too_large_dead_letter(topic: str, payload: bytes, received_at: str) -> tuple
 
 @dataclass(frozen=True, slots=True)
 class _Burst:
-    """Messages taken together: their (mid, qos) in arrival order, and Kafka's answer for all of them."""
+    """A burst: its messages' (mid, qos) in arrival order, their size as the read gate counts it, Kafka's answer."""
 
     acks: list[tuple[int, int]]
+    held: int
     done: asyncio.Future[Any]
 
 
@@ -166,6 +173,8 @@ class MqttIngest(Service):
         self.connected = False
         self.last_error: str | None = None
         self._paho: paho.Client | None = None
+        self._gate: ReadGate | None = None
+        metrics.mqtt_held_bytes.set_function(lambda: self._gate.held_bytes if self._gate is not None else 0)
         # A child: started before the MQTT session, stopped after it.
         self.producer = Producer(kafka_options(settings), "f2stream-ingest")
         self.add_dependency(self.producer)
@@ -230,6 +239,10 @@ class MqttIngest(Service):
         # Ack only after Kafka has the message: on the paho client under aiomqtt.
         mqtt = manual_ack_client(client)
         self._paho = mqtt
+        # What the session holds is bounded in bytes: reading stops at the bound.
+        gate = ReadGate(s.mqtt_max_held_mb * _MIB, on_pause=self.metrics.mqtt_read_pauses.inc)
+        gate.attach(mqtt)
+        self._gate = gate
         pending: asyncio.Queue[_Burst] = asyncio.Queue(max(2, s.mqtt_max_inflight // _BURST))
         async with client:
             _set_nodelay(mqtt.socket())
@@ -239,9 +252,10 @@ class MqttIngest(Service):
             # broker sends first, it is being worked off while the SUBACK is on its way.
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._acknowledge(mqtt, pending), name="f2stream-ingest-acks")
+                    tasks.create_task(self._acknowledge(mqtt, pending, gate), name="f2stream-ingest-acks")
                     tasks.create_task(self._forward(client, pending), name="f2stream-ingest-forward")
                     tasks.create_task(self._subscribe(client), name="f2stream-ingest-subscribe")
+                    tasks.create_task(gate.failed(), name="f2stream-ingest-read")
             except* (aiomqtt.MqttError, ProduceFailed, OSError) as group:
                 raise group.exceptions[0] from None
 
@@ -264,32 +278,37 @@ class MqttIngest(Service):
         # What has arrived is taken in bursts: one produce call and one
         # acknowledgement future per burst, not per message.
         received = {kind: self.metrics.mqtt_received.labels(type=kind) for kind in (*_TYPES, "other")}
-        note_device, clock = self.metrics.devices.note, time.monotonic
         messages = client.messages
         while True:
             burst = [await anext(messages)]
             for _ in range(min(len(messages), _BURST - 1)):  # already queued: no waiting
                 burst.append(await anext(messages))
-            received_at = format_time(datetime.now(UTC))
-            stamp = received_at.encode()
-            outputs, acks = [], []
-            now = clock()
-            for message in burst:
-                topic = message.topic.value
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                key = device_key(topic)
-                note_device(key, now)
-                output = Output(RAW_TOPIC, key, payload, None, [("mqtt_topic", topic.encode()), ("received_at", stamp)])
-                if output.size > MAX_RECORD_BYTES:
-                    output = self._dead_letter(key, topic, payload, received_at)
-                outputs.append(output)
-                acks.append((message.mid, message.qos))
-                received.get(topic.partition("/")[0], received["other"]).inc()
-            try:
-                done = await self.producer.submit(outputs)
-            except KafkaError as exc:
-                raise ProduceFailed(f"Kafka did not take {len(outputs)} records ({_describe(exc)})") from exc
-            await pending.put(_Burst(acks, done))
+            await pending.put(await self._produce(burst, received))
+            del burst  # its payloads are not kept while the next burst is awaited
+
+    async def _produce(self, burst: list[aiomqtt.Message], received: dict[str, PromCounter]) -> _Burst:
+        """Hand a burst to the producer; its acknowledgements wait for Kafka's answer."""
+        received_at = format_time(datetime.now(UTC))
+        stamp = received_at.encode()
+        outputs, acks, held = [], [], 0
+        note_device, now = self.metrics.devices.note, time.monotonic()
+        for message in burst:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            key = device_key(topic)
+            note_device(key, now)
+            held += ReadGate.size_of(topic, payload)
+            output = Output(RAW_TOPIC, key, payload, None, [("mqtt_topic", topic.encode()), ("received_at", stamp)])
+            if output.size > MAX_RECORD_BYTES:
+                output = self._dead_letter(key, topic, payload, received_at)
+            outputs.append(output)
+            acks.append((message.mid, message.qos))
+            received.get(topic.partition("/")[0], received["other"]).inc()
+        try:
+            done = await self.producer.submit(outputs)
+        except KafkaError as exc:
+            raise ProduceFailed(f"Kafka did not take {len(outputs)} records ({_describe(exc)})") from exc
+        return _Burst(acks, held, done)
 
     def _dead_letter(self, key: bytes, topic: str, payload: bytes, received_at: str) -> Output:
         """The dead letter that stands in for a message too large for Kafka; acknowledged like the record."""
@@ -299,7 +318,7 @@ class MqttIngest(Service):
         self.metrics.dead_letters.labels(reason="too_large").inc()
         return Output(DEAD_LETTER_TOPIC, key, value, None, headers)
 
-    async def _acknowledge(self, mqtt: paho.Client, pending: asyncio.Queue[_Burst]) -> None:
+    async def _acknowledge(self, mqtt: paho.Client, pending: asyncio.Queue[_Burst], gate: ReadGate) -> None:
         produced = self.metrics.kafka_produced
         while True:
             burst = await pending.get()
@@ -311,6 +330,7 @@ class MqttIngest(Service):
             for mid, qos in burst.acks:  # in arrival order
                 if qos > 0:
                     mqtt.ack(mid, qos)
+            gate.release(burst.held)
 
     def _set_connected(self, up: bool) -> None:
         self.connected = up

@@ -6,7 +6,7 @@ The stage itself is :mod:`f2stream.agents.ingest`.
 
 from __future__ import annotations
 
-from f2stream import health
+from f2stream import allocator, health
 from f2stream.agents.ingest import MqttIngest
 from f2stream.appbase import F2App, load_settings
 from f2stream.health import Check, HealthChecks
@@ -17,6 +17,8 @@ from f2stream.web import pages
 
 __all__ = ["app", "health_checks", "ingest", "metrics", "settings"]
 
+# Large MQTT payloads are mapped and unmapped, not left in the heap (f2stream.allocator).
+allocator.pin_mmap_threshold()
 settings = load_settings()
 kafka = kafka_options(settings)
 app = F2App(INGEST_APP_ID, settings, web_port=6067)

@@ -106,6 +106,16 @@ class Metrics:
         self.mqtt_reconnects = Counter(
             "f2_mqtt_reconnects_total", "MQTT connection attempts after the first", registry=r
         )
+        self.mqtt_held_bytes = Gauge(
+            "f2_mqtt_held_bytes",
+            "Bytes of MQTT messages the ingest worker has read and not yet acknowledged (with a per-message estimate)",
+            registry=r,
+        )
+        self.mqtt_read_pauses = Counter(
+            "f2_mqtt_read_pauses_total",
+            "Times the ingest worker stopped reading MQTT because it held F2_MQTT_MAX_HELD_MB",
+            registry=r,
+        )
         self.decoded_messages = Counter(
             "f2_messages_decoded_total", "Raw messages decoded into measurements", registry=r
         )

@@ -88,6 +88,8 @@ class Settings:
     # Set it (the same on every ingest worker) to share the messages among several.
     mqtt_share_group: str = ""
     mqtt_max_inflight: int = 1000
+    # MB of MQTT messages the ingest worker holds, read and not yet acknowledged, before it stops reading.
+    mqtt_max_held_mb: int = 32
     sim_mqtt_username: str = "f2-simulator"
     sim_mqtt_password: Secret | None = None
     mqtt_admin_username: str = "f2-admin"
@@ -152,6 +154,7 @@ class Settings:
         for name, number in (
             ("F2_TOPIC_PARTITIONS", self.topic_partitions),
             ("F2_MQTT_MAX_INFLIGHT", self.mqtt_max_inflight),
+            ("F2_MQTT_MAX_HELD_MB", self.mqtt_max_held_mb),
             ("F2_SINK_BATCH_SIZE", self.sink_batch_size),
             ("F2_SINK_BATCH_WINDOW_MS", self.sink_batch_window_ms),
         ):
