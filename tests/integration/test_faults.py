@@ -505,7 +505,7 @@ async def test_a_second_pipeline_worker_joining_and_leaving_again_and_again(
             run.load.stop()
 
         figures = await run_scenario(
-            stack, workers, device_numbers, "rebalance-20", fault, duration_s=600, fault_at_s=3
+            stack, workers, device_numbers, f"rebalance-{2 * REBALANCE_CYCLES}", fault, duration_s=600, fault_at_s=3
         )
         judge(figures, second, workers.pipeline)
         log = second.log_path.read_text(errors="replace")
