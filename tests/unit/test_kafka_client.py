@@ -135,6 +135,18 @@ def test_every_kind_of_client_carries_the_options(pki: Path) -> None:
     assert loop.consumer_options.items() >= kafka.items()
 
 
+def test_every_producer_waits_for_all_in_sync_replicas() -> None:
+    """acks=all, the guarantee the three-broker fault scenario rests on, which a kill rarely catches broken.
+
+    Broken on purpose (acks=1), that scenario's short form passed: a leader dies with a record its
+    followers have not fetched only within milliseconds of the write (docs/reliability.md).
+    """
+    kafka = kafka_options(Settings.from_env({}))
+    assert Producer(kafka, "p").options["acks"] == "all"
+    assert Producer(kafka, "p").options["enable_idempotence"] is True
+    assert F2App("f2stream-test-acks", Settings.from_env({})).conf.producer_acks == -1
+
+
 @pytest.mark.parametrize(
     ("error", "says"),
     [
