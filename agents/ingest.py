@@ -50,6 +50,7 @@ from f2stream.health import Check
 from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
+from f2stream.mqtt_client import ingest_connection
 from f2stream.records import format_time
 from f2stream.settings import Settings
 
@@ -174,6 +175,7 @@ class MqttIngest(Service):
         self.last_error: str | None = None
         self._paho: paho.Client | None = None
         self._gate: ReadGate | None = None
+        self.connection = ingest_connection(settings)  # where, as whom, TLS or not: for the session and messages
         metrics.mqtt_held_bytes.set_function(lambda: self._gate.held_bytes if self._gate is not None else 0)
         # A child: started before the MQTT session, stopped after it.
         self.producer = Producer(kafka_options(settings), "f2stream-ingest")
@@ -203,16 +205,10 @@ class MqttIngest(Service):
                 await self._session()
             except (aiomqtt.MqttError, ProduceFailed, OSError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
-                logger.warning(
-                    "MQTT session to %s:%d ended: %s", self.settings.mqtt_host, self.settings.mqtt_port, self.last_error
-                )
+                logger.warning("MQTT session to %s ended: %s", self.connection, self.last_error)
             except Exception as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
-                logger.exception(
-                    "MQTT session to %s:%d failed unexpectedly; starting a new one",
-                    self.settings.mqtt_host,
-                    self.settings.mqtt_port,
-                )
+                logger.exception("MQTT session to %s failed unexpectedly; starting a new one", self.connection)
             finally:
                 if self.connected:
                     # A session that was up ends with an error too: start the backoff over,
@@ -226,10 +222,7 @@ class MqttIngest(Service):
     async def _session(self) -> None:
         s = self.settings
         client = aiomqtt.Client(
-            s.mqtt_host,
-            s.mqtt_port,
-            username=s.mqtt_username,
-            password=None if s.mqtt_password is None else s.mqtt_password.reveal(),
+            **self.connection.client_options(),
             identifier=s.mqtt_client_id,
             clean_session=False,
             protocol=aiomqtt.ProtocolVersion.V311,
@@ -338,7 +331,7 @@ class MqttIngest(Service):
 
     async def health(self) -> Check:
         """The MQTT entry of `/health`: the session is up and its socket connected right now."""
-        where = f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+        where = str(self.connection)
         if self.connected and self._paho is not None and self._paho.is_connected():
             return Check("mqtt", "ok", f"session up at {where}")
         return Check("mqtt", "failing", f"not connected to {where}: {self.last_error or 'connecting'}")

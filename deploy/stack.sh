@@ -41,7 +41,11 @@
 # the ACLs it needs and nothing more. stack.env logs in as f2-tools and names
 # the workers' principals (F2_KAFKA_INGEST_*, F2_KAFKA_PIPELINE_*). Both
 # PostgreSQL clusters take TLS connections only, with a certificate from the
-# same CA, and stack.env's DSNs verify it (sslmode=verify-full).
+# same CA, and stack.env's DSNs verify it (sslmode=verify-full). The ingest
+# worker's MQTT session goes over TLS to Mosquitto's certificate listener
+# (F2_MQTT_TLS_PORT), which it verifies, logged in by a client certificate
+# (pki/services/f2-ingest.crt, CN f2-ingest); the password listener stays
+# bound to loopback for the simulator and the local tools.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -82,6 +86,8 @@ KAFKA_BROKER_CN=f2-kafka-broker
 KAFKA_KEYSTORE=$VAR/kafka/broker.pem
 # The secure stack's PostgreSQL servers: the CN of their certificate.
 PG_CERT_CN=f2-postgres
+# The ingest's MQTT user: its password on the service listener, its certificate's CN on the TLS one.
+MQTT_INGEST_USER=f2-ingest
 MQTT_CONF=$VAR/mosquitto/mosquitto.conf
 MQTT_PID=$RUN/mosquitto.pid
 MQTT_LOG=$LOG/mosquitto.log
@@ -518,13 +524,15 @@ check_kafka_secure() {
 }
 
 # A service's certificate from the project's CA, for 127.0.0.1 and localhost
-# (`faust -A f2stream pki issue`): kept while it is there.
-ensure_service_certificate() { # name
-    local pki=$VAR/pki
+# (`faust -A f2stream pki issue`), or, with "client", for logging in only (no
+# host, so no server use): kept while it is there.
+ensure_service_certificate() { # name [client]
+    local pki=$VAR/pki hosts=(--host 127.0.0.1 --host localhost)
+    [[ ${2:-} == client ]] && hosts=()
     if [[ ! -s $pki/services/$1.crt || ! -s $pki/services/$1.key ]]; then
         log "pki: issuing the certificate of $1 in $pki/services"
         (cd "$ROOT" && F2_PKI_DIR=$pki F2_DATA_DIR=$DATA/faust \
-            "$PYTHON" -m faust -A f2stream pki issue "$1" --host 127.0.0.1 --host localhost 9>&-) \
+            "$PYTHON" -m faust -A f2stream pki issue "$1" "${hosts[@]}" 9>&-) \
             >>"$LOG/pki.log" 2>&1 || die "pki issue $1 failed: see $LOG/pki.log"
     fi
 }
@@ -938,7 +946,7 @@ F2_MQTT_TLS_PORT=$MQTT_TLS_PORT
 F2_MQTT_WS_PORT=$MQTT_WS_PORT
 F2_MQTT_DASHBOARD_USERNAME=f2-dashboard
 F2_MQTT_DASHBOARD_PASSWORD_FILE=$SECRETS/mqtt_dashboard_password
-F2_MQTT_USERNAME=f2-ingest
+F2_MQTT_USERNAME=$MQTT_INGEST_USER
 F2_MQTT_PASSWORD_FILE=$SECRETS/mqtt_ingest_password
 F2_SIM_MQTT_USERNAME=f2-simulator
 F2_SIM_MQTT_PASSWORD_FILE=$SECRETS/mqtt_simulator_password
@@ -989,6 +997,12 @@ F2_KAFKA_MTLS_BROKER='$mtls'
 F2_TOPIC_REPLICATION=$(kafka_replication)
 # TLS to both databases, their certificate verified (these replace the DSNs above).
 F2_PARAMS_DSN='postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
+# The ingest's MQTT session over TLS to the certificate listener (F2_MQTT_TLS_PORT), logged in by
+# its certificate (CN $MQTT_INGEST_USER); the service listener stays on loopback for the local tools.
+F2_MQTT_TLS=1
+F2_MQTT_CA_FILE=$VAR/pki/ca.crt
+F2_MQTT_CERT_FILE=$VAR/pki/services/$MQTT_INGEST_USER.crt
+F2_MQTT_KEY_FILE=$VAR/pki/services/$MQTT_INGEST_USER.key
 F2_TIMESERIES_DSN='postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
 EOF
 }
@@ -1032,6 +1046,7 @@ cmd_up() {
         ensure_pki
         ensure_kafka_certificate
         ensure_service_certificate "$PG_CERT_CN"
+        ensure_service_certificate "$MQTT_INGEST_USER" client # the ingest's MQTT login on the TLS listener
     fi
     # Kafka takes longest: launch it first, set up the rest while it boots.
     local n

@@ -22,6 +22,7 @@ import aiokafka
 import aiomqtt
 
 from f2stream.kafka_client import KafkaOptions
+from f2stream.mqtt_client import MqttConnection
 from f2stream.settings import Secret
 from f2stream.storage.db import DB_ERRORS, connect, describe_dsn, failure, is_transient
 
@@ -215,20 +216,17 @@ async def websocket_check(
     return Check(name, "failing", f"ws://{host}:{port} answered {answer[:80]!r} to a WebSocket upgrade")
 
 
-async def mqtt_check(
-    name: str, host: str, port: int, username: str, password: Secret | None, *, timeout_s: float = 1.5
-) -> Check:
-    """An MQTT session opens and closes with these credentials (a clean session of its own client id)."""
+async def mqtt_check(name: str, connection: MqttConnection, *, timeout_s: float = 1.5) -> Check:
+    """An MQTT session opens and closes as `connection` logs in (a clean session of its own client id)."""
     client = aiomqtt.Client(
-        host, port, username=username, password=None if password is None else password.reveal(),
-        identifier="f2stream-health", clean_session=True, timeout=timeout_s,
-    )  # fmt: skip
+        **connection.client_options(), identifier="f2stream-health", clean_session=True, timeout=timeout_s
+    )
     try:
         async with client:
             pass
     except aiomqtt.MqttError as exc:
-        return Check(name, "failing", f"{host}:{port} as {username}: {exc}")
-    return Check(name, "ok", f"{host}:{port} accepts {username}")
+        return Check(name, "failing", f"{connection}: {exc}")
+    return Check(name, "ok", f"{connection} accepted")
 
 
 async def worker_check(name: str, url: str, *, timeout_s: float = 1.5) -> Check:

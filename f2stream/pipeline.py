@@ -12,6 +12,7 @@ from f2stream.health import Check, HealthChecks, overall
 from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import PIPELINE_APP_ID
 from f2stream.metrics import Metrics
+from f2stream.mqtt_client import ingest_connection
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
 from f2stream.web import liveness, pages, views
@@ -128,7 +129,7 @@ def _services() -> HealthChecks:
     return HealthChecks(
         {
             "kafka": lambda: health.kafka_check(kafka),
-            "mosquitto": lambda: health.mqtt_check("mosquitto", host, s.mqtt_port, s.mqtt_username, s.mqtt_password),
+            "mosquitto": lambda: health.mqtt_check("mosquitto", ingest_connection(s)),  # as the ingest logs in
             "mosquitto-tls": lambda: health.tcp_check("mosquitto-tls", host, s.mqtt_tls_port),
             "mosquitto-websockets": lambda: health.websocket_check("mosquitto-websockets", host, s.mqtt_ws_port),
             "postgres-params": lambda: health.postgres_check(

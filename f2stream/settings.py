@@ -83,6 +83,12 @@ class Settings:
     mqtt_ws_port: int = 9001
     mqtt_username: str = "f2-ingest"
     mqtt_password: Secret | None = None
+    # The ingest's session over TLS, to F2_MQTT_TLS_PORT: the broker verified against the CA (none: the
+    # system's), logged in with a client certificate, a password, or both (docs/operations.md, "MQTT").
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     mqtt_client_id: str = "f2stream-ingest"
     # Empty: a plain subscription, which Mosquitto keeps across its restarts.
     # Set it (the same on every ingest worker) to share the messages among several.
@@ -174,6 +180,7 @@ class Settings:
                 "F2_TOPIC_REPLICATION", f"is {self.topic_replication}: 0 (the cluster's default) or a replica count"
             )
         self._validate_kafka_security()
+        self._validate_mqtt_tls()
 
     def _validate_kafka_security(self) -> None:
         protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
@@ -228,7 +235,39 @@ class Settings:
         if not self.kafka_check_hostname:
             logger.warning("F2_KAFKA_CHECK_HOSTNAME=false: the Kafka broker's certificate is not matched "
                            "to its host name")  # fmt: skip
-        _check_tls_files(self)
+        _check_tls_files(
+            "F2_KAFKA", self.kafka_ca_file, self.kafka_cert_file, self.kafka_key_file, self.kafka_key_password
+        )
+
+    def _validate_mqtt_tls(self) -> None:
+        files = {
+            "F2_MQTT_CA_FILE": self.mqtt_ca_file,
+            "F2_MQTT_CERT_FILE": self.mqtt_cert_file,
+            "F2_MQTT_KEY_FILE": self.mqtt_key_file,
+        }
+        if not self.mqtt_tls:
+            given = [name for name, path in files.items() if path is not None]
+            if given:
+                raise ConfigError(given[0], "is set, but F2_MQTT_TLS is off: set F2_MQTT_TLS=1")
+            return
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            missing = "F2_MQTT_KEY_FILE" if self.mqtt_key_file is None else "F2_MQTT_CERT_FILE"
+            raise ConfigError(missing, "is needed too: a client certificate goes with its private key")
+        if self.mqtt_cert_file is None and self.mqtt_password is None:
+            raise ConfigError(
+                "F2_MQTT_TLS",
+                "the ingest logs in with a client certificate or a password: set F2_MQTT_CERT_FILE and "
+                "F2_MQTT_KEY_FILE, or F2_MQTT_PASSWORD or F2_MQTT_PASSWORD_FILE",
+            )
+        for name, path in files.items():
+            if path is not None:
+                _check_readable(name, path)
+        _check_tls_files("F2_MQTT", self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file, None)
+
+    @property
+    def mqtt_ingest_port(self) -> int:
+        """The port of the ingest's session: the TLS listener with F2_MQTT_TLS, else the service listener."""
+        return self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
 
     @property
     def kafka_tls(self) -> bool:
@@ -312,29 +351,32 @@ def _check_readable(name: str, path: Path) -> None:
         raise ConfigError(name, f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _check_tls_files(settings: Settings) -> None:
-    """Load the CA, certificate and key as the Kafka clients will: a bad file fails here, not at connection."""
+def _check_tls_files(
+    prefix: str, ca_file: Path | None, cert_file: Path | None, key_file: Path | None, key_password: Secret | None
+) -> None:
+    """Load the CA, certificate and key as the clients will: a bad file fails here, not at connection.
+
+    `prefix` names the settings (`F2_KAFKA`: F2_KAFKA_CA_FILE, ...). Only
+    Kafka's key may be encrypted (F2_KAFKA_KEY_PASSWORD).
+    """
     context = ssl.create_default_context()
-    if settings.kafka_ca_file is not None:
+    if ca_file is not None:
         try:
-            context.load_verify_locations(cafile=settings.kafka_ca_file)
+            context.load_verify_locations(cafile=ca_file)
         except (ssl.SSLError, ValueError) as exc:
             raise ConfigError(
-                "F2_KAFKA_CA_FILE", f"{settings.kafka_ca_file} holds no PEM certificate ({exc.__class__.__name__})"
+                f"{prefix}_CA_FILE", f"{ca_file} holds no PEM certificate ({exc.__class__.__name__})"
             ) from exc
-    if settings.kafka_cert_file is not None and settings.kafka_key_file is not None:
-        password = settings.kafka_key_password
+    if cert_file is not None and key_file is not None:
         try:
             # A callable, never None: OpenSSL would prompt on the terminal for an encrypted key.
-            context.load_cert_chain(
-                settings.kafka_cert_file, settings.kafka_key_file, lambda: password.reveal() if password else ""
-            )
+            context.load_cert_chain(cert_file, key_file, lambda: key_password.reveal() if key_password else "")
         except (ssl.SSLError, ValueError) as exc:
+            encrypted = "; an encrypted key needs F2_KAFKA_KEY_PASSWORD" if prefix == "F2_KAFKA" else ""
             raise ConfigError(
-                "F2_KAFKA_KEY_FILE",
-                f"{settings.kafka_cert_file} and {settings.kafka_key_file} are not a PEM certificate and its "
-                f"private key ({getattr(exc, 'reason', None) or exc.__class__.__name__}); an encrypted key needs "
-                "F2_KAFKA_KEY_PASSWORD",
+                f"{prefix}_KEY_FILE",
+                f"{cert_file} and {key_file} are not a PEM certificate and its private key "
+                f"({getattr(exc, 'reason', None) or exc.__class__.__name__}){encrypted}",
             ) from exc
 
 

@@ -430,3 +430,56 @@ def test_bad_tls_parameters_of_a_dsn(query: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"F2_TIMESERIES_DSN": f"postgresql://f2@localhost:5433/f2_timeseries?{query}"})
     assert str(caught.value).startswith(message)
+
+
+# --- the ingest's MQTT session over TLS ------------------------------------
+
+
+def test_mqtt_tls_with_a_client_certificate(pki: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "F2_MQTT_TLS": "1",
+            "F2_MQTT_TLS_PORT": "18883",
+            "F2_MQTT_CA_FILE": str(pki / "ca.crt"),
+            "F2_MQTT_CERT_FILE": str(pki / "server.crt"),
+            "F2_MQTT_KEY_FILE": str(pki / "server.key"),
+        }
+    )
+    assert settings.mqtt_tls is True
+    assert settings.mqtt_ingest_port == 18883
+    assert Settings.from_env({"F2_MQTT_TLS_PORT": "18883"}).mqtt_ingest_port == 1883  # without TLS: the password port
+
+
+@pytest.mark.parametrize(
+    ("env", "setting", "message"),
+    [
+        ({"F2_MQTT_CA_FILE": "@pki/ca.crt"}, "F2_MQTT_CA_FILE", "is set, but F2_MQTT_TLS is off: set F2_MQTT_TLS=1"),
+        (
+            {"F2_MQTT_TLS": "1", "F2_MQTT_CERT_FILE": "@pki/server.crt"},
+            "F2_MQTT_KEY_FILE",
+            "is needed too: a client certificate goes with its private key",
+        ),
+        (
+            {"F2_MQTT_TLS": "1", "F2_MQTT_CA_FILE": "@pki/ca.crt"},
+            "F2_MQTT_TLS",
+            "the ingest logs in with a client certificate or a password",
+        ),
+        (
+            {"F2_MQTT_TLS": "1", "F2_MQTT_PASSWORD": "pw", "F2_MQTT_CA_FILE": "/nonexistent/ca.crt"},
+            "F2_MQTT_CA_FILE",
+            "cannot read /nonexistent/ca.crt",
+        ),
+        (
+            {"F2_MQTT_TLS": "1", "F2_MQTT_CERT_FILE": "@pki/server.crt", "F2_MQTT_KEY_FILE": "@pki/ca.key"},
+            "F2_MQTT_KEY_FILE",
+            "are not a PEM certificate and its private key",
+        ),
+        ({"F2_MQTT_TLS": "maybe"}, "F2_MQTT_TLS", "'maybe' is not a valid bool"),
+    ],
+)
+def test_bad_mqtt_tls_settings(pki: Path, env: dict[str, str], setting: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({name: value.replace("@pki", str(pki)) for name, value in env.items()})
+    assert caught.value.setting == setting
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
