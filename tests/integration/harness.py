@@ -90,6 +90,24 @@ class Stack:
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"pg_ctl {action} {cluster}: {result.stdout}{result.stderr}"
 
+    def kcat(self, *args: str, broker: int | None = None) -> list[str]:
+        """A kcat command line for the stack's brokers (or broker number `broker` alone).
+
+        On a secure stack kcat goes to the mTLS listeners with the brokers' own
+        certificate (a super user), as deploy/stack.sh does: Debian's kcat
+        (librdkafka 2.0) cannot log in with SCRAM to Kafka 4 (kcat#462).
+        """
+        secure = self.env.get("F2_STACK_SECURE") == "1"
+        urls = self.env["F2_KAFKA_MTLS_BROKER" if secure else "F2_KAFKA_BROKER"].split(";")
+        servers = [url.split("://", 1)[-1] for url in (urls if broker is None else [urls[broker - 1]])]
+        command = ["kcat", "-b", ",".join(servers)]
+        if secure:
+            services = Path(self.env["F2_PKI_DIR"]) / "services"
+            command += ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={self.env['F2_KAFKA_CA_FILE']}",
+                        "-X", f"ssl.certificate.location={services / 'f2-kafka-broker.crt'}",
+                        "-X", f"ssl.key.location={services / 'f2-kafka-broker.key'}"]  # fmt: skip
+        return [*command, *args]
+
     def faust(
         self, *args: str, app: str = "f2stream", timeout: float = 120, **extra: str
     ) -> subprocess.CompletedProcess[str]:
@@ -318,9 +336,7 @@ def start_kafka(stack: Stack, command: list[str], timeout_s: float = 120, broker
     while time.monotonic() < deadline:
         assert process.poll() is None, f"kafka exited during start-up: see {log_path}"
         if _port_open(port):
-            metadata = subprocess.run(
-                ["kcat", "-b", f"127.0.0.1:{port}", "-L", "-m", "3"], capture_output=True, text=True
-            )
+            metadata = subprocess.run(stack.kcat("-L", "-m", "3", broker=broker), capture_output=True, text=True)
             if metadata.returncode == 0 and f" {brokers} brokers:" in metadata.stdout:
                 return
         time.sleep(0.25)
@@ -332,9 +348,7 @@ def wait_in_sync(stack: Stack, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     lagging: list[str] = ["no metadata"]
     while time.monotonic() < deadline:
-        metadata = subprocess.run(
-            ["kcat", "-b", stack.settings.kafka_bootstrap, "-L", "-m", "3"], capture_output=True, text=True
-        )
+        metadata = subprocess.run(stack.kcat("-L", "-m", "3"), capture_output=True, text=True)
         partitions = _REPLICAS.findall(metadata.stdout)
         lagging = [f"replicas {r}, isrs {i}" for r, i in partitions if set(r.split(",")) != set(i.split(","))]
         if metadata.returncode == 0 and partitions and not lagging:
