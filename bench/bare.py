@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from f2stream.kafka_client import kafka_options
+from f2stream.mqtt_client import ingest_connection
 from f2stream.records import format_time
 from f2stream.settings import Settings
 from f2stream.storage.db import connect
@@ -57,12 +58,8 @@ async def forward(settings: Settings) -> None:
         await admin.close()
     producer = AIOKafkaProducer(**kafka_options(settings), acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
-    assert settings.mqtt_password is not None
     client = aiomqtt.Client(
-        settings.mqtt_host,
-        settings.mqtt_port,
-        username=settings.mqtt_username,
-        password=settings.mqtt_password.reveal(),
+        **ingest_connection(settings).client_options(),  # as the ingest worker logs in (over TLS, or not)
         identifier="f2-bench-bare-forwarder",
         clean_session=True,
         max_queued_incoming_messages=0,

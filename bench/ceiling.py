@@ -154,6 +154,22 @@ def option_file(host: str, port: int, username: str, password: Secret) -> str:
     return f"-h {host}\n-p {port}\n-u {username}\n-P {password.reveal()}\n"
 
 
+def relay_options(settings: Settings) -> str:
+    """mosquitto_sub's options file: logged in as the ingest worker is (over TLS with its certificate, or not)."""
+    s = settings
+    if not s.mqtt_tls:
+        if s.mqtt_password is None:
+            raise ValueError("the settings lack F2_MQTT_PASSWORD(_FILE)")
+        return option_file(s.mqtt_host, s.mqtt_port, s.mqtt_username, s.mqtt_password)
+    files = {"--cafile": s.mqtt_ca_file, "--cert": s.mqtt_cert_file, "--key": s.mqtt_key_file}
+    lines = [f"-h {s.mqtt_host}", f"-p {s.mqtt_tls_port}", *(f"{o} {f}" for o, f in files.items() if f is not None)]
+    if s.mqtt_password is not None:
+        lines += [f"-u {s.mqtt_username}", f"-P {s.mqtt_password.reveal()}"]
+    if any(c in line for line in lines for c in "\r\n"):
+        raise ValueError("a host, file name or password with a line break cannot go in an options file")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------- children
 
 
@@ -195,8 +211,9 @@ class _Child:
 class _Run:
     """The tools of one measurement, their private folder, and the Kafka clients that watch them."""
 
-    def __init__(self, settings: Settings, folder: Path, messages: int) -> None:
+    def __init__(self, settings: Settings, folder: Path, messages: int, kcat: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.kcat = list(kcat) or ["-b", settings.kafka_bootstrap]  # how kcat reaches the brokers
         self.folder = folder
         self.messages = messages
         self.children: list[_Child] = []
@@ -207,15 +224,15 @@ class _Run:
         self.partitions: list[TopicPartition] = []
 
     def write_options(self) -> None:
-        """mosquitto_pub publishes as the simulator user, mosquitto_sub relays as the ingest user."""
+        """mosquitto_pub publishes as the simulator user; mosquitto_sub relays as the ingest worker logs in."""
         s = self.settings
-        if s.sim_mqtt_password is None or s.mqtt_password is None:
-            raise ValueError("the settings lack F2_SIM_MQTT_PASSWORD(_FILE) or F2_MQTT_PASSWORD(_FILE)")
+        if s.sim_mqtt_password is None:
+            raise ValueError("the settings lack F2_SIM_MQTT_PASSWORD(_FILE)")
         config = self.folder / "config"
         config.mkdir(mode=0o700)
         files = {
             "mosquitto_pub": option_file(s.mqtt_host, s.mqtt_port, s.sim_mqtt_username, s.sim_mqtt_password),
-            "mosquitto_sub": option_file(s.mqtt_host, s.mqtt_port, s.mqtt_username, s.mqtt_password),
+            "mosquitto_sub": relay_options(s),
         }
         for name, text in files.items():
             path = config / name
@@ -330,6 +347,7 @@ async def measure(
     stall_s: float = 30.0,
     timeout_s: float = 600.0,
     progress: Callable[[int, int], None] | None = None,
+    kcat: Sequence[str] = (),
 ) -> CeilingResult:
     """Publish `messages` through the C tools to Kafka and time them (module docstring).
 
@@ -343,6 +361,7 @@ async def measure(
         stall_s: give up when Kafka's count has not moved for this long.
         timeout_s: give up after this long in all.
         progress: called with (messages in Kafka, messages) as they arrive.
+        kcat: kcat's options to reach the brokers (bench.stack.kcat_connection); none: `-b` the bootstrap.
 
     Raises:
         CeilingError: a tool failed or did not exit, or messages stopped arriving; every tool is killed first.
@@ -354,7 +373,7 @@ async def measure(
         if shutil.which(tool) is None:
             raise CeilingError(f"{tool} is not installed: make stack-install", arrived=0, expected=messages)
     folder = Path(tempfile.mkdtemp(prefix="ceiling-", dir=work_dir))  # mode 700
-    run = _Run(settings, folder, messages)
+    run = _Run(settings, folder, messages, kcat)
     try:
         run.write_options()
         inputs = [folder / f"input-{n}" for n in range(clients)]
@@ -392,7 +411,7 @@ async def _relay(
     assert sub.proc.stdout is not None
     kcat = run.start(
         "kcat",
-        ["kcat", "-P", "-b", run.settings.kafka_bootstrap, "-t", KAFKA_TOPIC, "-K", "\\t", "-X", "acks=all"],
+        ["kcat", "-P", *run.kcat, "-t", KAFKA_TOPIC, "-K", "\\t", "-X", "acks=all"],
         stdin=sub.proc.stdout,
     )
     sub.proc.stdout.close()  # kcat's now: mosquitto_sub gets SIGPIPE if kcat dies

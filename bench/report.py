@@ -55,6 +55,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gb')} GB, Python {m.get('python')}, "
         f"kernel {m.get('kernel')}, ulimit -n {m.get('ulimit_n')}; {m.get('co_located')}.",
     ]
+    if results.get("options", {}).get("secure"):
+        lines.append(
+            "Stack: **secure** (F2_STACK_SECURE=1): Kafka over SASL_SSL (SCRAM-SHA-512) with ACLs, each worker as its "
+            "own principal; the ingest's MQTT session over TLS with a client certificate; PostgreSQL over TLS "
+            "(verify-full); the C tools' relay over TLS too (mosquitto_sub with the ingest's certificate, kcat on the "
+            "brokers' mTLS listener)."
+        )
     others = results.get("other_processes_at_start") or []
     lines.append(
         "Other test runs or workers at start: " + ("; ".join(others) if others else "none (no contention)") + "."

@@ -53,7 +53,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import ceiling, report
 from bench.procstat import Watched, cpu_snapshot, lineage, memory_kb, pid_file
-from bench.stack import PORT_SETTINGS, free_ports, read_env_file
+from bench.stack import PORT_SETTINGS, SECURE_PORT_SETTINGS, free_ports, kcat_connection, principal, read_env_file
 from f2stream.kafka_client import kafka_options
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
@@ -117,6 +117,7 @@ class Bench:
         self.out = out
         self.var_dir = Path(args.var_dir) if args.var_dir else Path(tempfile.mkdtemp(prefix="f2stream-bench-"))
         self.own_stack = not args.var_dir
+        self.secure = False  # the stack's stack.env says (F2_STACK_SECURE=1), once it is up
         self.env: dict[str, str] = {}
         self.settings: Settings | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -134,8 +135,11 @@ class Bench:
     def stack_up(self) -> None:
         self.var_dir.chmod(0o755)  # the postgres user must reach its data dir below
         env = {"F2_VAR_DIR": str(self.var_dir), "F2_PYTHON": sys.executable}
+        ports = PORT_SETTINGS + (SECURE_PORT_SETTINGS if self.args.secure else ())
+        if self.args.secure:
+            env["F2_STACK_SECURE"] = "1"
         if not (self.var_dir / "stack.env").exists():
-            env.update(zip(PORT_SETTINGS, map(str, free_ports(len(PORT_SETTINGS))), strict=True))
+            env.update(zip(ports, map(str, free_ports(len(ports))), strict=True))
         self.progress.done(f"bench: starting the stack under {self.var_dir}")
         if not self.own_stack and (self.var_dir / "stack.env").exists():
             up = subprocess.CompletedProcess([], 0)  # running already: use it as it is
@@ -144,6 +148,9 @@ class Bench:
         if up.returncode != 0:
             raise SystemExit(f"bench: stack up failed:\n{up.stdout}\n{up.stderr}")
         self.env = {**read_env_file(self.var_dir / "stack.env"), "F2_DATA_DIR": str(self.var_dir / "data" / "faust")}
+        self.secure = self.env.get("F2_STACK_SECURE") == "1"
+        if self.secure:  # the bench's own clients (topics, offsets, load, stages alone) as the admin principal
+            self.env.update(principal(self.env, "ADMIN"))
         self.settings = Settings.from_env(self.env)
         migrate = self.faust("migrate")
         if migrate.returncode != 0:
@@ -203,9 +210,11 @@ class Bench:
         (port,) = free_ports(1)
         log = (self.var_dir / "log" / f"{name}.log").open("ab")
         command = [sys.executable, "-m", "bench.worker", app, "-l", "info", "--web-port", str(port), *extra]
+        login = principal(self.env, app.upper()) if self.secure else {}  # each worker as its own principal
         self.workers[name] = subprocess.Popen(
-            command, env=self.run_env(PYTHONPATH=str(ROOT)), stdout=log, stderr=subprocess.STDOUT, cwd=self.var_dir
-        )
+            command, env=self.run_env(PYTHONPATH=str(ROOT), **login), stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.var_dir,
+        )  # fmt: skip
         self.web_ports[name] = port
 
     def stop_worker(self, name: str) -> None:
@@ -360,6 +369,7 @@ class Bench:
                 devices=len(self.devices),
                 work_dir=self.var_dir,
                 progress=lambda n, of: self.progress.show(f"bench: C-tool ceiling: {n} of {of} messages in Kafka"),
+                kcat=kcat_connection(self.env),
             )
         except ceiling.CeilingError as exc:
             raise SystemExit(f"bench: {exc}") from exc
@@ -761,6 +771,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=300_000, help="messages queued for ingest in the backlog phase")
     parser.add_argument("--worker-option", action="append", default=[], help="more `faust worker` options")
     parser.add_argument("--var-dir", default="", help="use the stack running under this F2_VAR_DIR")
+    parser.add_argument(
+        "--secure", action="store_true",
+        help="a secure stack (F2_STACK_SECURE=1): every hop on TLS, the workers as their own Kafka principals",
+    )  # fmt: skip
     parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
     args = parser.parse_args(argv)
     if args.ceiling_messages < 1 or args.ceiling_clients < 1:

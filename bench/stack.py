@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "SECURE_CLUSTER_PORT_SETTINGS",
     "SECURE_PORT_SETTINGS",
     "free_ports",
+    "kcat_connection",
+    "principal",
     "read_env_file",
 ]
 
@@ -57,3 +60,34 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             env[key] = value.strip().strip("'\"")
     return env
+
+
+def principal(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """The Kafka login of one of a secure stack's principals (stack.env: F2_KAFKA_<NAME>_USERNAME, ...).
+
+    `name`: INGEST, PIPELINE or ADMIN; stack.env itself logs in as f2-tools.
+    """
+    return {
+        "F2_KAFKA_USERNAME": env[f"F2_KAFKA_{name}_USERNAME"],
+        "F2_KAFKA_PASSWORD_FILE": env[f"F2_KAFKA_{name}_PASSWORD_FILE"],
+    }
+
+
+def kcat_connection(env: Mapping[str, str], broker: int | None = None) -> list[str]:
+    """kcat's options to reach a stack's brokers (or broker number `broker` alone).
+
+    On a secure stack (F2_STACK_SECURE=1) the mTLS listeners with the
+    brokers' own certificate (a super user), as deploy/stack.sh does:
+    Debian's kcat (librdkafka 2.0) cannot log in with SCRAM to Kafka 4
+    (kcat#462).
+    """
+    secure = env.get("F2_STACK_SECURE") == "1"
+    urls = env["F2_KAFKA_MTLS_BROKER" if secure else "F2_KAFKA_BROKER"].split(";")
+    servers = [url.split("://", 1)[-1] for url in (urls if broker is None else [urls[broker - 1]])]
+    options = ["-b", ",".join(servers)]
+    if secure:
+        services = Path(env["F2_PKI_DIR"]) / "services"
+        options += ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={env['F2_KAFKA_CA_FILE']}",
+                    "-X", f"ssl.certificate.location={services / 'f2-kafka-broker.crt'}",
+                    "-X", f"ssl.key.location={services / 'f2-kafka-broker.key'}"]  # fmt: skip
+    return options

@@ -29,6 +29,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
+from bench.stack import kcat_connection
+from bench.stack import principal as stack_principal
 from f2stream.kafka_client import kafka_options
 from f2stream.settings import Settings
 from f2stream.simulator import device_ids
@@ -91,22 +93,8 @@ class Stack:
         assert result.returncode == 0, f"pg_ctl {action} {cluster}: {result.stdout}{result.stderr}"
 
     def kcat(self, *args: str, broker: int | None = None) -> list[str]:
-        """A kcat command line for the stack's brokers (or broker number `broker` alone).
-
-        On a secure stack kcat goes to the mTLS listeners with the brokers' own
-        certificate (a super user), as deploy/stack.sh does: Debian's kcat
-        (librdkafka 2.0) cannot log in with SCRAM to Kafka 4 (kcat#462).
-        """
-        secure = self.env.get("F2_STACK_SECURE") == "1"
-        urls = self.env["F2_KAFKA_MTLS_BROKER" if secure else "F2_KAFKA_BROKER"].split(";")
-        servers = [url.split("://", 1)[-1] for url in (urls if broker is None else [urls[broker - 1]])]
-        command = ["kcat", "-b", ",".join(servers)]
-        if secure:
-            services = Path(self.env["F2_PKI_DIR"]) / "services"
-            command += ["-X", "security.protocol=SSL", "-X", f"ssl.ca.location={self.env['F2_KAFKA_CA_FILE']}",
-                        "-X", f"ssl.certificate.location={services / 'f2-kafka-broker.crt'}",
-                        "-X", f"ssl.key.location={services / 'f2-kafka-broker.key'}"]  # fmt: skip
-        return [*command, *args]
+        """A kcat command line for the stack's brokers (or broker number `broker` alone), secure or not."""
+        return ["kcat", *kcat_connection(self.env, broker), *args]
 
     def faust(
         self, *args: str, app: str = "f2stream", timeout: float = 120, **extra: str
@@ -123,14 +111,8 @@ class Stack:
 
 
 def principal(stack: Stack, name: str) -> dict[str, str]:
-    """The Kafka login of one of a secure stack's principals (stack.env: F2_KAFKA_<NAME>_USERNAME, ...).
-
-    `name`: INGEST, PIPELINE or ADMIN; stack.env itself logs in as f2-tools.
-    """
-    return {
-        "F2_KAFKA_USERNAME": stack.env[f"F2_KAFKA_{name}_USERNAME"],
-        "F2_KAFKA_PASSWORD_FILE": stack.env[f"F2_KAFKA_{name}_PASSWORD_FILE"],
-    }
+    """The Kafka login of one of a secure stack's principals: INGEST, PIPELINE or ADMIN (bench.stack.principal)."""
+    return stack_principal(stack.env, name)
 
 
 class Worker:
