@@ -21,19 +21,15 @@ from mypy.main import process_options
 from mypy.modulefinder import BuildSource
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Source folder and the package it installs as (setup.py `FOLDERS`).
-PACKAGES = (
-    ("f2stream", "f2stream"),
-    ("agents", "f2stream.agents"),
-    ("tables", "f2stream.tables"),
-    ("pki", "f2stream.pki"),
-)
+sys.path.insert(0, str(ROOT))  # run as a script: `tests` is importable from the root
+
+from tests.folders import installed_folders  # noqa: E402  # needs the line above
 
 
 def sources() -> list[BuildSource]:
     """Every module of the project with its installed name."""
     found = []
-    for folder, package in PACKAGES:
+    for package, folder in installed_folders().items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             parts = [part for part in path.relative_to(ROOT / folder).with_suffix("").parts if part != "__init__"]
             found.append(BuildSource(str(path.relative_to(ROOT)), ".".join([package, *parts])))

@@ -15,7 +15,6 @@ that setup.py's discovery misses fails here.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shutil
@@ -27,21 +26,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.folders import installed_folders
+
 REPO = Path(__file__).resolve().parents[2]
 CHECK = Path(__file__).with_name("installed_check.py")
 APPS = ("f2stream", "f2stream.ingest")
 
 
 def folders() -> dict[str, str]:
-    """Installed package -> source folder, as setup.py maps them (read from its FOLDERS, not repeated here)."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign | ast.Assign):
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
-            if any(isinstance(t, ast.Name) and t.id == "FOLDERS" for t in targets):
-                assert node.value is not None
-                return dict(ast.literal_eval(node.value))
-    raise AssertionError("setup.py has no FOLDERS mapping")
+    """Installed package -> source folder, as setup.py maps them (tests/folders.py reads its FOLDERS)."""
+    return installed_folders()
 
 
 def source_tree() -> dict[str, list[str]]:

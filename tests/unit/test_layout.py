@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.folders import installed_folders
+
 ROOT = Path(__file__).resolve().parents[2]
-#: Source folder and the package it installs as (setup.py `FOLDERS`).
-FOLDERS = {"f2stream": "f2stream", "agents": "f2stream.agents", "tables": "f2stream.tables", "pki": "f2stream.pki"}
 
 WIRING = 3
 LAYERS: dict[str, int] = {
@@ -36,7 +36,7 @@ CORE = 0
 def modules() -> dict[str, Path]:
     """Every module of the project under its installed name."""
     found = {}
-    for folder, package in FOLDERS.items():
+    for package, folder in installed_folders().items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             parts = [p for p in path.relative_to(ROOT / folder).with_suffix("").parts if p != "__init__"]
             found[".".join([package, *parts])] = path
