@@ -57,7 +57,16 @@ principal() { # INGEST or PIPELINE
     local user=F2_KAFKA_${1}_USERNAME file=F2_KAFKA_${1}_PASSWORD_FILE
     if [[ -n ${!user:-} ]]; then printf '%s\n' "F2_KAFKA_USERNAME=${!user}" "F2_KAFKA_PASSWORD_FILE=${!file}"; fi
 }
-mapfile -t pipeline_login < <(principal PIPELINE)
+# The pipeline worker logs in to both databases as its own role (stack.env names it; docs/operations.md,
+# "Database roles"), never as their owner.
+db_login() { # PIPELINE
+    local user=F2_DB_${1}_USER file=F2_DB_${1}_PASSWORD_FILE
+    if [[ -n ${!user:-} ]]; then
+        printf '%s\n' "F2_PARAMS_USER=${!user}" "F2_PARAMS_PASSWORD_FILE=${!file}" \
+            "F2_TIMESERIES_USER=${!user}" "F2_TIMESERIES_PASSWORD_FILE=${!file}"
+    fi
+}
+mapfile -t pipeline_login < <(principal PIPELINE; db_login PIPELINE)
 mapfile -t ingest_login < <(principal INGEST)
 start pipeline env "${pipeline_login[@]}" "$FAUST" -A f2stream worker -l info --web-port "$PIPELINE_PORT"
 start ingest env "${ingest_login[@]}" "$FAUST" -A f2stream.ingest worker -l info --web-port "$INGEST_PORT"

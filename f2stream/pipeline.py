@@ -5,23 +5,49 @@ Run it with `faust -A f2stream worker -l info` (web on :6066).
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from f2stream import commands, health
 from f2stream.agents.stages import Stages
 from f2stream.appbase import F2App, PipelineTopics, load_settings
+from f2stream.errors import ERROR_EXIT
 from f2stream.health import Check, HealthChecks, overall
 from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import PIPELINE_APP_ID
 from f2stream.metrics import Metrics
 from f2stream.mqtt_client import ingest_connection
+from f2stream.storage.privileges import check_pipeline_rights
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
 from f2stream.web import liveness, pages, views
 
-__all__ = ["app", "metrics", "params", "services", "settings", "stages", "sync", "topics", "writer"]
+__all__ = ["PipelineApp", "app", "metrics", "params", "services", "settings", "stages", "sync", "topics", "writer"]
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineApp(F2App):
+    """The pipeline's Faust app: its database rights are checked before anything starts."""
+
+    async def on_first_start(self) -> None:
+        """Say which database rights the worker holds beyond its needs; refuse to start on them if strict.
+
+        WARNING by default; with F2_DB_STRICT_PRIVILEGES one line on stderr and
+        exit status 2, before any topic, consumer or connection pool is made.
+        """
+        line = await check_pipeline_rights(self.settings)
+        if line is not None:
+            if self.settings.db_strict_privileges:
+                print(f"f2stream: {line}; it refuses to start (F2_DB_STRICT_PRIVILEGES=1)", file=sys.stderr, flush=True)
+                raise SystemExit(ERROR_EXIT)
+            logger.warning("%s (F2_DB_STRICT_PRIVILEGES=1 would refuse to start)", line[0].upper() + line[1:])
+        await super().on_first_start()
+
 
 settings = load_settings()
 kafka = kafka_options(settings)
-app = F2App(PIPELINE_APP_ID, settings, web_port=6066)
+app = PipelineApp(PIPELINE_APP_ID, settings, web_port=6066)
 topics = PipelineTopics(app)
 metrics = Metrics()
 sync = ParameterSync(app, settings, topics.parameters)

@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final, get_type_hints
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from f2stream.errors import ConfigError
 
-__all__ = ["KAFKA_SASL_MECHANISMS", "KAFKA_SECURITY_PROTOCOLS", "Secret", "Settings"]
+__all__ = ["KAFKA_SASL_MECHANISMS", "KAFKA_SECURITY_PROTOCOLS", "Secret", "Settings", "dsn_with_user"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,13 @@ class Settings:
     params_refresh_s: float = 30.0
     timeseries_dsn: str = "postgresql://f2@localhost:5433/f2_timeseries"
     timeseries_password: Secret | None = None
+    # The role this process logs in as, in place of the DSN's user: one DSN per database, each
+    # process its own role (docs/operations.md, "Database roles"). Empty: the DSN's user.
+    params_user: str = ""
+    timeseries_user: str = ""
+    # True: the pipeline worker refuses to start when its roles hold rights it does not need
+    # (superuser, owner of the tables, DELETE on iot_measurements...); False: it says so at WARNING.
+    db_strict_privileges: bool = False
     sink_batch_size: int = 5000
     sink_batch_window_ms: int = 200
     data_dir: Path = Path("var/data/faust")
@@ -120,6 +127,12 @@ class Settings:
     liveness_checkpoint_s: float = 30.0
     # False: no liveness tracking at all (measuring its cost).
     liveness_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        # The login goes into the DSN itself, so that every connection (pools, checks, commands) uses it.
+        for dsn_field, user in (("params_dsn", self.params_user), ("timeseries_dsn", self.timeseries_user)):
+            if user:
+                object.__setattr__(self, dsn_field, dsn_with_user(getattr(self, dsn_field), user))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -325,6 +338,13 @@ def _convert(name: str, text: str, kind: object) -> object:
     except ValueError as exc:
         what = getattr(kind, "__name__", str(kind))
         raise ConfigError(name, f"{text!r} is not a valid {what}") from exc
+
+
+def dsn_with_user(dsn: str, user: str) -> str:
+    """`dsn` logging in as `user` (percent-encoded), whatever user it named."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{hosts}"))
 
 
 #: libpq's sslmode values (asyncpg takes the same).

@@ -20,7 +20,7 @@ repo=$(cd "$here/../.." && pwd)
 dir=${1:-"$repo/var/compose-secrets"}
 
 # Keep in step with the top-level `secrets:` of docker-compose.yml.
-NAMES="mqtt_ingest_password mqtt_simulator_password mqtt_dashboard_password params_db_password timeseries_db_password grafana_admin_password"
+NAMES="mqtt_ingest_password mqtt_simulator_password mqtt_dashboard_password params_db_password timeseries_db_password pipeline_db_password repair_db_password grafana_admin_password"
 
 mkdir -p "$dir"
 chmod 0700 "$dir"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import faust
 from faust.cli import option
 
@@ -19,6 +21,7 @@ from f2stream.repair.report import CHANGES, by_reason
 from f2stream.repair.source import Reader, topic_retention_ms
 from f2stream.repair.window import parse_moment
 from f2stream.settings import Settings
+from f2stream.storage.db import failure
 from f2stream.tables.parameters import load_codecs
 
 __all__ = ["register"]
@@ -72,8 +75,9 @@ def register(app: faust.App, settings: Settings) -> None:
             components=frozenset(components),
             stale=stale,
         )
-        params = await _current_parameters(settings, selection.devices)
-        result = await replay(settings, selection, dry_run=dry_run, params=params, now=now)
+        with _database_refusals("replay"):
+            params = await _current_parameters(settings, selection.devices)
+            result = await replay(settings, selection, dry_run=dry_run, params=params, now=now)
         _print_replay(result, dry_run)
 
     @app.command(
@@ -98,9 +102,27 @@ def register(app: faust.App, settings: Settings) -> None:
             since=parse_moment(since, now, option="--since") if since else None,
             until=parse_moment(until, now, option="--until") if until else None,
         )
-        params = await _current_parameters(settings, selection.devices)
-        result = await redrive(settings, selection, dry_run=dry_run, params=params, now=now)
+        with _database_refusals("redrive"):
+            params = await _current_parameters(settings, selection.devices)
+            result = await redrive(settings, selection, dry_run=dry_run, params=params, now=now)
         _print_redrive(result, dry_run)
+
+
+@contextmanager
+def _database_refusals(command: str) -> Iterator[None]:
+    """A statement the server refused (e.g. a role without the right: 42501) ends the command in one line.
+
+    Raises:
+        CommandError: naming the failure and what to do.
+    """
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        raise CommandError(
+            f"{command} stopped: {failure(exc)}; {command} logs in as a member of f2_repair and f2_params_reader "
+            '(F2_TIMESERIES_USER, F2_PARAMS_USER; docs/operations.md, "Database roles"); the batches written so far '
+            "stay, and running it again once fixed finishes the rest"
+        ) from exc
 
 
 async def _current_parameters(settings: Settings, devices: frozenset[str]) -> ParameterIndex:

@@ -10,6 +10,7 @@ batches, and running it again finishes the rest.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -20,6 +21,8 @@ from f2stream.repair.plan import MessageKey, MessagePlan, Stored
 from f2stream.storage.migrate import execute_retrying_locks
 
 __all__ = ["AGGREGATE", "apply_plans", "fetch_stored", "hour_ranges", "refresh_aggregate", "relax_commits"]
+
+logger = logging.getLogger(__name__)
 
 #: The TimescaleDB continuous aggregate over iot_measurements (migrations/timeseries/003, 005).
 AGGREGATE = "iot_measurements_hourly"
@@ -70,8 +73,12 @@ USING unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::tex
 WHERE m.time = k.t::timestamptz AND m.device_id = k.d AND m.mode = k.mo AND m.connector = k.c
   AND m.component = k.co AND m.data_point = k.dp AND (m.param_version IS NULL OR m.param_version < k.pv)
 """
-_HAS_AGGREGATE = """
-SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb') AND to_regclass($1) IS NOT NULL
+# Whether the aggregate is there, and whether this role may refresh it: TimescaleDB lets only its
+# owner (or a member of the owner role) refresh a continuous aggregate, as PostgreSQL a materialized view.
+_AGGREGATE = """
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb') AND to_regclass($1) IS NOT NULL AS present,
+       current_user AS role,
+       coalesce((SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass($1)), false) AS owned
 """
 _REFRESH_TIMEOUT_S = 3600.0
 
@@ -151,9 +158,23 @@ async def refresh_aggregate(conn: asyncpg.Connection, ranges: Sequence[tuple[dat
 
     Runs outside a transaction (TimescaleDB refuses one). A policy job that
     holds the aggregate's lock makes the refresh fail at once: it is tried
-    again after growing delays, as `migrate` does.
+    again after growing delays, as `migrate` does. A role that does not own
+    the aggregate (f2_repairer, docs/operations.md "Database roles") leaves
+    it to the aggregate's policy, which re-materializes the last 7 days every
+    30 minutes (the replay window's default), and says so.
     """
-    if not ranges or not await conn.fetchval(_HAS_AGGREGATE, AGGREGATE):
+    if not ranges:
+        return 0
+    aggregate = await conn.fetchrow(_AGGREGATE, AGGREGATE)
+    if not aggregate["present"]:
+        return 0
+    if not aggregate["owned"]:
+        logger.warning(
+            "The hourly aggregate was not refreshed over %d hour ranges: role %s does not own %s, and TimescaleDB "
+            "refreshes it for its owner only; its policy re-materializes the last 7 days within 30 minutes; for older "
+            "hours run as the owner: CALL refresh_continuous_aggregate('%s', '%s', '%s')",
+            len(ranges), aggregate["role"], AGGREGATE, AGGREGATE, ranges[0][0].isoformat(), ranges[-1][1].isoformat(),
+        )  # fmt: skip
         return 0
     for start, end in ranges:
         # Literals: the procedure's window arguments are of type "any", which a bound parameter cannot fill.

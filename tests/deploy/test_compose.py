@@ -639,3 +639,49 @@ def test_host_and_container_exporters_read_the_host_read_only(compose):
             assert str(port).startswith("127.0.0.1:"), f"{name}: publish on 127.0.0.1 only, not {port}"
     for vol in s["cadvisor"]["volumes"]:
         assert str(vol).endswith(":ro"), f"cadvisor: {vol} must be read-only"
+
+
+# --------------------------------------------------------------------------- database roles
+
+ROLES_SCRIPT = "./deploy/compose/postgres/roles.sh"
+#: Each database container and the migration that grants its group roles their rights.
+ROLE_MIGRATIONS = {"params-db": "migrations/params/006_roles.sql", "timescaledb": "migrations/timeseries/008_roles.sql"}
+
+
+def migration_roles(path: str) -> list[str]:
+    """The group roles a roles migration creates if missing (its `FOREACH r IN ARRAY ARRAY[...]`)."""
+    found = re.search(r"FOREACH r IN ARRAY ARRAY\[([^\]]*)\]", (REPO / path).read_text())
+    assert found, f"{path}: no list of roles"
+    return re.findall(r"'([a-z0-9_]+)'", found[1])
+
+
+def test_each_database_makes_the_roles_its_migration_grants(compose):
+    stack = (REPO / "deploy" / "stack.sh").read_text()
+    for name, migration in ROLE_MIGRATIONS.items():
+        svc = services(compose)[name]
+        assert f"{ROLES_SCRIPT}:/docker-entrypoint-initdb.d/roles.sh:ro" in svc["volumes"], name
+        env = env_of(svc)
+        groups = env["ROLE_GROUPS"].split()
+        assert groups == migration_roles(migration), f"{name}: ROLE_GROUPS and {migration} differ"
+        assert f'echo "{env["ROLE_GROUPS"]}"' in stack, f"deploy/stack.sh pg_groups: not {groups}"
+        for login in ("PIPELINE_GROUPS", "REPAIR_GROUPS"):
+            assert {g.strip() for g in env[login].split(",")} <= set(groups), f"{name}: {login}"
+        assert {"pipeline_db_password", "repair_db_password"} <= set(secret_names(svc)), name
+
+
+def test_the_pipeline_and_the_repairs_log_in_as_their_own_roles(compose):
+    """Never as the databases' owner: the pipeline container does not even hold the owner's passwords."""
+    for name, role, secret in (("pipeline", "f2_pipeline", "pipeline_db_password"),
+                               ("repair", "f2_repairer", "repair_db_password")):  # fmt: skip
+        svc = services(compose)[name]
+        env = env_of(svc)
+        assert env["F2_PARAMS_USER"] == env["F2_TIMESERIES_USER"] == role, name
+        for database in ("PARAMS", "TIMESERIES"):
+            assert env[f"F2_{database}_PASSWORD_FILE"] == f"/run/secrets/{secret}", name
+        assert not {"params_db_password", "timeseries_db_password"} & set(secret_names(svc)), name
+    assert env_of(services(compose)["pipeline"])["F2_DB_STRICT_PRIVILEGES"] == "1"
+    script = (REPO / ROLES_SCRIPT).read_text()
+    assert "ALTER ROLE f2_pipeline LOGIN PASSWORD %L', :'pipeline_pw'" in script
+    assert "ALTER ROLE f2_repairer LOGIN PASSWORD %L', :'repair_pw'" in script
+    assert "psql" in script and "-v ON_ERROR_STOP=1" in script
+    assert os.access(REPO / ROLES_SCRIPT, os.X_OK), "the postgres image sources a script it cannot execute"

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ROOT, Stack, Worker, Workers, principal
+from harness import ROOT, Stack, Worker, Workers, db_login, principal
 
 from bench.stack import CLUSTER_PORT_SETTINGS, PORT_SETTINGS, SECURE_PORT_SETTINGS, free_ports, read_env_file
 
@@ -48,9 +48,13 @@ def secure_stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def secure_workers(secure_stack: Stack) -> Iterator[Workers]:
-    """Both workers against the secure stack, each logged in as its own principal (f2-pipeline, f2-ingest)."""
-    yield from _workers(secure_stack, pipeline_env=principal(secure_stack, "PIPELINE"),
-                        ingest_env=principal(secure_stack, "INGEST"))  # fmt: skip
+    """Both workers against the secure stack, each logged in as its own principal (f2-pipeline, f2-ingest).
+
+    The pipeline worker logs in to both databases as f2_pipeline: on this stack it would refuse to
+    start as their owner (F2_DB_STRICT_PRIVILEGES=1).
+    """
+    pipeline_env = {**principal(secure_stack, "PIPELINE"), **db_login(secure_stack, "PIPELINE")}
+    yield from _workers(secure_stack, pipeline_env=pipeline_env, ingest_env=principal(secure_stack, "INGEST"))
 
 
 def _stack(brokers: int, *, secure: bool = False) -> Iterator[Stack]:

@@ -115,6 +115,20 @@ def principal(stack: Stack, name: str) -> dict[str, str]:
     return stack_principal(stack.env, name)
 
 
+def db_login(stack: Stack, name: str) -> dict[str, str]:
+    """The database login of one of the stack's processes (stack.env: F2_DB_<NAME>_USER, ...).
+
+    `name`: PIPELINE or REPAIR; stack.env itself logs in as the owner, f2.
+    """
+    user, password_file = stack.env[f"F2_DB_{name}_USER"], stack.env[f"F2_DB_{name}_PASSWORD_FILE"]
+    return {
+        "F2_PARAMS_USER": user,
+        "F2_PARAMS_PASSWORD_FILE": password_file,
+        "F2_TIMESERIES_USER": user,
+        "F2_TIMESERIES_PASSWORD_FILE": password_file,
+    }
+
+
 class Worker:
     """One faust worker subprocess, logging to a file."""
 

@@ -3,7 +3,8 @@
 One secure stack for the session (`F2_STACK_SECURE=1 deploy/stack.sh up`, one
 broker): clients log in with SCRAM-SHA-512 over TLS, brokers and controllers
 use mTLS, and each principal has only its ACLs (f2stream.kafka_acls). The
-workers run as f2-ingest and f2-pipeline, the commands as f2-tools.
+workers run as f2-ingest and f2-pipeline, the commands as f2-tools; the
+pipeline worker logs in to both databases as f2_pipeline (test_postgres_roles).
 """
 
 from __future__ import annotations
@@ -63,10 +64,11 @@ def said(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def passwords_in_logs(stack: Stack) -> list[str]:
-    """The logs of the stack (workers, Kafka, the ACL step) that hold a Kafka password."""
-    passwords = [Path(stack.env[f"F2_KAFKA_{name}_PASSWORD_FILE"]).read_text().strip()
-                 for name in ("INGEST", "PIPELINE", "ADMIN")]  # fmt: skip
-    passwords.append(Path(stack.env["F2_KAFKA_PASSWORD_FILE"]).read_text().strip())
+    """The logs of the stack (workers, Kafka, PostgreSQL, the ACL step) that hold a Kafka or database password."""
+    files = [stack.env[f"F2_KAFKA_{name}_PASSWORD_FILE"] for name in ("INGEST", "PIPELINE", "ADMIN")]
+    files += [stack.env[name] for name in ("F2_KAFKA_PASSWORD_FILE", "F2_PARAMS_PASSWORD_FILE",
+                                           "F2_DB_PIPELINE_PASSWORD_FILE", "F2_DB_REPAIR_PASSWORD_FILE")]  # fmt: skip
+    passwords = [Path(file).read_text().strip() for file in files]
     return [str(log) for log in (stack.var_dir / "log").glob("*.log")
             if any(pw in log.read_text(errors="replace") for pw in passwords)]  # fmt: skip
 
@@ -99,6 +101,10 @@ async def test_the_pipeline_runs_end_to_end_on_sasl_ssl(
     assert read.returncode == 0, read.stderr[-3000:]
     assert '"topic":"decoded_iot_data"' in read.stdout
     assert passwords_in_logs(stack) == []
+    # The pipeline worker ran as f2_pipeline (as the owner it would have refused to start here), with every right
+    # its jobs need and none beyond.
+    log = secure_workers.pipeline.log_path.read_text(errors="replace")
+    assert "holds database rights" not in log and " lacks " not in log
 
 
 async def test_a_plaintext_client_on_the_sasl_ssl_port_is_refused(secure_stack: Stack) -> None:

@@ -483,3 +483,27 @@ def test_bad_mqtt_tls_settings(pki: Path, env: dict[str, str], setting: str, mes
     assert caught.value.setting == setting
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_login_role_replaces_the_dsns_user() -> None:
+    settings = Settings.from_env(
+        {
+            "F2_PARAMS_DSN": "postgresql://f2@db.example:5432/f2_params?sslmode=verify-full&sslrootcert=system",
+            "F2_PARAMS_USER": "f2_pipeline",
+            "F2_TIMESERIES_DSN": "postgresql://db.example/f2_timeseries",
+            "F2_TIMESERIES_USER": "team 1@tsdb",
+        }
+    )
+    assert settings.params_dsn == (
+        "postgresql://f2_pipeline@db.example:5432/f2_params?sslmode=verify-full&sslrootcert=system"
+    )
+    assert settings.timeseries_dsn == "postgresql://team%201%40tsdb@db.example/f2_timeseries"
+    # Settings made again from the same values log in as the same role (the rewrite is idempotent).
+    assert dataclasses.replace(settings).params_dsn == settings.params_dsn
+
+
+def test_without_a_login_role_the_dsns_user_logs_in() -> None:
+    settings = Settings.from_env({"F2_PARAMS_USER": "", "F2_DB_STRICT_PRIVILEGES": "1"})
+    assert settings.params_dsn == "postgresql://f2@localhost:5432/f2_params"
+    assert settings.db_strict_privileges is True
+    assert Settings().db_strict_privileges is False

@@ -70,6 +70,7 @@ def test_params_migrations() -> None:
     assert found[2] == ("parameters_notify", False, True)
     assert found[4] == ("codec_model", False, True)
     assert found[5] == ("liveness", False, True)
+    assert found[6] == ("roles", False, True)
     assert not any(m.requires_timescaledb for m in migrations)
 
 
@@ -83,6 +84,8 @@ def test_timeseries_migrations() -> None:
     assert found[5] == ("hourly_aggregate_realtime", True, False)
     assert found[6] == ("provenance", False, True)
     assert found[7] == ("device_status", False, True)
+    assert found[8] == ("roles", False, True)
+    assert found[9] == ("hourly_aggregate_grants", True, True)
 
 
 def test_the_hourly_aggregate_splits_into_two_statements() -> None:

@@ -19,8 +19,10 @@ from test_storage_migrate import code_only, columns_of
 
 from f2stream.storage.migrate import DATABASES, Migration, load_migrations
 
+# The hourly aggregate (003) exists only with TimescaleDB: a statement naming it needs it too.
 TIMESCALEDB_ONLY = re.compile(
-    r"timescaledb|hypertable|time_bucket|_policy\s*\(|continuous_aggregate|_chunks?\s*\(", re.IGNORECASE
+    r"timescaledb|hypertable|time_bucket|_policy\s*\(|continuous_aggregate|_chunks?\s*\(|\biot_measurements_hourly\b",
+    re.IGNORECASE,
 )
 # TimescaleDB refuses these inside a transaction block.
 NO_TRANSACTION_ONLY = re.compile(
@@ -111,6 +113,7 @@ def test_each_timescaledb_object_comes_after_what_it_builds_on() -> None:
         (r"timescaledb\.continuous\) AS .*? FROM (\w+)", "a hypertable", hypertables, None),
         (r"^ALTER MATERIALIZED VIEW (\w+)", "a continuous aggregate", aggregates, None),
         (r"_continuous_aggregate(?:_policy)?\('(\w+)'", "a continuous aggregate", aggregates, None),
+        (r"^GRANT [A-Z, ]+ ON (iot_measurements_hourly) TO", "a continuous aggregate", aggregates, None),
     ]
     for label, statement in timeseries_statements():
         if statement.startswith("CREATE EXTENSION IF NOT EXISTS timescaledb"):
