@@ -11,7 +11,9 @@
 # image's f2-entrypoint, which hands a private copy to its non-root user).
 #
 # Then: docker compose up --build   (docker-compose.yml reads this folder;
-# F2STREAM_SECRETS_DIR points it elsewhere).
+# F2STREAM_SECRETS_DIR points it elsewhere). The kafka_*_password files are
+# the SCRAM logins of the secure variant (docker-compose.secure.yml); the
+# plain file does not use them.
 set -eu
 umask 077
 
@@ -19,8 +21,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 dir=${1:-"$repo/var/compose-secrets"}
 
-# Keep in step with the top-level `secrets:` of docker-compose.yml.
-NAMES="mqtt_ingest_password mqtt_simulator_password mqtt_dashboard_password params_db_password timeseries_db_password pipeline_db_password repair_db_password grafana_admin_password"
+# Keep in step with the top-level `secrets:` of docker-compose.yml and
+# docker-compose.secure.yml (tests/deploy/test_compose*.py check both).
+NAMES="mqtt_ingest_password mqtt_simulator_password mqtt_dashboard_password params_db_password timeseries_db_password"
+NAMES="$NAMES pipeline_db_password repair_db_password grafana_admin_password"
+NAMES="$NAMES kafka_admin_password kafka_ingest_password kafka_pipeline_password kafka_tools_password"
 
 mkdir -p "$dir"
 chmod 0700 "$dir"

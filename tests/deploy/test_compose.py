@@ -1,6 +1,11 @@
 """Static checks of the container deployment: docker-compose.yml,
 deploy/docker/Dockerfile, deploy/compose/ (Mosquitto config, init-secrets.sh).
 
+Every check of the compose file runs on both variants: `plain`
+(docker-compose.yml) and `secure` (docker-compose.secure.yml merged over it,
+as `docker compose -f ... -f ...` does: tests/deploy/compose_model.py);
+test_compose_secure.py checks what only the secure variant promises.
+
 No Docker engine is needed. `docker compose config -q` runs when the compose
 plugin is installed (it parses locally) and is skipped otherwise, in CI too:
 Compose v2 cannot be installed on this machine from the package sources we
@@ -26,15 +31,25 @@ from typing import NoReturn
 
 import pytest
 import yaml  # PyYAML, a dev dependency
+from compose_model import (
+    REPO,
+    VARIANTS,
+    env_of,
+    faust_commands,
+    is_f2stream_service,
+    model,
+    published_ports,
+    resolve_secret_path,
+    run_init_secrets,
+    secret_names,
+    services,
+)
 
 from f2stream.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 DOCKERFILE_REL = "deploy/docker/Dockerfile"
 ENTRYPOINT = REPO / "deploy" / "docker" / "entrypoint.sh"
-INIT_SECRETS = REPO / "deploy" / "compose" / "init-secrets.sh"
 MOSQUITTO_DIR = REPO / "deploy" / "compose" / "mosquitto"
 LOCAL_ACL = REPO / "deploy" / "mosquitto" / "acl.tmpl"
 
@@ -83,75 +98,20 @@ def missing(what: str, fix: str) -> NoReturn:
     pytest.skip(f"{what}; {fix}")
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    with COMPOSE_FILE.open() as fh:
-        data = yaml.safe_load(fh)
-    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
-    return data
-
-
-def services(compose: dict) -> dict[str, dict]:
-    return compose["services"]
-
-
-def is_f2stream_service(svc: dict) -> bool:
-    return "build" in svc or str(svc.get("image", "")).startswith("f2stream:")
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def compose(request) -> dict:
+    """The application model of each variant (plain, secure)."""
+    return model(request.param)
 
 
 def f2_commands(compose: dict) -> list[tuple[str, list[str]]]:
-    return [(name, svc.get("command")) for name, svc in services(compose).items() if is_f2stream_service(svc)]
-
-
-def env_of(svc: dict) -> dict[str, str]:
-    env = svc.get("environment") or {}
-    if isinstance(env, list):  # ["KEY=value", ...]
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
-
-
-def secret_names(svc: dict) -> list[str]:
-    return [s if isinstance(s, str) else s["source"] for s in svc.get("secrets") or []]
-
-
-def published_ports(svc: dict) -> list[tuple[int, int]]:
-    """(host port, container port) of a service's `ports:`."""
-    out = []
-    for entry in svc.get("ports") or []:
-        if isinstance(entry, dict):
-            out.append((int(entry["published"]), int(entry["target"])))
-            continue
-        spec = str(entry).split("/")[0]
-        parts = spec.split(":")
-        if len(parts) == 1:
-            out.append((int(parts[0]), int(parts[0])))
-        else:
-            out.append((int(parts[-2]), int(parts[-1])))
-    return out
-
-
-def resolve_secret_path(path: str, secrets_dir: Path | None) -> Path:
-    """Apply compose's ${F2STREAM_SECRETS_DIR:-default} interpolation."""
-
-    def repl(m: re.Match) -> str:
-        var, default = m.group(1), m.group(2) or ""
-        if var == "F2STREAM_SECRETS_DIR" and secrets_dir is not None:
-            return str(secrets_dir)
-        return os.environ.get(var) or default
-
-    expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}", repl, path)
-    p = Path(expanded)
-    return p if p.is_absolute() else REPO / p
-
-
-def run_init_secrets(target: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["sh", str(INIT_SECRETS), str(target)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """(service, command) of every f2stream command in the model, a script's lines each."""
+    return [
+        (name, cmd)
+        for name, svc in services(compose).items()
+        if is_f2stream_service(svc)
+        for cmd in faust_commands(svc.get("command"))
+    ]
 
 
 def compose_cli() -> list[str] | None:
@@ -311,14 +271,14 @@ def test_f2stream_commands_use_the_faust_cli(compose):
 
 
 def _cli_cases() -> list:
-    with COMPOSE_FILE.open() as fh:
-        data = yaml.safe_load(fh)
-    cases = []
-    for name, cmd in f2_commands(data):
-        if isinstance(cmd, list) and len(cmd) >= 4:
-            options = [w.split("=")[0] for w in cmd[4:] if w.startswith("--")]
-            cases.append(pytest.param(cmd[2], cmd[3], options, id=f"{name}:{cmd[2]}:{cmd[3]}"))
-    return cases
+    cases = {}
+    for variant in VARIANTS:
+        for name, cmd in f2_commands(model(variant)):
+            if isinstance(cmd, list) and len(cmd) >= 4:
+                options = sorted({w.split("=")[0] for w in cmd[4:] if w.startswith("--")})
+                case_id = f"{name}:{cmd[2]}:{cmd[3]}" + "".join(f":{o}" for o in options)
+                cases.setdefault(case_id, pytest.param(cmd[2], cmd[3], options, id=case_id))
+    return list(cases.values())
 
 
 @pytest.mark.parametrize(("app", "command", "options"), _cli_cases())
@@ -449,6 +409,14 @@ def test_architecture_ports_are_published(compose):
             assert port in [h for h, _ in published_ports(s[service])], f"{service}: publish {port}"
 
 
+def test_every_port_is_published_on_loopback_only(compose):
+    """Plaintext listeners stay (Mosquitto's password listeners in both variants): nothing off the host reaches them."""
+    for name, svc in services(compose).items():
+        for entry in svc.get("ports") or []:
+            ip = entry.get("host_ip") if isinstance(entry, dict) else str(entry).split(":")[0]
+            assert ip == "127.0.0.1", f"{name}: publish {entry} on 127.0.0.1 only"
+
+
 def test_mqtt_tls_port_published_iff_listener_enabled(compose):
     conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text()
     enabled = re.search(r"^\s*listener\s+8883\b", conf, re.MULTILINE) is not None
@@ -568,7 +536,8 @@ def test_the_dashboard_account_reads_telemetry_and_writes_nothing(acl: Path):
 # --------------------------------------------------------------------------- docker compose
 
 
-def test_docker_compose_config_is_valid(tmp_path):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_docker_compose_config_is_valid(tmp_path, variant):
     cli = compose_cli()
     if cli is None:
         # Skipped in CI too: Compose v2 cannot be installed here (see the module docstring).
@@ -579,7 +548,7 @@ def test_docker_compose_config_is_valid(tmp_path):
     secrets = tmp_path / "compose-secrets"
     assert run_init_secrets(secrets).returncode == 0
     r = subprocess.run(
-        [*cli, "-f", str(COMPOSE_FILE), "config", "-q"],
+        [*cli, *(word for path in VARIANTS[variant] for word in ("-f", str(path))), "config", "-q"],
         check=False,
         cwd=REPO,
         env={**os.environ, "F2STREAM_SECRETS_DIR": str(secrets)},
