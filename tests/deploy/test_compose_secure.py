@@ -72,6 +72,7 @@ EXPECTED_KAFKA_LOGINS = {
     "ingest": PRINCIPALS.ingest,
     "pipeline": PRINCIPALS.pipeline,
     "tools": PRINCIPALS.tools,
+    "repair": PRINCIPALS.tools,  # replay and redrive: f2_repairer in the databases
     "kafka-acls": KAFKA_ADMIN,
 }
 TLS_PROTOCOLS = {"SSL", "SASL_SSL"}
