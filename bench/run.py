@@ -53,7 +53,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import ceiling, report
 from bench.procstat import Watched, cpu_snapshot, lineage, memory_kb, pid_file
-from bench.stack import PORT_SETTINGS, SECURE_PORT_SETTINGS, free_ports, kcat_connection, principal, read_env_file
+from bench.stack import (
+    PORT_SETTINGS,
+    SECURE_PORT_SETTINGS,
+    db_login,
+    free_ports,
+    kcat_connection,
+    principal,
+    read_env_file,
+)
 from f2stream.kafka_client import kafka_options
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
@@ -211,6 +219,8 @@ class Bench:
         log = (self.var_dir / "log" / f"{name}.log").open("ab")
         command = [sys.executable, "-m", "bench.worker", app, "-l", "info", "--web-port", str(port), *extra]
         login = principal(self.env, app.upper()) if self.secure else {}  # each worker as its own principal
+        if app == "pipeline":  # and the pipeline as its own database role, as in production
+            login.update(db_login(self.env, "PIPELINE"))
         self.workers[name] = subprocess.Popen(
             command, env=self.run_env(PYTHONPATH=str(ROOT), **login), stdout=log, stderr=subprocess.STDOUT,
             cwd=self.var_dir,

@@ -11,6 +11,7 @@ __all__ = [
     "PORT_SETTINGS",
     "SECURE_CLUSTER_PORT_SETTINGS",
     "SECURE_PORT_SETTINGS",
+    "db_login",
     "free_ports",
     "kcat_connection",
     "principal",
@@ -70,6 +71,20 @@ def principal(env: Mapping[str, str], name: str) -> dict[str, str]:
     return {
         "F2_KAFKA_USERNAME": env[f"F2_KAFKA_{name}_USERNAME"],
         "F2_KAFKA_PASSWORD_FILE": env[f"F2_KAFKA_{name}_PASSWORD_FILE"],
+    }
+
+
+def db_login(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """The database login of one of a stack's processes (stack.env: F2_DB_<NAME>_USER, ...).
+
+    `name`: PIPELINE or REPAIR; stack.env itself logs in as the owner, f2.
+    """
+    user, password_file = env[f"F2_DB_{name}_USER"], env[f"F2_DB_{name}_PASSWORD_FILE"]
+    return {
+        "F2_PARAMS_USER": user,
+        "F2_PARAMS_PASSWORD_FILE": password_file,
+        "F2_TIMESERIES_USER": user,
+        "F2_TIMESERIES_PASSWORD_FILE": password_file,
     }
 
 

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
+from bench.stack import db_login as stack_db_login
 from bench.stack import kcat_connection
 from bench.stack import principal as stack_principal
 from f2stream.kafka_client import kafka_options
@@ -116,17 +117,8 @@ def principal(stack: Stack, name: str) -> dict[str, str]:
 
 
 def db_login(stack: Stack, name: str) -> dict[str, str]:
-    """The database login of one of the stack's processes (stack.env: F2_DB_<NAME>_USER, ...).
-
-    `name`: PIPELINE or REPAIR; stack.env itself logs in as the owner, f2.
-    """
-    user, password_file = stack.env[f"F2_DB_{name}_USER"], stack.env[f"F2_DB_{name}_PASSWORD_FILE"]
-    return {
-        "F2_PARAMS_USER": user,
-        "F2_PARAMS_PASSWORD_FILE": password_file,
-        "F2_TIMESERIES_USER": user,
-        "F2_TIMESERIES_PASSWORD_FILE": password_file,
-    }
+    """The database login of one of the stack's processes: PIPELINE or REPAIR (bench.stack.db_login)."""
+    return stack_db_login(stack.env, name)
 
 
 class Worker:
