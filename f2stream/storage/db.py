@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Final
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -97,11 +98,20 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH (verify-full, a name not on it).
+_NAME_MISMATCH: Final = frozenset({62, 64})
+
+
 def failure(exc: BaseException) -> str:
     """One line about a database failure: its class and, for a permanent one, what to do."""
     hint = "" if is_transient(exc) else _HINTS.get(str(getattr(exc, "sqlstate", "") or ""), "")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        hint = "the server's certificate is not trusted: check the DSN's sslrootcert (the CA that issued it)"
+        hint = (
+            "the server's certificate does not name the DSN's host: use a host name it holds, or issue the "
+            "server one that names this host"
+            if exc.verify_code in _NAME_MISMATCH
+            else "the server's certificate is not trusted: check the DSN's sslrootcert (the CA that issued it)"
+        )
     text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
     return f"{text}; {hint}" if hint else text
 

@@ -76,3 +76,15 @@ def test_a_missing_root_certificate_is_a_bad_setting(secure_stack: Stack) -> Non
         "f2stream: bad setting F2_TIMESERIES_DSN sslrootcert: cannot read /nonexistent/ca.crt: "
         "No such file or directory"
     ]
+
+
+def test_a_host_the_database_certificate_does_not_name_is_refused(secure_stack: Stack) -> None:
+    """verify-full checks the name: `127.1` reaches 127.0.0.1, but the certificate names 127.0.0.1 and localhost."""
+    dsn = urlsplit(secure_stack.env["F2_PARAMS_DSN"])
+    other_host = urlunsplit(dsn._replace(netloc=f"{dsn.username}@127.1:{dsn.port}"))
+    result = secure_stack.faust("devices", F2_PARAMS_DSN=other_host)
+    assert result.returncode == 2
+    line = line_of(result)
+    assert "SSLCertVerificationError" in line
+    assert "certificate is not valid for '127.1'" in line
+    assert "the server's certificate does not name the DSN's host" in line
