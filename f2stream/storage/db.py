@@ -109,7 +109,7 @@ def failure(exc: BaseException) -> str:
         hint = (
             "the server's certificate does not name the DSN's host: use a host name it holds, or issue the "
             "server one that names this host"
-            if exc.verify_code in _NAME_MISMATCH
+            if getattr(exc, "verify_code", None) in _NAME_MISMATCH  # set by OpenSSL's handshake
             else "the server's certificate is not trusted: check the DSN's sslrootcert (the CA that issued it)"
         )
     text = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__

@@ -128,8 +128,10 @@ class Worker:
         self.stack, self.app, self.web_port, self.name, self.env = stack, app, web_port, name, env
         self.log_path = stack.var_dir / "log" / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0
 
     def start(self) -> None:
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # this life's log from here
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -195,6 +197,12 @@ class Worker:
             print(f"{self.name} worker did not stop within {timeout_s:g}s: killed\n{self.log_tail(15)}", flush=True)
             self.process.kill()
             self.process.wait()
+
+    def log_since_start(self) -> str:
+        """What the worker logged since it was last started (the log file holds every life of it)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         return (

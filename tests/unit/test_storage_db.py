@@ -63,6 +63,15 @@ def test_a_server_certificate_not_trusted_says_where_to_look() -> None:
     assert line.endswith("the server's certificate is not trusted: check the DSN's sslrootcert (the CA that issued it)")
 
 
+def test_a_certificate_that_does_not_name_the_host_says_so() -> None:
+    exc = ssl.SSLCertVerificationError(1, "certificate verify failed: Hostname mismatch")
+    exc.verify_code = 62  # X509_V_ERR_HOSTNAME_MISMATCH, as the handshake sets it
+    assert failure(exc).endswith(
+        "the server's certificate does not name the DSN's host: use a host name it holds, or issue the server one "
+        "that names this host"
+    )
+
+
 def test_a_dsn_is_described_with_its_sslmode_and_nothing_else_of_its_query() -> None:
     dsn = "postgresql://f2@db.example:5432/f2_params?sslmode=verify-full&sslrootcert=/srv/ca.crt"
     assert describe_dsn(dsn) == "db.example:5432/f2_params (sslmode=verify-full)"
