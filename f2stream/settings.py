@@ -223,59 +223,28 @@ class Settings:
         self._validate_kafka_tls()
 
     def _validate_kafka_tls(self) -> None:
-        files = {
-            "F2_KAFKA_CA_FILE": self.kafka_ca_file,
-            "F2_KAFKA_CERT_FILE": self.kafka_cert_file,
-            "F2_KAFKA_KEY_FILE": self.kafka_key_file,
-        }
-        if not self.kafka_tls:
-            given = [name for name, path in files.items() if path is not None]
-            if given:
-                protocol = self.kafka_security_protocol
-                raise ConfigError(
-                    given[0],
-                    f"is set, but F2_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS: set it to SSL or SASL_SSL",
-                )
-            return
-        if self.kafka_key_password is not None and self.kafka_key_file is None:
+        if self.kafka_tls and self.kafka_key_password is not None and self.kafka_key_file is None:
             raise ConfigError("F2_KAFKA_KEY_PASSWORD", "is set, but there is no F2_KAFKA_KEY_FILE to decrypt")
-        if (self.kafka_cert_file is None) != (self.kafka_key_file is None):
-            missing = "F2_KAFKA_KEY_FILE" if self.kafka_key_file is None else "F2_KAFKA_CERT_FILE"
-            raise ConfigError(missing, "is needed too: a client certificate goes with its private key (mTLS)")
-        for name, path in files.items():
-            if path is not None:
-                _check_readable(name, path)
-        if not self.kafka_check_hostname:
+        _check_tls_settings(
+            "F2_KAFKA", self.kafka_tls,
+            f"F2_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} uses no TLS: set it to SSL or SASL_SSL",
+            self.kafka_ca_file, self.kafka_cert_file, self.kafka_key_file, self.kafka_key_password,
+        )  # fmt: skip
+        if self.kafka_tls and not self.kafka_check_hostname:
             logger.warning("F2_KAFKA_CHECK_HOSTNAME=false: the Kafka broker's certificate is not matched "
                            "to its host name")  # fmt: skip
-        _check_tls_files(
-            "F2_KAFKA", self.kafka_ca_file, self.kafka_cert_file, self.kafka_key_file, self.kafka_key_password
-        )
 
     def _validate_mqtt_tls(self) -> None:
-        files = {
-            "F2_MQTT_CA_FILE": self.mqtt_ca_file,
-            "F2_MQTT_CERT_FILE": self.mqtt_cert_file,
-            "F2_MQTT_KEY_FILE": self.mqtt_key_file,
-        }
-        if not self.mqtt_tls:
-            given = [name for name, path in files.items() if path is not None]
-            if given:
-                raise ConfigError(given[0], "is set, but F2_MQTT_TLS is off: set F2_MQTT_TLS=1")
-            return
-        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
-            missing = "F2_MQTT_KEY_FILE" if self.mqtt_key_file is None else "F2_MQTT_CERT_FILE"
-            raise ConfigError(missing, "is needed too: a client certificate goes with its private key")
-        if self.mqtt_cert_file is None and self.mqtt_password is None:
+        _check_tls_settings(
+            "F2_MQTT", self.mqtt_tls, "F2_MQTT_TLS is off: set F2_MQTT_TLS=1",
+            self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file, None,
+        )  # fmt: skip
+        if self.mqtt_tls and self.mqtt_cert_file is None and self.mqtt_password is None:
             raise ConfigError(
                 "F2_MQTT_TLS",
                 "the ingest logs in with a client certificate or a password: set F2_MQTT_CERT_FILE and "
                 "F2_MQTT_KEY_FILE, or F2_MQTT_PASSWORD or F2_MQTT_PASSWORD_FILE",
             )
-        for name, path in files.items():
-            if path is not None:
-                _check_readable(name, path)
-        _check_tls_files("F2_MQTT", self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file, None)
 
     @property
     def mqtt_ingest_port(self) -> int:
@@ -369,6 +338,35 @@ def _check_readable(name: str, path: Path) -> None:
             fh.read(1)
     except OSError as exc:
         raise ConfigError(name, f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _check_tls_settings(
+    prefix: str,
+    enabled: bool,
+    enable_hint: str,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    key_password: Secret | None,
+) -> None:
+    """One client's TLS files (`prefix`: F2_KAFKA, F2_MQTT): none without TLS; with it, a certificate with its key,
+    each file readable and loaded as the client will load it.
+
+    `enable_hint` says how to switch TLS on, for files given without it.
+    """
+    files = {f"{prefix}_CA_FILE": ca_file, f"{prefix}_CERT_FILE": cert_file, f"{prefix}_KEY_FILE": key_file}
+    if not enabled:
+        given = [name for name, path in files.items() if path is not None]
+        if given:
+            raise ConfigError(given[0], f"is set, but {enable_hint}")
+        return
+    if (cert_file is None) != (key_file is None):
+        missing = f"{prefix}_KEY_FILE" if key_file is None else f"{prefix}_CERT_FILE"
+        raise ConfigError(missing, "is needed too: a client certificate goes with its private key (mTLS)")
+    for name, path in files.items():
+        if path is not None:
+            _check_readable(name, path)
+    _check_tls_files(prefix, ca_file, cert_file, key_file, key_password)
 
 
 def _check_tls_files(
