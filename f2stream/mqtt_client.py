@@ -58,10 +58,15 @@ def ingest_connection(settings: Settings) -> MqttConnection:
     """The ingest's connection: the service listener with a password, or the TLS listener with `F2_MQTT_TLS`."""
     password = None if settings.mqtt_password is None else settings.mqtt_password.reveal()
     if not settings.mqtt_tls:
-        return MqttConnection(settings.mqtt_host, settings.mqtt_port, settings.mqtt_username, password)
+        return MqttConnection(settings.mqtt_host, settings.mqtt_ingest_port, settings.mqtt_username, password)
     context = _tls_context(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
     return MqttConnection(
-        settings.mqtt_host, settings.mqtt_tls_port, settings.mqtt_username, password, context, settings.mqtt_cert_file
+        settings.mqtt_host,
+        settings.mqtt_ingest_port,
+        settings.mqtt_username,
+        password,
+        context,
+        settings.mqtt_cert_file,
     )
 
 
