@@ -109,6 +109,7 @@ def markdown(results: dict[str, Any]) -> str:
     for r in runs:
         if r.get("rss_peak_mb"):
             lines.append(f"- {r['path']} {r['offered']}: peak RSS sampled during the run, MB: {r['rss_peak_mb']}")
+    lines += _against_c(results)
     lines += _stages(results.get("stages", {}), top)
     lines += _backlog(results.get("backlog"), top)
     generator = [r for r in runs if r["path"] == "generator"]
@@ -120,9 +121,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"Mosquitto ({share(g['msg_per_s'], top)} of the C ceiling, which also goes through to Kafka); "
             f"CPU s/1000 msg {g['cpu_per_1000']}.",
         ]
-    if results.get("profile_summary"):
-        lines += ["", "## Pipeline worker at saturation (py-spy)", "", "| where | share of samples |", "|---|---|"]
-        for name, part in results["profile_summary"]:
+    for worker, summary in (results.get("profile_summaries") or {}).items():
+        lines += ["", f"## The {worker} worker at saturation (py-spy)", "", "| where | share of samples |", "|---|---|"]
+        for name, part in summary:
             lines.append(f"| {name} | {part:.1%} |")
     return "\n".join(lines) + "\n"
 
@@ -146,6 +147,43 @@ def _ceiling(c: dict[str, Any] | None) -> list[str]:
         f"| {cpu.get('mosquitto_pub')} / {cpu.get('mosquitto_sub')} / {cpu.get('kcat')} "
         f"| {c.get('cpu_per_1000_total')} |",
     ]
+
+
+def _times(value: float | None, base: float | None) -> str:
+    return f"{value / base:.1f}x" if value is not None and base else "-"
+
+
+def _against_c(results: dict[str, Any]) -> list[str]:
+    """Each process's CPU per message in the saturated pipeline run as a multiple of the C tools' in the ceiling.
+
+    The relay is what does the ingest worker's job in the ceiling run
+    (mosquitto_sub | kcat); the C chain adds the broker and Kafka it loads.
+    """
+    c = (results.get("ceiling") or {}).get("cpu_per_1000") or {}
+    saturated = [r for r in results.get("runs", []) if r["path"] == "pipeline" and r["offered"] == "max"]
+    if not c or not saturated:
+        return []
+    run = saturated[0].get("cpu_per_1000", {})
+    relay = c.get("mosquitto_sub", 0) + c.get("kcat", 0)
+    chain = relay + c.get("mosquitto", 0) + c.get("kafka", 0)
+    ours = sum(v for k, v in run.items() if k != "loadgen")
+    rows = [
+        ("ingest worker", run.get("ingest"), "the C relay", relay, "5x"),
+        ("pipeline worker (decode + sink)", run.get("pipeline"), "the C relay", relay, "5x"),
+        ("Kafka", run.get("kafka"), "Kafka in the C run", c.get("kafka"), "3x"),
+        ("all processes but the generator", ours, "the C chain (relay, Mosquitto, Kafka)", chain, "6x"),
+    ]
+    lines = [
+        "",
+        "## CPU per message against the C tools (saturated pipeline run vs the C-tool ceiling)",
+        "",
+        "| process | µs CPU per message | against | its µs | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, value, against, base, target in rows:
+        shown = "-" if value is None else f"{1000 * value:.1f}"
+        lines.append(f"| {name} | {shown} | {against} | {1000 * (base or 0):.1f} | {_times(value, base)} | ≤ {target} |")
+    return lines
 
 
 def _stages(stages: dict[str, Any], top: float | None) -> list[str]:
@@ -254,6 +292,7 @@ def profile_summary(raw: Path) -> list[tuple[str, float]]:
         ("aiokafka: records/protocol", ("aiokafka/record/", "aiokafka/protocol/", "aiokafka/util")),
         ("aiokafka: client/conn", ("aiokafka/",)),
         ("asyncpg", ("asyncpg/",)),
+        ("aiomqtt/paho", ("aiomqtt/", "paho/")),
         ("orjson/json", ("orjson", "json/")),
         ("faust/mode", ("faust/", "mode/")),
         ("asyncio", ("asyncio/", "uvloop/")),
@@ -281,9 +320,9 @@ def profile_summary(raw: Path) -> list[tuple[str, float]]:
 
 def write(results: dict[str, Any], out: Path) -> None:
     """results.md and results.png beside results.json."""
-    profile = results.get("profile")
-    if profile and Path(profile).exists():
-        results["profile_summary"] = profile_summary(Path(profile))
+    profiles = {worker: Path(raw) for worker, raw in (results.get("profiles") or {}).items() if Path(raw).exists()}
+    if profiles:
+        results["profile_summaries"] = {worker: profile_summary(raw) for worker, raw in profiles.items()}
         (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     (out / "results.md").write_text(markdown(results))
     try:

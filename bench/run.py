@@ -447,9 +447,9 @@ class Bench:
                 await asyncio.sleep(2)
 
         sampler = asyncio.create_task(sample())
-        profiler = None
-        if profile and "pipeline" in self.workers and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
-            profiler = await self.start_profile(duration_s)
+        profilers = []
+        if profile and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
+            profilers = [await self.start_profile(name, duration_s) for name in ("ingest", "pipeline") if name in self.workers]
         try:
             summary = await self.loadgen(label, rate=rate, duration_s=duration_s, manifest=manifest, extra=extra)
             published_at = time.monotonic()
@@ -459,7 +459,7 @@ class Bench:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         cpu_after = cpu_snapshot(watched)
-        if profiler is not None:
+        for profiler in profilers:
             await profiler.wait()
         messages = summary["acked"]
         elapsed = landed["last_commit"] - summary["wall_start"] if landed["last_commit"] else None
@@ -542,12 +542,12 @@ class Bench:
             "device": [round(x, 3) for x in latency["d"] or []],
         }
 
-    async def start_profile(self, duration_s: float) -> asyncio.subprocess.Process:
+    async def start_profile(self, worker: str, duration_s: float) -> asyncio.subprocess.Process:
         py_spy = str(Path(sys.executable).parent / "py-spy")
-        pid = str(self.workers["pipeline"].pid)
+        pid = str(self.workers[worker].pid)
         seconds = str(max(5, int(duration_s - 5)))
-        raw = self.out / "profile-pipeline.txt"
-        self.results["profile"] = str(raw)
+        raw = self.out / f"profile-{worker}.txt"
+        self.results.setdefault("profiles", {})[worker] = str(raw)
         return await asyncio.create_subprocess_exec(
             py_spy, "record", "-p", pid, "-d", seconds, "-r", "50", "-f", "raw", "-o", str(raw),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
