@@ -7,13 +7,15 @@ Each QoS 1 message is acknowledged to the broker only after Kafka has
 acknowledged the record (acks=all), and in the order the messages arrived.
 If Kafka fails, the MQTT session is dropped without acknowledging, and the
 broker re-delivers from the persistent session on reconnect; duplicates
-that this causes are absorbed by the database's primary key.
+that this causes are absorbed by the database's primary key. The session is
+our own small client (:mod:`f2stream.agents.mqtt_session`), which never
+acknowledges on its own.
 
-Messages are taken off the MQTT queue in bursts (what has arrived, up to
-500): one produce call per burst, acknowledged together once Kafka
-acknowledged them all. What the worker holds, read and not yet
+Messages are taken off the session in bursts (what has arrived, up to
+500): one produce call per burst, acknowledged together, in one write, once
+Kafka acknowledged them all. What the worker holds, read and not yet
 acknowledged, is bounded in bytes (`F2_MQTT_MAX_HELD_MB`): at the bound it
-stops reading the MQTT socket until acknowledgements bring it down
+stops reading the MQTT connection until acknowledgements bring it down
 (:mod:`f2stream.agents.readgate`).
 
 A message too large for a Kafka record (over 1 MB with its headers) would
@@ -26,24 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.metadata
 import logging
-import math
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import aiomqtt
 import faust
-import paho.mqtt.client as paho
 from aiokafka.errors import KafkaError
 from mode import Service
 from prometheus_client import Counter as PromCounter
 
+from f2stream.agents.mqtt_session import MqttError, MqttSession
 from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
-from f2stream.agents.readgate import ReadGate
+from f2stream.agents.readgate import MESSAGE_OVERHEAD_BYTES, ReadGate
 from f2stream.backoff import Backoff
 from f2stream.deadletter import dead_letter_headers
 from f2stream.health import Check
@@ -51,15 +49,14 @@ from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, RAW_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.mqtt_client import ingest_connection
+from f2stream.mqtt_wire import Publish
 from f2stream.records import format_time
 from f2stream.settings import Settings
 
 __all__ = [
     "TOO_LARGE_KEEP_BYTES",
-    "ManualAckUnavailable",
     "MqttIngest",
     "ProduceFailed",
-    "manual_ack_client",
     "message_identity",
     "subscriptions",
     "too_large_dead_letter",
@@ -123,44 +120,16 @@ def too_large_dead_letter(topic: str, payload: bytes, received_at: str) -> tuple
 
 @dataclass(frozen=True, slots=True)
 class _Burst:
-    """A burst: its messages' (mid, qos) in arrival order, their size as the read gate counts it, Kafka's answer."""
+    """A burst: its QoS 1 packet ids in arrival order, its size as the read gate counts it, Kafka's answer."""
 
-    acks: list[tuple[int, int]]
+    acks: list[int]
+    messages: int
     held: int
     done: asyncio.Future[Any]
 
 
 class ProduceFailed(Exception):
     """Kafka did not take a record; the MQTT session is dropped so the broker re-delivers."""
-
-
-class ManualAckUnavailable(RuntimeError):
-    """The MQTT client cannot be told to leave QoS 1 acknowledgements to us: ingest refuses to run."""
-
-
-def manual_ack_client(client: aiomqtt.Client) -> paho.Client:
-    """The paho client under `client`, with manual acknowledgement switched on and checked.
-
-    aiomqtt acknowledges QoS 1 on arrival and exposes no manual ack; its
-    private paho client does. An aiomqtt or paho release that renames or drops
-    that client or its flag would quietly bring back acknowledgement before
-    Kafka has the message, so anything but the expected shape is refused.
-
-    Raises:
-        ManualAckUnavailable: the installed aiomqtt/paho cannot be used this way.
-    """
-    mqtt = getattr(client, "_client", None)
-    if not isinstance(mqtt, paho.Client) or not callable(getattr(mqtt, "ack", None)):
-        raise ManualAckUnavailable(
-            f"aiomqtt {_version('aiomqtt')} has no paho client with ack(); pin aiomqtt 2.5 and paho-mqtt 2.x"
-        )
-    mqtt.manual_ack_set(True)
-    if getattr(mqtt, "_manual_ack", None) is not True:  # paho reads this flag when a PUBLISH arrives
-        raise ManualAckUnavailable(
-            f"paho-mqtt {_version('paho-mqtt')} does not keep manual_ack_set(True) where it reads it; "
-            "pin paho-mqtt 2.2 (or check its manual ack and update this check)"
-        )
-    return mqtt
 
 
 class MqttIngest(Service):
@@ -173,21 +142,13 @@ class MqttIngest(Service):
         self.metrics = metrics
         self.connected = False
         self.last_error: str | None = None
-        self._paho: paho.Client | None = None
+        self._session_now: MqttSession | None = None
         self._gate: ReadGate | None = None
         self.connection = ingest_connection(settings)  # where, as whom, TLS or not: for the session and messages
         metrics.mqtt_held_bytes.set_function(lambda: self._gate.held_bytes if self._gate is not None else 0)
         # A child: started before the MQTT session, stopped after it.
         self.producer = Producer(kafka_options(settings), "f2stream-ingest")
         self.add_dependency(self.producer)
-
-    async def on_start(self) -> None:
-        """Refuse to run, in one line, unless QoS 1 can be acknowledged after Kafka has the message."""
-        try:
-            manual_ack_client(aiomqtt.Client(self.settings.mqtt_host, self.settings.mqtt_port))
-        except ManualAckUnavailable as exc:
-            logger.critical("Ingest refuses to run: %s", exc)
-            raise SystemExit(2) from None
 
     @Service.task
     async def _run(self) -> None:
@@ -203,7 +164,7 @@ class MqttIngest(Service):
             first = False
             try:
                 await self._session()
-            except (aiomqtt.MqttError, ProduceFailed, OSError) as exc:
+            except (MqttError, ProduceFailed, OSError) as exc:
                 self.last_error = f"{exc.__class__.__name__}: {exc}"
                 logger.warning("MQTT session to %s ended: %s", self.connection, self.last_error)
             except Exception as exc:
@@ -221,87 +182,80 @@ class MqttIngest(Service):
 
     async def _session(self) -> None:
         s = self.settings
-        client = aiomqtt.Client(
-            **self.connection.client_options(),
-            identifier=s.mqtt_client_id,
-            clean_session=False,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            keepalive=30,
-            timeout=10,
-        )
-        # Ack only after Kafka has the message: on the paho client under aiomqtt.
-        mqtt = manual_ack_client(client)
-        self._paho = mqtt
         # What the session holds is bounded in bytes: reading stops at the bound.
         gate = ReadGate(s.mqtt_max_held_mb * _MIB, on_pause=self.metrics.mqtt_read_pauses.inc)
-        gate.attach(mqtt)
         self._gate = gate
+        session = await MqttSession.open(self.connection, client_id=s.mqtt_client_id, gate=gate, keepalive=30)
+        self._session_now = session
         pending: asyncio.Queue[_Burst] = asyncio.Queue(max(2, s.mqtt_max_inflight // _BURST))
-        async with client:
-            _set_nodelay(mqtt.socket())
+        try:
             logger.info("MQTT connected as %s, subscribing to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
             # A resumed session's messages arrive right after CONNACK, ahead of the
             # SUBACK: forwarding starts before subscribing, so that however much the
             # broker sends first, it is being worked off while the SUBACK is on its way.
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._acknowledge(mqtt, pending, gate), name="f2stream-ingest-acks")
-                    tasks.create_task(self._forward(client, pending), name="f2stream-ingest-forward")
-                    tasks.create_task(self._subscribe(client), name="f2stream-ingest-subscribe")
-                    tasks.create_task(gate.failed(), name="f2stream-ingest-read")
-            except* (aiomqtt.MqttError, ProduceFailed, OSError) as group:
-                raise group.exceptions[0] from None
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._acknowledge(session, pending, gate), name="f2stream-ingest-acks")
+                tasks.create_task(self._forward(session, pending), name="f2stream-ingest-forward")
+                tasks.create_task(self._subscribe(session), name="f2stream-ingest-subscribe")
+                tasks.create_task(session.closed(), name="f2stream-ingest-connection")
+        except* (MqttError, ProduceFailed, OSError) as group:
+            raise group.exceptions[0] from None
+        finally:
+            session.close()
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, session: MqttSession) -> None:
         # No deadline on SUBACK and UNSUBACK: Mosquitto answers them only after
         # what it sends a resumed session first, which 2.0.11 does not bound by
         # its inflight window (after a kill mid-drain: the whole backlog, minutes
-        # of reading). A dead connection still ends the session: paho's keepalive
-        # closes it, and _forward raises on the disconnect.
+        # of reading). A dead connection still ends the session: the keepalive
+        # closes it, and the wait raises.
         s = self.settings
-        await client.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)], timeout=math.inf)
+        await session.subscribe([(f, 1) for f in subscriptions(s.mqtt_share_group)])
         if not s.mqtt_share_group:
             # A session kept from a release that shared by default still holds
             # those filters: without this, every message would arrive twice.
-            await client.unsubscribe(subscriptions(_FORMER_DEFAULT_GROUP), timeout=math.inf)
+            await session.unsubscribe(subscriptions(_FORMER_DEFAULT_GROUP))
         self._set_connected(True)
         logger.info("MQTT session up as %s, subscribed to %s", s.mqtt_client_id, subscriptions(s.mqtt_share_group))
 
-    async def _forward(self, client: aiomqtt.Client, pending: asyncio.Queue[_Burst]) -> None:
+    async def _forward(self, session: MqttSession, pending: asyncio.Queue[_Burst]) -> None:
         # What has arrived is taken in bursts: one produce call and one
         # acknowledgement future per burst, not per message.
         received = {kind: self.metrics.mqtt_received.labels(type=kind) for kind in (*_TYPES, "other")}
-        messages = client.messages
         while True:
-            burst = [await anext(messages)]
-            for _ in range(min(len(messages), _BURST - 1)):  # already queued: no waiting
-                burst.append(await anext(messages))
+            burst = await session.messages(_BURST)
             await pending.put(await self._produce(burst, received))
             del burst  # its payloads are not kept while the next burst is awaited
 
-    async def _produce(self, burst: list[aiomqtt.Message], received: dict[str, PromCounter]) -> _Burst:
+    async def _produce(self, burst: list[Publish], received: dict[str, PromCounter]) -> _Burst:
         """Hand a burst to the producer; its acknowledgements wait for Kafka's answer."""
         received_at = format_time(datetime.now(UTC))
         stamp = received_at.encode()
         outputs, acks, held = [], [], 0
-        note_device, now = self.metrics.devices.note, time.monotonic()
-        for message in burst:
-            topic = message.topic.value
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        kinds: dict[str, int] = {}
+        devices: set[bytes] = set()
+        for topic, payload, packet_id, qos, _, _ in burst:
             key = device_key(topic)
-            note_device(key, now)
-            held += ReadGate.size_of(topic, payload)
+            devices.add(key)
+            held += len(payload) + len(topic)
             output = Output(RAW_TOPIC, key, payload, None, [("mqtt_topic", topic.encode()), ("received_at", stamp)])
             if output.size > MAX_RECORD_BYTES:
                 output = self._dead_letter(key, topic, payload, received_at)
             outputs.append(output)
-            acks.append((message.mid, message.qos))
-            received.get(topic.partition("/")[0], received["other"]).inc()
+            if qos:
+                acks.append(packet_id)
+            kind = topic.partition("/")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        note_device, now = self.metrics.devices.note, time.monotonic()
+        for key in devices:
+            note_device(key, now)
+        for kind, count in kinds.items():
+            received.get(kind, received["other"]).inc(count)
         try:
             done = await self.producer.submit(outputs)
         except KafkaError as exc:
             raise ProduceFailed(f"Kafka did not take {len(outputs)} records ({_describe(exc)})") from exc
-        return _Burst(acks, held, done)
+        return _Burst(acks, len(burst), held + len(burst) * MESSAGE_OVERHEAD_BYTES, done)
 
     def _dead_letter(self, key: bytes, topic: str, payload: bytes, received_at: str) -> Output:
         """The dead letter that stands in for a message too large for Kafka; acknowledged like the record."""
@@ -311,7 +265,7 @@ class MqttIngest(Service):
         self.metrics.dead_letters.labels(reason="too_large").inc()
         return Output(DEAD_LETTER_TOPIC, key, value, None, headers)
 
-    async def _acknowledge(self, mqtt: paho.Client, pending: asyncio.Queue[_Burst], gate: ReadGate) -> None:
+    async def _acknowledge(self, session: MqttSession, pending: asyncio.Queue[_Burst], gate: ReadGate) -> None:
         produced = self.metrics.kafka_produced
         while True:
             burst = await pending.get()
@@ -319,10 +273,8 @@ class MqttIngest(Service):
                 await burst.done
             except Exception as exc:
                 raise ProduceFailed(f"Kafka did not take a record ({_describe(exc)})") from exc
-            produced.inc(len(burst.acks))
-            for mid, qos in burst.acks:  # in arrival order
-                if qos > 0:
-                    mqtt.ack(mid, qos)
+            produced.inc(burst.messages)
+            session.ack(burst.acks)  # in arrival order, one write
             gate.release(burst.held)
 
     def _set_connected(self, up: bool) -> None:
@@ -330,27 +282,14 @@ class MqttIngest(Service):
         self.metrics.mqtt_connected.set(1 if up else 0)
 
     async def health(self) -> Check:
-        """The MQTT entry of `/health`: the session is up and its socket connected right now."""
+        """The MQTT entry of `/health`: the session is up and its connection open right now."""
         where = str(self.connection)
-        if self.connected and self._paho is not None and self._paho.is_connected():
+        if self.connected and self._session_now is not None and self._session_now.is_open:
             return Check("mqtt", "ok", f"session up at {where}")
         return Check("mqtt", "failing", f"not connected to {where}: {self.last_error or 'connecting'}")
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
 
 
 def _describe(exc: BaseException) -> str:
     # A wrapped error repeats its cause's repr; name the root cause instead.
     root = exc.__cause__ or exc
     return f"{root.__class__.__name__}: {root}"
-
-
-def _set_nodelay(sock: Any) -> None:
-    # paho never sets TCP_NODELAY; without it every PUBACK can wait on Nagle.
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
