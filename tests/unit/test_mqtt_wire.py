@@ -56,9 +56,7 @@ def test_a_remaining_length_beyond_four_bytes_is_refused() -> None:
 
 def test_connect_with_a_persistent_session_and_a_password() -> None:
     packet = encode_connect("f2-ingest", clean_session=False, keepalive=30, username="ingest", password="s3cret")
-    assert packet == (
-        b"\x10\x25\x00\x04MQTT\x04\xc0\x00\x1e\x00\x09f2-ingest\x00\x06ingest\x00\x06s3cret"
-    )
+    assert packet == (b"\x10\x25\x00\x04MQTT\x04\xc0\x00\x1e\x00\x09f2-ingest\x00\x06ingest\x00\x06s3cret")
 
 
 def test_connect_without_login_and_clean() -> None:

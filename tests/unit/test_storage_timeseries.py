@@ -10,7 +10,7 @@ from fakes import BAD_DEVICE, FakePool
 
 from f2stream.records import Measurement, Rows
 from f2stream.settings import Settings
-from f2stream.storage.timeseries import MeasurementWriter
+from f2stream.storage.timeseries import MeasurementWriter, parsed_times
 
 GOOD = Measurement(
     "2025-01-01T00:00:00.000001+00:00", "f2-000000000001", "access-control-mode", 1, "strike-1", "state", 1.0,
@@ -72,3 +72,14 @@ async def test_a_cancelled_write_returns_nothing() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert writer.last_commit_at is None
+
+
+def test_parsed_times_parse_each_distinct_time_once_and_refuse_a_time_without_zone() -> None:
+    texts = ["2031-01-01T00:00:00.000001+00:00", "2031-01-01T00:00:00.000001+00:00", "2031-01-01T01:00:00.5+01:00"]
+    times = parsed_times(texts)
+    assert times is not None and times[0] is times[1]
+    assert [t.isoformat() for t in times] == ["2031-01-01T00:00:00.000001+00:00"] * 2 + [
+        "2031-01-01T01:00:00.500000+01:00"
+    ]
+    assert parsed_times(["2031-01-01T00:00:00"]) is None  # the database reads it in its own zone
+    assert parsed_times(["not a time"]) is None
