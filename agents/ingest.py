@@ -85,7 +85,7 @@ def subscriptions(share_group: str) -> list[str]:
 def device_key(topic: str) -> bytes:
     """The Kafka key of a message: its topic's device level (validated later, by decode)."""
     parts = topic.split("/", 2)
-    return parts[1].encode() if len(parts) > 1 else b""
+    return parts[1].encode("utf-8", "surrogateescape") if len(parts) > 1 else b""
 
 
 def message_identity(topic: str, payload: bytes) -> str:
@@ -238,7 +238,13 @@ class MqttIngest(Service):
             key = device_key(topic)
             devices.add(key)
             held += len(payload) + len(topic)
-            output = Output(RAW_TOPIC, key, payload, None, [("mqtt_topic", topic.encode()), ("received_at", stamp)])
+            output = Output(
+                RAW_TOPIC,
+                key,
+                payload,
+                None,
+                [("mqtt_topic", topic.encode("utf-8", "surrogateescape")), ("received_at", stamp)],
+            )
             if output.size > MAX_RECORD_BYTES:
                 output = self._dead_letter(key, topic, payload, received_at)
             outputs.append(output)

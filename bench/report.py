@@ -182,7 +182,9 @@ def _against_c(results: dict[str, Any]) -> list[str]:
     ]
     for name, value, against, base, target in rows:
         shown = "-" if value is None else f"{1000 * value:.1f}"
-        lines.append(f"| {name} | {shown} | {against} | {1000 * (base or 0):.1f} | {_times(value, base)} | ≤ {target} |")
+        lines.append(
+            f"| {name} | {shown} | {against} | {1000 * (base or 0):.1f} | {_times(value, base)} | ≤ {target} |"
+        )
     return lines
 
 

@@ -449,7 +449,9 @@ class Bench:
         sampler = asyncio.create_task(sample())
         profilers = []
         if profile and shutil.which("py-spy", path=str(Path(sys.executable).parent)):
-            profilers = [await self.start_profile(name, duration_s) for name in ("ingest", "pipeline") if name in self.workers]
+            profilers = [
+                await self.start_profile(name, duration_s) for name in ("ingest", "pipeline") if name in self.workers
+            ]
         try:
             summary = await self.loadgen(label, rate=rate, duration_s=duration_s, manifest=manifest, extra=extra)
             published_at = time.monotonic()

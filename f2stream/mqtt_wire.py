@@ -2,7 +2,8 @@
 
 Only what a QoS 1 subscriber needs: CONNECT, SUBSCRIBE, UNSUBSCRIBE,
 PUBACK, PINGREQ and DISCONNECT out; CONNACK, SUBACK, UNSUBACK, PINGRESP and
-PUBLISH (QoS 0 and 1) in. :class:`PacketReader` turns the bytes of a stream,
+PUBLISH (QoS 0 and 1) in. A topic that is not UTF-8 is kept as
+surrogates (`surrogateescape`), so that its bytes survive. :class:`PacketReader` turns the bytes of a stream,
 cut anywhere, into packets, many per call: one pass over what one socket
 read brought, where a general client (paho) makes several reads and a
 callback per message. Anything else the broker sends is a
@@ -227,10 +228,9 @@ def _publish(first: int, buffer: bytearray, start: int, end: int) -> Publish:
     payload_start = topic_end + 2 if qos else topic_end
     if payload_start > end:
         raise ProtocolError("a PUBLISH whose topic or packet id runs past its end")
-    try:
-        topic = buffer[start + 2 : topic_end].decode()
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"a PUBLISH whose topic is not UTF-8 ({exc})") from None
+    # A topic that is not UTF-8 (which Mosquitto refuses from publishers) keeps
+    # its bytes as surrogates: it flows on, and decode dead-letters it.
+    topic = buffer[start + 2 : topic_end].decode("utf-8", "surrogateescape")
     packet_id = (buffer[topic_end] << 8) | buffer[topic_end + 1] if qos else 0
     if qos and not packet_id:
         raise ProtocolError("a QoS 1 PUBLISH with packet id 0")
