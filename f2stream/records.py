@@ -17,7 +17,10 @@ import orjson
 
 from f2stream.errors import BadMessage
 
-__all__ = ["Measurement", "ParameterSet", "Rows", "encode_decoded", "format_time"]
+__all__ = ["Measurement", "ParameterSet", "Point", "Rows", "encode_decoded", "encode_points", "format_time"]
+
+#: One decoded value of a message: data point, value, text value, unit (what a message's rows do not share).
+Point = tuple[str, float | None, str | None, str | None]
 
 
 def format_time(moment: datetime) -> str:
@@ -72,12 +75,42 @@ _POINT_FIELDS = ("data_point", "value", "text_value", "unit")
 
 def encode_decoded(measurements: Sequence[Measurement]) -> bytes:
     """One `decoded_iot_data` value for the measurements of one MQTT message (all share its identity)."""
-    first = measurements[0]
-    record: dict[str, Any] = {name: getattr(first, name) for name in (*_MESSAGE_FIELDS, *_PROVENANCE_FIELDS)}
-    record["points"] = [
-        {"data_point": m.data_point, "value": m.value, "text_value": m.text_value, "unit": m.unit} for m in measurements
-    ]
-    return orjson.dumps(record)
+    m = measurements[0]
+    return encode_points(
+        m.time, m.device_id, m.mode, m.connector, m.component, m.source_topic, m.received_at, m.param_version,
+        m.raw_partition, m.raw_offset, [(m.data_point, m.value, m.text_value, m.unit) for m in measurements],
+    )  # fmt: skip
+
+
+def encode_points(
+    time: str,
+    device_id: str,
+    mode: str,
+    connector: int,
+    component: str,
+    source_topic: str,
+    received_at: str,
+    param_version: int | None,
+    raw_partition: int | None,
+    raw_offset: int | None,
+    points: Sequence[Point],
+) -> bytes:
+    """One `decoded_iot_data` value from a message's identity and its points: no :class:`Measurement` per point."""
+    return orjson.dumps(
+        {
+            "time": time,
+            "device_id": device_id,
+            "mode": mode,
+            "connector": connector,
+            "component": component,
+            "source_topic": source_topic,
+            "received_at": received_at,
+            "param_version": param_version,
+            "raw_partition": raw_partition,
+            "raw_offset": raw_offset,
+            "points": [{"data_point": d, "value": v, "text_value": t, "unit": u} for d, v, t, u in points],
+        }
+    )
 
 
 class Rows:
