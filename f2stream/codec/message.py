@@ -28,14 +28,14 @@ from f2stream.codec.values import (
     check_field_name,
     check_number,
     check_text,
+    device_time,
     parse_json_object,
     parse_modbus_frame,
-    parse_timestamp,
     to_boolean,
 )
 from f2stream.errors import BadMessage
 from f2stream.mqtt_topics import TopicInfo, parse_topic
-from f2stream.records import Measurement, Point, format_time
+from f2stream.records import Measurement, Point
 
 __all__ = ["MAIN_FIELDS", "CodecSource", "DecodedMessage", "decode_message", "decode_points", "decode_with"]
 
@@ -125,7 +125,7 @@ def _decode(info: TopicInfo, payload: bytes, codec: DeviceCodec) -> DecodedMessa
     try:
         parameters = codec.for_component(info)
         body = parse_json_object(payload)
-        time = format_time(parse_timestamp(body.get(_TIMESTAMP)))
+        time = device_time(body.get(_TIMESTAMP))
         points = _decode_fields(info, parameters, body)
     except BadMessage as exc:
         exc.topic = info.topic
