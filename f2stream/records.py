@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import faust
@@ -68,9 +69,9 @@ _MESSAGE_FIELDS = (
     "received_at",
     "param_version",
 )
-# Provenance: decoded records written before it was kept lack these; they read as None.
-_PROVENANCE_FIELDS = ("raw_partition", "raw_offset")
 _POINT_FIELDS = ("data_point", "value", "text_value", "unit")
+_message_fields = itemgetter(*_MESSAGE_FIELDS)
+_point_fields = itemgetter(*_POINT_FIELDS)
 
 
 def encode_decoded(measurements: Sequence[Measurement]) -> bytes:
@@ -142,21 +143,22 @@ class Rows:
         """
         try:
             record = orjson.loads(value or b"")
-            common = [record[name] for name in _MESSAGE_FIELDS]
-            common += [record.get(name) for name in _PROVENANCE_FIELDS]
-            points = [[p[name] for name in _POINT_FIELDS] for p in record["points"]]
+            time, device, mode, connector, component, topic, received, version = _message_fields(record)
+            # Provenance: decoded records written before it was kept lack it; it reads as None.
+            partition, offset = record.get("raw_partition"), record.get("raw_offset")
+            points = list(map(_point_fields, record["points"]))
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadMessage("bad_record", f"not a decoded_iot_data record ({exc.__class__.__name__}: {exc})") from exc
         count = len(points)
         if not count:
             return 0
         c = self.columns
-        for column, value_ in zip(c[:5], common[:5], strict=True):  # time … component
-            column.extend([value_] * count)
-        for index, column in enumerate(c[5:9]):  # data_point, value, text_value, unit
-            column.extend([point[index] for point in points])
-        for column, value_ in zip(c[9:], common[5:], strict=True):  # source_topic … raw_offset
-            column.extend([value_] * count)
+        for column, common in zip(c[:5], (time, device, mode, connector, component), strict=True):
+            column.extend([common] * count)
+        for column, values in zip(c[5:9], zip(*points, strict=True), strict=True):  # data_point … unit
+            column.extend(values)
+        for column, common in zip(c[9:], (topic, received, version, partition, offset), strict=True):
+            column.extend([common] * count)
         return count
 
     def row(self, index: int) -> Measurement:

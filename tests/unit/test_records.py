@@ -68,6 +68,24 @@ def test_anything_else_is_a_bad_record_and_adds_nothing(value: bytes | None) -> 
     assert len(rows) == 3 and all(len(column) == 3 for column in rows.columns)
 
 
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (b"[]", "TypeError: list indices must be integers or slices, not str"),
+        (orjson.dumps({"time": "t", "points": []}), "KeyError: 'device_id'"),
+        (orjson.dumps({**orjson.loads(encode_decoded(MESSAGE)), "points": [{"data_point": "x"}]}), "KeyError: 'value'"),
+        (
+            orjson.dumps({**orjson.loads(encode_decoded(MESSAGE)), "points": 3}),
+            "TypeError: 'int' object is not iterable",
+        ),
+    ],
+)
+def test_a_bad_record_says_what_it_lacks(value: bytes, detail: str) -> None:
+    with pytest.raises(BadMessage) as caught:
+        Rows().add_decoded(value)
+    assert caught.value.detail == f"not a decoded_iot_data record ({detail})"
+
+
 def test_format_time() -> None:
     assert format_time(datetime(2025, 1, 31, 12, tzinfo=UTC)) == "2025-01-31T12:00:00.000000+00:00"
     assert format_time(datetime.fromisoformat("2025-01-31T13:00:00.5+01:00")) == "2025-01-31T12:00:00.500000+00:00"
