@@ -135,7 +135,7 @@ def effective_parameters(device_id: str, own: Iterable[Parameter], template: Ite
 class DeviceCodec:
     """One device's parameters at one version, indexed by component."""
 
-    __slots__ = ("_by_component", "device_id", "parameters", "version")
+    __slots__ = ("_by_component", "_components", "device_id", "parameters", "version")
 
     def __init__(self, device_id: str, version: int | None, parameters: Iterable[Parameter]) -> None:
         self.device_id = device_id
@@ -146,20 +146,27 @@ class DeviceCodec:
         for parameter in self.parameters:
             numbers = self._by_component.setdefault((parameter.mode, parameter.component_type), {})
             numbers.setdefault(parameter.component_number, {})[parameter.data_point or ""] = parameter
+        # for_component's answers, merged once per component the device sends from (a few).
+        self._components: dict[tuple[str, str, str | None], tuple[Parameter, ...]] = {}
 
-    def for_component(self, info: TopicInfo) -> list[Parameter]:
+    def for_component(self, info: TopicInfo) -> tuple[Parameter, ...]:
         """The parameters of a topic's component: rows for all numbers, overridden by its own number's.
 
         Raises:
             BadMessage: `no_parameter`.
         """
+        key = (info.mode, info.component_type, info.component_number)
+        found = self._components.get(key)
+        if found is not None:
+            return found
         numbers = self._by_component.get((info.mode, info.component_type))
         if numbers is not None:
             merged = dict(numbers.get(None, {}))
             if info.component_number is not None:
                 merged.update(numbers.get(info.component_number, {}))
             if merged:
-                return list(merged.values())
+                found = self._components[key] = tuple(merged.values())
+                return found
         raise BadMessage(
             "no_parameter",
             f"device {info.device_id} has no parameter for {info.mode} {info.component_type}"
