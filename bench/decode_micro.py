@@ -1,6 +1,6 @@
 """In-process micro-benchmark of the pipeline worker's per-message Python work: no broker, no database.
 
-    python -m bench.decode_micro --devices 3000 --messages 42000 --repeat 7
+    python -m bench.decode_micro --devices 3000 --rounds 2 --repeat 7
 
 Builds raw_iot_data records as the ingest worker writes them (the load
 generator's payloads, `mqtt_topic` and a `received_at` shared by a burst
@@ -29,7 +29,7 @@ from f2stream.codec.model import Parameter, ParameterIndex
 from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.liveness import parse_time
 from f2stream.records import Rows, format_time
-from f2stream.simulator import DEMO_PARAMETERS, device_ids
+from f2stream.simulator import _COMPONENTS, DEMO_PARAMETERS, device_ids
 
 _BATCH = 2000  # the decode loop's max_records
 _BURST = 64  # messages the ingest worker stamps with one received_at
@@ -88,12 +88,12 @@ def best(run: Callable[[], object], repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=3000)
-    parser.add_argument("--messages", type=int, default=42_000)
+    parser.add_argument("--rounds", type=int, default=2, help="each device sends each component's message once a round")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     devices = device_ids(args.devices)
     index = parameters(devices)
-    records = raw_records(devices, args.messages)
+    records = raw_records(devices, args.devices * len(_COMPONENTS) * args.rounds)  # whole rounds: the full mix
     batches = [records[i : i + _BATCH] for i in range(0, len(records), _BATCH)]
 
     def decode() -> list[Decoded]:
