@@ -135,19 +135,24 @@ def effective_parameters(device_id: str, own: Iterable[Parameter], template: Ite
 class DeviceCodec:
     """One device's parameters at one version, indexed by component."""
 
-    __slots__ = ("_by_component", "_components", "device_id", "parameters", "version")
+    __slots__ = ("_by_component", "device_id", "parameters", "version")
 
     def __init__(self, device_id: str, version: int | None, parameters: Iterable[Parameter]) -> None:
         self.device_id = device_id
         self.version = version
         #: The parameters as given, in their order.
         self.parameters = tuple(parameters)
-        self._by_component: dict[tuple[str, str], dict[str | None, dict[str, Parameter]]] = {}
+        by_number: dict[tuple[str, str], dict[str | None, dict[str, Parameter]]] = {}
         for parameter in self.parameters:
-            numbers = self._by_component.setdefault((parameter.mode, parameter.component_type), {})
+            numbers = by_number.setdefault((parameter.mode, parameter.component_type), {})
             numbers.setdefault(parameter.component_number, {})[parameter.data_point or ""] = parameter
-        # for_component's answers, merged once per component the device sends from (a few).
-        self._components: dict[tuple[str, str, str | None], tuple[Parameter, ...]] = {}
+        # Merged once, not per message: per component, the rows for all numbers, and per number
+        # with rows of its own, those overriding them.
+        self._by_component: dict[tuple[str, str], tuple[tuple[Parameter, ...], dict[str, tuple[Parameter, ...]]]] = {}
+        for component, numbers in by_number.items():
+            shared = numbers.get(None, {})
+            own = {n: tuple({**shared, **rows}.values()) for n, rows in numbers.items() if n is not None}
+            self._by_component[component] = tuple(shared.values()), own
 
     def for_component(self, info: TopicInfo) -> tuple[Parameter, ...]:
         """The parameters of a topic's component: rows for all numbers, overridden by its own number's.
@@ -155,17 +160,11 @@ class DeviceCodec:
         Raises:
             BadMessage: `no_parameter`.
         """
-        key = (info.mode, info.component_type, info.component_number)
-        found = self._components.get(key)
-        if found is not None:
-            return found
-        numbers = self._by_component.get((info.mode, info.component_type))
-        if numbers is not None:
-            merged = dict(numbers.get(None, {}))
-            if info.component_number is not None:
-                merged.update(numbers.get(info.component_number, {}))
-            if merged:
-                found = self._components[key] = tuple(merged.values())
+        merged = self._by_component.get((info.mode, info.component_type))
+        if merged is not None:
+            shared, own = merged
+            found = shared if info.component_number is None else own.get(info.component_number, shared)
+            if found:
                 return found
         raise BadMessage(
             "no_parameter",
