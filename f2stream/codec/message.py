@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.codec.values import (
@@ -59,9 +58,11 @@ class CodecSource(Protocol):
         """The device's codec, or None for a device without parameters."""
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedMessage:
-    """One message decoded: what its rows share, and one tuple per value (no object per value)."""
+class DecodedMessage(NamedTuple):
+    """One message decoded: what its rows share, and one tuple per value (no object per value).
+
+    A named tuple, as :class:`~f2stream.mqtt_topics.TopicInfo`: made for every message.
+    """
 
     info: TopicInfo
     time: str
