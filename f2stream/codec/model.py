@@ -142,30 +142,24 @@ class DeviceCodec:
         self.version = version
         #: The parameters as given, in their order.
         self.parameters = tuple(parameters)
-        by_number: dict[tuple[str, str], dict[str | None, dict[str, Parameter]]] = {}
+        self._by_component: dict[tuple[str, str], dict[str | None, dict[str, Parameter]]] = {}
         for parameter in self.parameters:
-            numbers = by_number.setdefault((parameter.mode, parameter.component_type), {})
+            numbers = self._by_component.setdefault((parameter.mode, parameter.component_type), {})
             numbers.setdefault(parameter.component_number, {})[parameter.data_point or ""] = parameter
-        # Merged once, not per message: per component, the rows for all numbers, and per number
-        # with rows of its own, those overriding them.
-        self._by_component: dict[tuple[str, str], tuple[tuple[Parameter, ...], dict[str, tuple[Parameter, ...]]]] = {}
-        for component, numbers in by_number.items():
-            shared = numbers.get(None, {})
-            own = {n: tuple({**shared, **rows}.values()) for n, rows in numbers.items() if n is not None}
-            self._by_component[component] = tuple(shared.values()), own
 
-    def for_component(self, info: TopicInfo) -> tuple[Parameter, ...]:
+    def for_component(self, info: TopicInfo) -> list[Parameter]:
         """The parameters of a topic's component: rows for all numbers, overridden by its own number's.
 
         Raises:
             BadMessage: `no_parameter`.
         """
-        merged = self._by_component.get((info.mode, info.component_type))
-        if merged is not None:
-            shared, own = merged
-            found = shared if info.component_number is None else own.get(info.component_number, shared)
-            if found:
-                return found
+        numbers = self._by_component.get((info.mode, info.component_type))
+        if numbers is not None:
+            merged = dict(numbers.get(None, {}))
+            if info.component_number is not None:
+                merged.update(numbers.get(info.component_number, {}))
+            if merged:
+                return list(merged.values())
         raise BadMessage(
             "no_parameter",
             f"device {info.device_id} has no parameter for {info.mode} {info.component_type}"

@@ -94,7 +94,7 @@ def test_index_put_replaces_and_remove_forgets(seed_index: ParameterIndex) -> No
     assert (seed_index.codec(DEVICE), len(seed_index)) == (None, 0)
 
 
-def lookup(index: ParameterIndex, topic: str) -> tuple[Parameter, ...]:
+def lookup(index: ParameterIndex, topic: str) -> list[Parameter]:
     info = parse_topic(topic)
     codec = index.codec(info.device_id)
     assert codec is not None
