@@ -9,7 +9,8 @@ times, per message and best of `--repeat` runs of CPU time:
 
 * decode: :func:`f2stream.agents.decode.decode_batch` over batches of 2000
   (the decode loop's batch size);
-* sink: :meth:`f2stream.records.Rows.add_decoded` over the decoded records;
+* sink: :meth:`f2stream.records.Rows.add_decoded` over the decoded records,
+  in batches of 2000, then their columns as the writer takes them;
 * liveness: :func:`f2stream.liveness.parse_time` of each record's two times,
   as the liveness tracker reads what a decoded batch saw.
 """
@@ -109,6 +110,7 @@ def main() -> None:
             rows = Rows()
             for value in values[i : i + _BATCH]:
                 rows.add_decoded(value)
+            assert len(rows.columns[0]) == len(rows)  # the writer takes the columns
 
     def liveness() -> None:
         for _, _, _, received_at, device_time, _ in seen:
