@@ -119,21 +119,39 @@ class Rows:
 
     The sink turns thousands of decoded records into one statement's
     columns; building them straight from the JSON costs a fraction of
-    building a :class:`Measurement` per row first.
+    building a :class:`Measurement` per row first. Each row is kept as two
+    tuples, what its message's rows share and its point; the columns are
+    made from them in one go when they are asked for.
     """
 
-    __slots__ = ("columns",)
+    __slots__ = ("_columns", "_points", "_shared")
 
     def __init__(self) -> None:
-        self.columns: tuple[list[Any], ...] = tuple([] for _ in Measurement.__slots__)
+        # Per row: (time … component, source_topic … raw_offset), the same tuple for a message's rows.
+        self._shared: list[tuple[Any, ...]] = []
+        self._points: list[tuple[Any, ...]] = []  # per row: (data_point, value, text_value, unit)
+        self._columns: tuple[list[Any], ...] | None = None
 
     @classmethod
     def of(cls, measurements: Sequence[Measurement]) -> Rows:
         """Rows holding `measurements`."""
         rows = cls()
-        for column, name in zip(rows.columns, Measurement.__slots__, strict=True):
-            column.extend(getattr(m, name) for m in measurements)
+        for m in measurements:
+            rows._shared.append((m.time, m.device_id, m.mode, m.connector, m.component, m.source_topic, m.received_at,
+                                 m.param_version, m.raw_partition, m.raw_offset))  # fmt: skip
+            rows._points.append((m.data_point, m.value, m.text_value, m.unit))
         return rows
+
+    @property
+    def columns(self) -> tuple[list[Any], ...]:
+        """One list per field of :class:`Measurement`, in its order; made again only after an add."""
+        if self._columns is None:
+            if self._points:
+                shared, points = list(zip(*self._shared, strict=True)), zip(*self._points, strict=True)
+                self._columns = tuple(list(column) for column in (*shared[:5], *points, *shared[5:]))
+            else:
+                self._columns = tuple([] for _ in Measurement.__slots__)
+        return self._columns
 
     def add_decoded(self, value: bytes | None) -> int:
         """Append the points of one `decoded_iot_data` value; return how many. All or nothing.
@@ -143,30 +161,25 @@ class Rows:
         """
         try:
             record = orjson.loads(value or b"")
-            time, device, mode, connector, component, topic, received, version = _message_fields(record)
             # Provenance: decoded records written before it was kept lack it; it reads as None.
-            partition, offset = record.get("raw_partition"), record.get("raw_offset")
+            shared = (*_message_fields(record), record.get("raw_partition"), record.get("raw_offset"))
             points = list(map(_point_fields, record["points"]))
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise BadMessage("bad_record", f"not a decoded_iot_data record ({exc.__class__.__name__}: {exc})") from exc
         count = len(points)
-        if not count:
-            return 0
-        c = self.columns
-        for column, common in zip(c[:5], (time, device, mode, connector, component), strict=True):
-            column.extend([common] * count)
-        for column, values in zip(c[5:9], zip(*points, strict=True), strict=True):  # data_point … unit
-            column.extend(values)
-        for column, common in zip(c[9:], (topic, received, version, partition, offset), strict=True):
-            column.extend([common] * count)
+        if count:
+            self._shared.extend([shared] * count)
+            self._points.extend(points)
+            self._columns = None
         return count
 
     def row(self, index: int) -> Measurement:
         """One row as a measurement."""
-        return Measurement(*(column[index] for column in self.columns))
+        shared = self._shared[index]
+        return Measurement(*shared[:5], *self._points[index], *shared[5:])
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self._points)
 
 
 class ParameterSet(faust.Record, serializer="json", include_metadata=False):

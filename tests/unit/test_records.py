@@ -30,7 +30,9 @@ def test_a_message_round_trips_through_its_record() -> None:
 
 def test_rows_hold_every_point_of_every_record_in_order() -> None:
     rows = Rows()
+    assert rows.columns == tuple([] for _ in Measurement.__slots__)
     assert rows.add_decoded(encode_decoded(MESSAGE)) == 3
+    assert rows.columns == Rows.of(MESSAGE).columns
     assert rows.add_decoded(encode_decoded(MESSAGE[:1])) == 1
     assert len(rows) == 4
     assert [rows.row(i) for i in range(4)] == [*MESSAGE, MESSAGE[0]]
