@@ -76,10 +76,11 @@ _point_fields = itemgetter(*_POINT_FIELDS)
 
 def encode_decoded(measurements: Sequence[Measurement]) -> bytes:
     """One `decoded_iot_data` value for the measurements of one MQTT message (all share its identity)."""
-    m = measurements[0]
+    first = measurements[0]
     return encode_points(
-        m.time, m.device_id, m.mode, m.connector, m.component, m.source_topic, m.received_at, m.param_version,
-        m.raw_partition, m.raw_offset, [(m.data_point, m.value, m.text_value, m.unit) for m in measurements],
+        first.time, first.device_id, first.mode, first.connector, first.component, first.source_topic,
+        first.received_at, first.param_version, first.raw_partition, first.raw_offset,
+        [(m.data_point, m.value, m.text_value, m.unit) for m in measurements],
     )  # fmt: skip
 
 
