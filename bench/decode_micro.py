@@ -29,6 +29,7 @@ from f2stream.agents.decode import Decoded, decode_batch
 from f2stream.codec.model import Parameter, ParameterIndex
 from f2stream.kafka_topics import RAW_TOPIC
 from f2stream.liveness import parse_time
+from f2stream.mqtt_topics import parse_topic
 from f2stream.records import Rows, format_time
 from f2stream.simulator import _COMPONENTS, DEMO_PARAMETERS, device_ids
 
@@ -91,10 +92,13 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2, help="each device sends each component's message once a round")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--only", choices=_COMPONENTS, help="keep only this component type's messages")
     args = parser.parse_args()
     devices = device_ids(args.devices)
     index = parameters(devices)
     records = raw_records(devices, args.devices * len(_COMPONENTS) * args.rounds)  # whole rounds: the full mix
+    if args.only:
+        records = [r for r in records if parse_topic(r.headers[0][1].decode()).component_type == args.only]
     batches = [records[i : i + _BATCH] for i in range(0, len(records), _BATCH)]
 
     def decode() -> list[Decoded]:
