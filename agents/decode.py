@@ -22,13 +22,13 @@ from aiokafka import ConsumerRecord
 
 from f2stream.agents.batchloop import Batch
 from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer, send_handler_error
-from f2stream.codec.message import CodecSource, decode_message
+from f2stream.codec.message import CodecSource, decode_points
 from f2stream.deadletter import dead_letter_headers, header_map, source_of
 from f2stream.errors import BadMessage
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC
 from f2stream.liveness import Seen
 from f2stream.metrics import Metrics
-from f2stream.records import encode_decoded, format_time
+from f2stream.records import encode_points, format_time
 
 __all__ = ["DecodeStage", "Decoded", "Output", "decode_batch", "decode_record", "receipt_time"]
 
@@ -65,7 +65,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
     payload = record.value if isinstance(record.value, bytes) else b""
     try:
         received_at = received_at or receipt_time(record.timestamp)
-        measurements = decode_message(topic, payload, received_at, params, (record.partition, record.offset))
+        message = decode_points(topic, payload, params)
     except BadMessage as exc:
         reason, detail = exc.reason, exc.detail
     except Exception as exc:  # a decoder bug must not lose the message: dead-letter it
@@ -73,14 +73,18 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
         reason, detail = "decoder_error", f"{exc.__class__.__name__}: {exc}"
     else:
         into.messages += 1
+        points = message.points
         into.seen.append((record.key, record.partition, record.offset, received_at,
-                          measurements[0].time if measurements else None, False))  # fmt: skip
-        if not measurements:
+                          message.time if points else None, False))  # fmt: skip
+        if not points:
             return
-        into.measurements += len(measurements)
-        output = Output(
-            DECODED_TOPIC, measurements[0].device_id.encode(), encode_decoded(measurements), record.partition
-        )
+        into.measurements += len(points)
+        info = message.info
+        value = encode_points(
+            message.time, info.device_id, info.mode, info.connector, info.component, info.topic, received_at,
+            message.param_version, record.partition, record.offset, points,
+        )  # fmt: skip
+        output = Output(DECODED_TOPIC, info.device_id.encode(), value, record.partition)
         if output.size <= MAX_RECORD_BYTES:
             into.outputs.append(output)
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from f2stream.codec.model import DeviceCodec, Parameter
 from f2stream.codec.values import (
@@ -27,16 +27,16 @@ from f2stream.codec.values import (
     check_field_name,
     check_number,
     check_text,
+    device_time,
     parse_json_object,
     parse_modbus_frame,
-    parse_timestamp,
     to_boolean,
 )
 from f2stream.errors import BadMessage
 from f2stream.mqtt_topics import TopicInfo, parse_topic
-from f2stream.records import Measurement, format_time
+from f2stream.records import Measurement, Point
 
-__all__ = ["MAIN_FIELDS", "CodecSource", "decode_message", "decode_with"]
+__all__ = ["MAIN_FIELDS", "CodecSource", "DecodedMessage", "decode_message", "decode_points", "decode_with"]
 
 #: The field a parameter reads unless it names another (None: `boolean_map` reads every boolean field).
 MAIN_FIELDS: Final[dict[str, str | None]] = {
@@ -50,14 +50,34 @@ MAIN_FIELDS: Final[dict[str, str | None]] = {
 }
 _TIMESTAMP: Final = "timestamp"
 
-_Point = tuple[str, float | None, str | None, str | None]  # data point, value, text, unit
-
 
 class CodecSource(Protocol):
     """Where the decoder finds a device's parameters: a :class:`ParameterIndex` or the parameter table."""
 
     def codec(self, device_id: str) -> DeviceCodec | None:
         """The device's codec, or None for a device without parameters."""
+
+
+class DecodedMessage(NamedTuple):
+    """One message decoded: what its rows share, and one tuple per value (no object per value).
+
+    A named tuple, as :class:`~f2stream.mqtt_topics.TopicInfo`: made for every message.
+    """
+
+    info: TopicInfo
+    time: str
+    param_version: int | None
+    points: list[Point]
+
+    def measurements(self, received_at: str, raw: tuple[int, int] | None = None) -> list[Measurement]:
+        """The message's rows (see :func:`decode_with`)."""
+        info, time, version = self.info, self.time, self.param_version
+        raw_partition, raw_offset = raw or (None, None)
+        return [
+            Measurement(time, info.device_id, info.mode, info.connector, info.component, name, value, text, unit,
+                        info.topic, received_at, version, raw_partition, raw_offset)
+            for name, value, text, unit in self.points
+        ]  # fmt: skip
 
 
 def decode_message(
@@ -68,11 +88,20 @@ def decode_message(
     Raises:
         BadMessage: the message cannot be decoded; `reason` says why, `topic` where.
     """
+    return decode_points(topic, payload, params).measurements(received_at, raw)
+
+
+def decode_points(topic: str, payload: bytes, params: CodecSource) -> DecodedMessage:
+    """Decode one MQTT message with the parameters of its device into points, not measurements.
+
+    Raises:
+        BadMessage: the message cannot be decoded; `reason` says why, `topic` where.
+    """
     info = parse_topic(topic)
     codec = params.codec(info.device_id)
     if codec is None:
         raise BadMessage("unknown_device", f"device {info.device_id} has no parameters", topic=topic)
-    return decode_with(info, payload, received_at, codec, raw)
+    return _decode(info, payload, codec)
 
 
 def decode_with(
@@ -90,39 +119,24 @@ def decode_with(
     Raises:
         BadMessage: the message cannot be decoded; `reason` says why, `topic` where.
     """
+    return _decode(info, payload, codec).measurements(received_at, raw)
+
+
+def _decode(info: TopicInfo, payload: bytes, codec: DeviceCodec) -> DecodedMessage:
     try:
         parameters = codec.for_component(info)
         body = parse_json_object(payload)
-        time = format_time(parse_timestamp(body.get(_TIMESTAMP)))
+        time = device_time(body.get(_TIMESTAMP))
         points = _decode_fields(info, parameters, body)
     except BadMessage as exc:
         exc.topic = info.topic
         raise
-    raw_partition, raw_offset = raw or (None, None)
-    return [
-        Measurement(
-            time=time,
-            device_id=info.device_id,
-            mode=info.mode,
-            connector=info.connector,
-            component=info.component,
-            data_point=name,
-            value=value,
-            text_value=text,
-            unit=unit,
-            source_topic=info.topic,
-            received_at=received_at,
-            param_version=codec.version,
-            raw_partition=raw_partition,
-            raw_offset=raw_offset,
-        )
-        for name, value, text, unit in points
-    ]
+    return DecodedMessage(info, time, codec.version, points)
 
 
-def _decode_fields(info: TopicInfo, parameters: Sequence[Parameter], body: dict[str, Any]) -> list[_Point]:
+def _decode_fields(info: TopicInfo, parameters: Sequence[Parameter], body: dict[str, Any]) -> list[Point]:
     main = MAIN_FIELDS[info.component_type] or "state"
-    points: list[_Point] = []
+    points: list[Point] = []
     read: set[str] = {_TIMESTAMP}
     frames: dict[str, ModbusFrame] = {}
     maps = []
@@ -147,7 +161,7 @@ def _decode_fields(info: TopicInfo, parameters: Sequence[Parameter], body: dict[
     return points
 
 
-def _decode_one(parameter: Parameter, field: str, value: object, frames: dict[str, ModbusFrame]) -> _Point:
+def _decode_one(parameter: Parameter, field: str, value: object, frames: dict[str, ModbusFrame]) -> Point:
     name = parameter.data_point or field
     if parameter.encoding == "boolean":
         flag = to_boolean(value, *_words(parameter))
@@ -178,8 +192,8 @@ def _words(parameter: Parameter) -> tuple[frozenset[str], frozenset[str]]:
     return parameter.true_words or DEFAULT_TRUE_WORDS, parameter.false_words or DEFAULT_FALSE_WORDS
 
 
-def _boolean_map(parameter: Parameter, body: dict[str, Any], read: set[str]) -> list[_Point]:
-    points: list[_Point] = []
+def _boolean_map(parameter: Parameter, body: dict[str, Any], read: set[str]) -> list[Point]:
+    points: list[Point] = []
     true_words, false_words = _words(parameter)
     for field, value in body.items():
         if field in read:
@@ -196,7 +210,7 @@ def _boolean_map(parameter: Parameter, body: dict[str, Any], read: set[str]) -> 
     return points
 
 
-def _passthrough(field: str, value: object) -> _Point | None:
+def _passthrough(field: str, value: object) -> Point | None:
     if value is None or isinstance(value, dict | list):
         return None
     check_field_name(field)

@@ -10,11 +10,13 @@ import math
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
 
 from f2stream.errors import BadMessage
+from f2stream.records import format_time
 
 __all__ = [
     "DEFAULT_FALSE_WORDS",
@@ -24,6 +26,7 @@ __all__ = [
     "check_number",
     "check_text",
     "crc16_modbus",
+    "device_time",
     "encode_modbus_frame",
     "parse_json_object",
     "parse_modbus_frame",
@@ -82,6 +85,37 @@ def parse_timestamp(value: object) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError as exc:
         raise BadMessage("bad_timestamp", f"timestamp {value[:64]!r} is outside the years 1 to 9999 in UTC") from exc
+
+
+def device_time(value: object) -> str:
+    """A device timestamp as the topics spell a time: `format_time(parse_timestamp(value))`, in less time.
+
+    The spelling devices send, `YYYY-MM-DD HH:MM:SS.ffffff` (read as UTC), is
+    parsed and formatted once per second it names; any other goes the long way.
+
+    Raises:
+        BadMessage: `bad_timestamp`.
+    """
+    if type(value) is str and len(value) == 26 and value[19] == "." and value.isascii():
+        fraction = value[20:]
+        if fraction.isdigit():
+            second = _utc_second(value[:19])
+            if second is not None:
+                return f"{second}.{fraction}+00:00"
+    return format_time(parse_timestamp(value))
+
+
+@lru_cache(maxsize=4096)
+def _utc_second(text: str) -> str | None:
+    """`YYYY-MM-DDTHH:MM:SS` for a zoneless `YYYY-MM-DD HH:MM:SS` (or with a T); None for any other text."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    # Only the exact spelling of a naive time to the second: then text + ".ffffff" is that time plus the fraction.
+    if moment.tzinfo is not None or moment.isoformat(sep=text[10]) != text:
+        return None
+    return moment.isoformat()
 
 
 def to_boolean(
@@ -199,13 +233,25 @@ class ModbusFrame:
         return int.from_bytes(self.data[start : start + 2], "big", signed=True)
 
 
-def crc16_modbus(data: bytes) -> int:
-    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
+def _crc_table() -> tuple[int, ...]:
+    """What the eight shift-and-xor steps of CRC-16/MODBUS make of each byte value."""
+    table = []
+    for byte in range(256):
+        crc = byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE: Final = _crc_table()
+
+
+def crc16_modbus(data: bytes) -> int:
+    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF), a byte at a time by table."""
+    crc = 0xFFFF
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
     return crc
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
-from codec_cases import ACM, DEVICE, INDEX, RECEIVED, STAMP, TIME, TOPICS, UNKNOWN_DEVICE
+from codec_cases import ACM, DEVICE, INDEX, RECEIVED, SENSOR_DEVICE, STAMP, TIME, TOPICS, UNKNOWN_DEVICE
 from fakes import measurements_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from f2stream.agents.decode import Decoded, decode_batch
+from f2stream.codec.message import decode_message
+from f2stream.codec.values import encode_modbus_frame
+from f2stream.errors import BadMessage
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC, RAW_TOPIC
-from f2stream.records import Measurement
+from f2stream.records import Measurement, encode_decoded
 
 
 def raw(body: bytes, topic: str | None, *, key: bytes = b"k", offset: int = 0) -> ConsumerRecord[bytes, bytes]:
@@ -119,3 +124,33 @@ def test_a_decoded_record_over_the_limit_is_dead_lettered_as_too_large() -> None
     assert value[:100] == body[:100]
     assert decoded.dead == {"too_large": 1}
     assert all(o.size <= 1_000_000 for o in decoded.outputs)
+
+
+fields = st.dictionaries(
+    st.sampled_from(["state", "voltage", "current", "card_id", "signal_strength", "button_pressed", "data", "x"]),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from(["locked", "ajar", "shut", "pushed", "open", "", "caf\u00e9"]), st.text(max_size=8),
+        st.builds(encode_modbus_frame, st.just(1), st.just(3), st.binary(min_size=8, max_size=8)),
+    ),
+    max_size=5,
+)  # fmt: skip
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(
+    topic=st.sampled_from([*TOPICS, f"stat/{SENSOR_DEVICE}/sensor-mode/1/sensor-1"]),
+    fields=fields,
+    stamp=st.sampled_from([STAMP, "2025-01-31T14:00:00.5+02:00", "2025-01-31 12:00:00"]),
+)
+def test_a_decoded_record_holds_the_bytes_its_measurements_encode_to(
+    topic: str, fields: dict[str, object], stamp: str
+) -> None:
+    body = orjson.dumps({"timestamp": stamp, **fields})
+    decoded = decode_batch([raw(body, topic, offset=9)], INDEX)
+    try:
+        expected = decode_message(topic, body, RECEIVED, INDEX, (3, 9))
+    except BadMessage as exc:
+        assert decoded.dead == {exc.reason: 1}
+        return
+    assert [o.value for o in decoded.outputs] == ([encode_decoded(expected)] if expected else [])

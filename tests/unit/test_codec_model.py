@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from f2stream.codec.model import ENCODINGS, DeviceCodec, Parameter, ParameterIndex
 from f2stream.errors import BadMessage
@@ -153,3 +155,41 @@ def test_no_parameter(seed_index: ParameterIndex, topic: str, detail: str) -> No
     with pytest.raises(BadMessage) as caught:
         lookup(seed_index, topic)
     assert (caught.value.reason, caught.value.detail, caught.value.topic) == ("no_parameter", detail, topic)
+
+
+def merged_by_hand(parameters: list[Parameter], component_type: str, number: str | None) -> list[Parameter]:
+    """The rule: the component's rows for all numbers, each replaced or joined by its own number's row."""
+    merged = {
+        p.data_point or "": p for p in parameters if (p.component_type, p.component_number) == (component_type, None)
+    }
+    if number is not None:
+        merged.update(
+            (p.data_point or "", p)
+            for p in parameters
+            if (p.component_type, p.component_number) == (component_type, number)
+        )
+    return list(merged.values())
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["strike", "reader"]), st.sampled_from([None, "1", "2"]),
+                  st.sampled_from([None, "a", "b"]), st.sampled_from(["u", "v", "w"])),
+        max_size=8,
+    ),
+    st.sampled_from(["strike-1", "strike-2", "strike-3", "reader-1", "exit-buttons"]),
+)  # fmt: skip
+def test_for_component_follows_the_rule(rows: list[tuple[str, str | None, str | None, str]], component: str) -> None:
+    parameters = [
+        Parameter.from_row(row(component_type=t, component_number=n, data_point=d, unit=u)) for t, n, d, u in rows
+    ]
+    topic = f"stat/{DEVICE}/access-control-mode/1/{component}"
+    info = parse_topic(topic)
+    expected = merged_by_hand(parameters, info.component_type, info.component_number)
+    codec = DeviceCodec(DEVICE, 1, parameters)
+    if expected:
+        assert list(codec.for_component(info)) == expected
+    else:
+        with pytest.raises(BadMessage):
+            codec.for_component(info)

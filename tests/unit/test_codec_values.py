@@ -17,6 +17,7 @@ from f2stream.codec.values import (
     check_number,
     check_text,
     crc16_modbus,
+    device_time,
     encode_modbus_frame,
     parse_json_object,
     parse_modbus_frame,
@@ -24,6 +25,7 @@ from f2stream.codec.values import (
     to_boolean,
 )
 from f2stream.errors import BadMessage
+from f2stream.records import format_time
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=300)
 SEED_FRAME = "01 03 0C 32 30 32 30 36 32 38 30 31 30 31 5B 18 28 01"
@@ -123,6 +125,64 @@ def test_parse_timestamp_not_a_string(value: object, kind: str) -> None:
 @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_parse_timestamp_out_of_range_after_zone_conversion_is_bad_timestamp(value: str) -> None:
     assert reason_of(parse_timestamp, value) == "bad_timestamp"
+
+
+def spellings(moment: datetime) -> list[str]:
+    """Ways a device may spell a time: as devices do, ISO 8601 in its forms, and near misses."""
+    naive = moment.replace(tzinfo=None)
+    return [
+        naive.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        naive.isoformat(sep=" ", timespec="microseconds"),
+        naive.isoformat(timespec="microseconds"),
+        naive.isoformat(sep=" "),
+        naive.isoformat(sep="x", timespec="microseconds"),
+        moment.isoformat(timespec="microseconds"),
+        moment.isoformat(sep=" "),
+        naive.strftime("%Y-%m-%d %H:%M:%S.%f")[:-1] + "Z",
+        naive.strftime("%Y%m%dT%H%M%S.%f") + "0",
+        naive.strftime("%Y-%m-%d %H:%M.%f") + "00",
+        naive.strftime("%Y-%m-%d %H:%M:%S.%f").replace("0", "\u0660"),
+    ]
+
+
+def long_way(value: object) -> str | tuple[str, str]:
+    try:
+        return format_time(parse_timestamp(value))
+    except BadMessage as exc:
+        return exc.reason, exc.detail
+
+
+def short_way(value: object) -> str | tuple[str, str]:
+    try:
+        return device_time(value)
+    except BadMessage as exc:
+        return exc.reason, exc.detail
+
+
+@PROPERTY
+@given(st.datetimes(timezones=st.one_of(st.none(), st.timezones())))
+def test_device_time_is_format_time_of_parse_timestamp_for_any_time(moment: datetime) -> None:
+    for text in spellings(moment):
+        assert short_way(text) == long_way(text), text
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\Z"),
+        st.none(),
+        st.integers(),
+    )
+)
+def test_device_time_is_format_time_of_parse_timestamp_for_any_value(value: object) -> None:
+    assert short_way(value) == long_way(value)
+
+
+def test_device_time_of_the_devices_spelling() -> None:
+    assert device_time("2025-01-31 12:00:00.123456") == "2025-01-31T12:00:00.123456+00:00"
+    assert device_time("2025-01-31 12:00:00.000001") == "2025-01-31T12:00:00.000001+00:00"
+    assert reason_of(device_time, "2025-01-31 24:00:00.000001") == "bad_timestamp"
 
 
 # --- booleans --------------------------------------------------------------------------------

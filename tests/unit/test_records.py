@@ -30,7 +30,9 @@ def test_a_message_round_trips_through_its_record() -> None:
 
 def test_rows_hold_every_point_of_every_record_in_order() -> None:
     rows = Rows()
+    assert rows.columns == tuple([] for _ in Measurement.__slots__)
     assert rows.add_decoded(encode_decoded(MESSAGE)) == 3
+    assert rows.columns == Rows.of(MESSAGE).columns
     assert rows.add_decoded(encode_decoded(MESSAGE[:1])) == 1
     assert len(rows) == 4
     assert [rows.row(i) for i in range(4)] == [*MESSAGE, MESSAGE[0]]
@@ -66,6 +68,24 @@ def test_anything_else_is_a_bad_record_and_adds_nothing(value: bytes | None) -> 
         rows.add_decoded(value)
     assert caught.value.reason == "bad_record"
     assert len(rows) == 3 and all(len(column) == 3 for column in rows.columns)
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (b"[]", "TypeError: list indices must be integers or slices, not str"),
+        (orjson.dumps({"time": "t", "points": []}), "KeyError: 'device_id'"),
+        (orjson.dumps({**orjson.loads(encode_decoded(MESSAGE)), "points": [{"data_point": "x"}]}), "KeyError: 'value'"),
+        (
+            orjson.dumps({**orjson.loads(encode_decoded(MESSAGE)), "points": 3}),
+            "TypeError: 'int' object is not iterable",
+        ),
+    ],
+)
+def test_a_bad_record_says_what_it_lacks(value: bytes, detail: str) -> None:
+    with pytest.raises(BadMessage) as caught:
+        Rows().add_decoded(value)
+    assert caught.value.detail == f"not a decoded_iot_data record ({detail})"
 
 
 def test_format_time() -> None:
