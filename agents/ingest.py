@@ -41,7 +41,7 @@ from prometheus_client import Counter as PromCounter
 
 from f2stream.agents.mqtt_session import MqttError, MqttSession
 from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer
-from f2stream.agents.readgate import MESSAGE_OVERHEAD_BYTES, ReadGate
+from f2stream.agents.readgate import ReadGate
 from f2stream.backoff import Backoff
 from f2stream.deadletter import dead_letter_headers
 from f2stream.health import Check
@@ -237,7 +237,7 @@ class MqttIngest(Service):
         for topic, payload, packet_id, qos, _, _ in burst:
             key = device_key(topic)
             devices.add(key)
-            held += len(payload) + len(topic)
+            held += ReadGate.size_of(topic, payload)
             output = Output(
                 RAW_TOPIC,
                 key,
@@ -261,7 +261,7 @@ class MqttIngest(Service):
             done = await self.producer.submit(outputs)
         except KafkaError as exc:
             raise ProduceFailed(f"Kafka did not take {len(outputs)} records ({_describe(exc)})") from exc
-        return _Burst(acks, len(burst), held + len(burst) * MESSAGE_OVERHEAD_BYTES, done)
+        return _Burst(acks, len(burst), held, done)
 
     def _dead_letter(self, key: bytes, topic: str, payload: bytes, received_at: str) -> Output:
         """The dead letter that stands in for a message too large for Kafka; acknowledged like the record."""

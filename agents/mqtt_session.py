@@ -31,8 +31,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from f2stream.agents.readgate import ReadGate
 from f2stream.mqtt_client import MqttConnection
@@ -244,7 +243,7 @@ class MqttSession(asyncio.BufferedProtocol):
         else:
             self._fail(f"protocol error: an unexpected packet of type {kind} ({len(body)} bytes)")
 
-    async def _request(self, kind: int, encode: Any) -> bytes:
+    async def _request(self, kind: int, encode: Callable[[int], bytes]) -> bytes:
         self._raise_if_closed()
         self._next_id = self._next_id % 0xFFFF + 1
         reply: asyncio.Future[bytes] = self._loop.create_future()

@@ -41,11 +41,8 @@ _INSERT = _INSERT_SELECT.format(
 # goes through COPY into the session's staging table and one INSERT … SELECT
 # … ON CONFLICT DO NOTHING. Small batches take the unnest statement.
 _COPY_FROM_ROWS = 1000
-_COLUMNS = (
-    "time", "device_id", "mode", "connector", "component", "data_point", "value", "text_value", "unit",
-    "source_topic", "received_at", "param_version", "raw_partition", "raw_offset",
-)  # fmt: skip
-_TIME_COLUMNS = (0, 10)  # time, received_at: ISO strings in Rows, timestamptz in the table
+_COLUMNS = Measurement.__slots__  # the table's columns, in the order Rows holds them
+_TIME_COLUMNS = (_COLUMNS.index("time"), _COLUMNS.index("received_at"))  # ISO strings in Rows, timestamptz in the table
 # Made once per pooled connection; emptied at each commit.
 _STAGING = """
 CREATE TEMP TABLE f2_staging (
