@@ -32,6 +32,9 @@ from aiokafka.protocol.admin import CreateAclsRequest
 from f2stream.errors import F2StreamError
 from f2stream.kafka_client import diagnose, kafka_options, refusal, unreachable
 from f2stream.kafka_topics import (
+    ALARM_EVENTS_TOPIC,
+    ALARM_STATE_TOPIC,
+    ALARMS_GROUP,
     DEAD_LETTER_TOPIC,
     DECODE_GROUP,
     DECODED_TOPIC,
@@ -104,13 +107,13 @@ def pipeline_acls(principals: Principals) -> list[Acl]:
         Acl(pipeline, "topic", RAW_TOPIC, ("Read", "Describe", "Create")),
         *(
             Acl(pipeline, "topic", topic, ("Read", "Write", "Describe", "Create"))
-            for topic in (DECODED_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC)
+            for topic in (DECODED_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC, ALARM_EVENTS_TOPIC, ALARM_STATE_TOPIC)
         ),
         Acl(pipeline, "topic", DEAD_LETTER_TOPIC, produce),
         Acl(pipeline, "topic", f"{PIPELINE_APP_ID}-", ("Read", "Write", "Describe", "Create"), prefixed=True),
         Acl(pipeline, "topic", INGEST_APP_ID, ("All",), prefixed=True, deny=True),
         *(Acl(pipeline, "group", group, ("Read", "Describe")) for group in (PIPELINE_APP_ID, DECODE_GROUP,
-                                                                              SINK_GROUP, STATUS_GROUP)),
+                                                                              SINK_GROUP, STATUS_GROUP, ALARMS_GROUP)),
         *(Acl(tools, "topic", topic, ("Read", "Describe")) for topic in PIPELINE_TOPICS),
         Acl(tools, "topic", RAW_TOPIC, ("DescribeConfigs",)),  # replay --show-window: the retention
         *(Acl(tools, "group", group, ("Describe",)) for group in (DECODE_GROUP, SINK_GROUP)),  # replay's frontier

@@ -17,6 +17,9 @@ from f2stream.kafka_client import diagnose, kafka_options, refusal, unreachable
 from f2stream.settings import Settings
 
 __all__ = [
+    "ALARMS_GROUP",
+    "ALARM_EVENTS_TOPIC",
+    "ALARM_STATE_TOPIC",
     "DEAD_LETTER_TOPIC",
     "DECODED_TOPIC",
     "DECODE_GROUP",
@@ -44,11 +47,19 @@ PARAMETERS_TOPIC: Final = "device_parameters"
 STATUS_TOPIC: Final = "device_status"
 #: Compacted: the liveness changelog, one record per device, partitioned as raw_iot_data.
 LIVENESS_TOPIC: Final = "device_liveness"
-PIPELINE_TOPICS: Final = (RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC)
+#: Alarm transitions, JSON, keyed by device id, partitioned as raw_iot_data (docs/alarms.md).
+ALARM_EVENTS_TOPIC: Final = "alarm_events"
+#: Compacted: the alarm state changelog, one record per device, partitioned as raw_iot_data.
+ALARM_STATE_TOPIC: Final = "alarm_state"
+PIPELINE_TOPICS: Final = (
+    RAW_TOPIC, DECODED_TOPIC, DEAD_LETTER_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC,
+    ALARM_EVENTS_TOPIC, ALARM_STATE_TOPIC,
+)  # fmt: skip
 _TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
     PARAMETERS_TOPIC: {"cleanup.policy": "compact"},
     # Compacted often: a restore reads the whole partition.
     LIVENESS_TOPIC: {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
+    ALARM_STATE_TOPIC: {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
 }
 #: The Faust app ids (each its own consumer group and internal topics `<id>-...`).
 PIPELINE_APP_ID: Final = "f2stream"
@@ -57,6 +68,8 @@ INGEST_APP_ID: Final = "f2stream-ingest"
 DECODE_GROUP: Final = "f2stream-decode"
 SINK_GROUP: Final = "f2stream-sink"
 STATUS_GROUP: Final = "f2stream-status"
+#: The consumer group of the pipeline's alarm loop (alarm_events into PostgreSQL).
+ALARMS_GROUP: Final = "f2stream-alarms"
 _TOPIC_ALREADY_EXISTS: Final = 36
 _UNKNOWN_TOPIC: Final = 3
 _CREATE_DENIED: Final = (29, 31)  # TopicAuthorizationFailed, ClusterAuthorizationFailed
