@@ -107,7 +107,9 @@ def pipeline_acls(principals: Principals) -> list[Acl]:
         Acl(pipeline, "topic", RAW_TOPIC, ("Read", "Describe", "Create")),
         *(
             Acl(pipeline, "topic", topic, ("Read", "Write", "Describe", "Create"))
-            for topic in (DECODED_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC, ALARM_EVENTS_TOPIC, ALARM_STATE_TOPIC)
+            for topic in (
+                DECODED_TOPIC, PARAMETERS_TOPIC, STATUS_TOPIC, LIVENESS_TOPIC, ALARM_EVENTS_TOPIC, ALARM_STATE_TOPIC,
+            )
         ),
         Acl(pipeline, "topic", DEAD_LETTER_TOPIC, produce),
         Acl(pipeline, "topic", f"{PIPELINE_APP_ID}-", ("Read", "Write", "Describe", "Create"), prefixed=True),
