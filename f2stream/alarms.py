@@ -15,15 +15,36 @@ already produced is recognised by `(alarm_id, transition)`. Lifecycle:
 
 from __future__ import annotations
 
+import heapq
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
 import orjson
 
-from f2stream.alarm_rules import Kind, Severity
+from f2stream.alarm_rules import Comparand, Grant, Kind, Rule, Severity
+from f2stream.liveness import parse_time
+from f2stream.mqtt_topics import TopicInfo
+from f2stream.records import Point
 
-__all__ = ["TRANSITIONS", "AlarmEvent", "Transition", "decode_event", "encode_event", "iso"]
+__all__ = [
+    "NO_RULES",
+    "TRANSITIONS",
+    "AlarmEvent",
+    "AlarmState",
+    "DeviceAlarms",
+    "RuleSet",
+    "RuleState",
+    "Transition",
+    "decode_device",
+    "decode_event",
+    "encode_device",
+    "encode_event",
+    "iso",
+    "matches",
+]
 
 Transition = Literal["raised", "acknowledged", "cleared"]
 TRANSITIONS: Final[tuple[Transition, ...]] = get_args(Transition)
@@ -124,3 +145,412 @@ def decode_event(value: bytes) -> AlarmEvent | None:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+class RuleSet:
+    """One device's rules, indexed by the component types whose messages they read."""
+
+    __slots__ = ("by_component", "components", "grants_by_component", "rules")
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        self.rules: dict[str, Rule] = {r.name: r for r in rules}
+        self.by_component: dict[str, list[Rule]] = {}
+        self.grants_by_component: dict[str, list[tuple[Rule, Grant]]] = {}
+        for rule in self.rules.values():
+            self.by_component.setdefault(rule.component, []).append(rule)
+            for grant in rule.grants:
+                self.grants_by_component.setdefault(grant.component, []).append((rule, grant))
+        self.components = frozenset(self.by_component) | frozenset(self.grants_by_component)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+NO_RULES: Final = RuleSet()
+
+
+class RuleState:
+    """What one rule holds for one device: its condition, and the alarm it raised (if active).
+
+    `since` is the device time the condition began (pending, or raised) and
+    `origin` the raw record that began it; `armed` the wall time of the
+    rule's live timer entry (not kept in the changelog: re-armed on load).
+    """
+
+    __slots__ = ("acked", "alarm_id", "armed", "grant_t", "kind", "on", "origin", "raised_at", "severity", "since",
+                 "skew", "t", "text", "value")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.t: float = -math.inf
+        self.on: bool | None = None
+        self.since: float | None = None
+        self.origin: tuple[int, int] = (-1, -1)
+        self.skew = 0.0  # receipt minus device time of the record that began the condition
+        self.alarm_id: str | None = None
+        self.kind: Kind = "state"
+        self.severity: Severity = "warning"
+        self.raised_at = 0.0
+        self.acked = False
+        self.grant_t: float | None = None
+        self.value: float | None = None
+        self.text: str | None = None
+        self.armed: float | None = None
+
+    def as_list(self) -> list[Any]:
+        """The changelog form (positional: 100,000 devices' records are read at a restore)."""
+        return [None if self.t == -math.inf else self.t, self.on, self.since, *self.origin, self.skew,
+                self.alarm_id, self.kind, self.severity, self.raised_at, self.acked, self.grant_t,
+                self.value, self.text]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> RuleState:
+        """The inverse of :meth:`as_list`."""
+        st = cls()
+        t, st.on, st.since, p, o, st.skew, st.alarm_id, st.kind, st.severity, st.raised_at, st.acked, \
+            st.grant_t, st.value, st.text = v  # fmt: skip
+        st.t = -math.inf if t is None else float(t)
+        st.origin = (int(p), int(o))
+        return st
+
+
+class DeviceAlarms:
+    """Every rule state of one device, and the last raw record applied (re-deliveries apply once)."""
+
+    __slots__ = ("device", "last_offset", "partition", "rules")
+
+    def __init__(self, device: str, partition: int, last_offset: int = -1) -> None:
+        self.device = device
+        self.partition = partition
+        self.last_offset = last_offset
+        self.rules: dict[str, RuleState] = {}
+
+
+def encode_device(d: DeviceAlarms) -> bytes:
+    """The `alarm_state` value of one device."""
+    return orjson.dumps({"p": d.partition, "o": d.last_offset, "r": {n: s.as_list() for n, s in d.rules.items()}})
+
+
+def decode_device(key: bytes, value: bytes) -> DeviceAlarms | None:
+    """An `alarm_state` record as a device's alarm state; None when unreadable (it is skipped)."""
+    try:
+        v = orjson.loads(value)
+        d = DeviceAlarms(key.decode(), int(v["p"]), int(v["o"]))
+        d.rules = {str(name): RuleState.from_list(state) for name, state in v["r"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return d
+
+
+def _point(points: Sequence[Point], name: str) -> Point | None:
+    for point in points:
+        if point[0] == name:
+            return point
+    return None
+
+
+def matches(expected: Comparand | None, value: float | None, text: str | None) -> bool:
+    """Whether a point's value is `expected` (None: any value; a text is compared without case)."""
+    if expected is None:
+        return True
+    if isinstance(expected, str):
+        return text is not None and text.casefold() == expected.casefold()
+    return value == expected
+
+
+def _threshold(rule: Rule, value: float | None) -> tuple[bool, bool]:
+    """(beyond the limit, back at or beyond the clear level) for a threshold rule; a text value: neither."""
+    if value is None:
+        return False, False
+    if rule.above is not None:
+        return value > rule.above, value <= (rule.above if rule.clear is None else rule.clear)
+    below = rule.below if rule.below is not None else -math.inf
+    return value < below, value >= (below if rule.clear is None else rule.clear)
+
+
+class AlarmState:
+    """Every held device's alarm state, the duration timers, counts of active alarms, and what changed.
+
+    Args:
+        ruleset_of: a device's rules (read at each message, so a reload applies at once).
+    """
+
+    def __init__(self, ruleset_of: Callable[[str], RuleSet]) -> None:
+        self.ruleset_of = ruleset_of
+        self.devices: dict[str, DeviceAlarms] = {}
+        #: Active alarms (raised or acknowledged) per (kind, severity).
+        self.active: dict[tuple[str, str], int] = {}
+        #: Devices changed since the last checkpoint, per partition.
+        self.dirty: dict[int, set[str]] = {}
+        #: Messages older (device time) than the state they would change: ignored.
+        self.late = 0
+        self._heap: list[tuple[float, str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    # -------------------------------------------------------------- messages
+
+    def observe(
+        self,
+        info: TopicInfo,
+        time_text: str,
+        points: Sequence[Point],
+        partition: int,
+        offset: int,
+        received_at: str | None,
+        events: list[AlarmEvent],
+    ) -> None:
+        """Apply one decoded message; append the transitions it makes to `events`."""
+        device = info.device_id
+        rules = self.ruleset_of(device)
+        component = info.component_type
+        if component not in rules.components:
+            return
+        t = parse_time(time_text)
+        if t is None:
+            return
+        d = self.devices.get(device)
+        if d is None:
+            d = self.devices[device] = DeviceAlarms(device, partition)
+        elif offset <= d.last_offset and partition == d.partition:
+            return  # a re-delivery of a record already applied
+        d.partition, d.last_offset = partition, offset
+        self.dirty.setdefault(partition, set()).add(device)
+        for rule in rules.by_component.get(component, ()):
+            if rule.component_number is not None and rule.component_number != info.component_number:
+                continue
+            point = _point(points, rule.data_point)
+            if point is None:
+                continue
+            st = d.rules.get(rule.name)
+            if st is None:
+                st = d.rules[rule.name] = RuleState()
+            elif t < st.t:
+                self.late += 1
+                continue
+            st.t = t
+            self._step(d, rule, st, t, point, (partition, offset), received_at, events)
+        grants = rules.grants_by_component.get(component)
+        if grants:
+            _grant(d, grants, points, t)
+
+    def _step(
+        self,
+        d: DeviceAlarms,
+        rule: Rule,
+        st: RuleState,
+        t: float,
+        point: Point,
+        raw: tuple[int, int],
+        received_at: str | None,
+        events: list[AlarmEvent],
+    ) -> None:
+        _, value, text, _ = point
+        kind = rule.kind
+        on, back = _condition(rule, value, text)
+        st.value, st.text = value, text
+        if st.alarm_id is not None:
+            if back:
+                events.append(self._clear(d, st, t, raw, "condition ended"))
+        elif kind == "door_forced_open":
+            if on and st.on is False:
+                granted = st.grant_t is not None and 0.0 <= t - st.grant_t <= rule.window_s
+                if not granted:
+                    st.since, st.origin = t, raw
+                    events.append(self._raise(d, rule, st, t, raw, "opened with no access grant before it"))
+        elif on:
+            if st.since is None:
+                st.since, st.origin = t, raw
+                receipt = parse_time(received_at)
+                st.skew = 0.0 if receipt is None else receipt - t
+            if t - st.since >= rule.for_s:
+                events.append(self._raise(d, rule, st, st.since + rule.for_s, raw, _held(rule)))
+            else:
+                self._arm(d, rule.name, st, st.since + rule.for_s)
+        else:
+            st.since = None
+        st.on = on
+
+    def _raise(
+        self, d: DeviceAlarms, rule: Rule, st: RuleState, at: float, raw: tuple[int, int], reason: str
+    ) -> AlarmEvent:
+        st.alarm_id = f"{d.device}:{rule.name}:{st.origin[0]}:{st.origin[1]}"
+        st.kind, st.severity, st.raised_at, st.acked = rule.kind, rule.severity, at, False
+        key = (st.kind, st.severity)
+        self.active[key] = self.active.get(key, 0) + 1
+        self.dirty.setdefault(d.partition, set()).add(d.device)
+        return self._event(d, st, "raised", at, raw, reason, rule.data_point)
+
+    def _clear(self, d: DeviceAlarms, st: RuleState, at: float, raw: tuple[int, int], reason: str) -> AlarmEvent:
+        event = self._event(d, st, "cleared", at, raw, reason)
+        key = (st.kind, st.severity)
+        self.active[key] = self.active.get(key, 1) - 1
+        st.alarm_id, st.since, st.acked = None, None, False
+        self.dirty.setdefault(d.partition, set()).add(d.device)
+        return event
+
+    def _event(
+        self,
+        d: DeviceAlarms,
+        st: RuleState,
+        transition: Transition,
+        at: float,
+        raw: tuple[int, int],
+        reason: str,
+        data_point: str | None = None,
+        by: str | None = None,
+    ) -> AlarmEvent:
+        alarm_id = st.alarm_id or ""
+        rule = alarm_id.split(":", 2)[1] if alarm_id else ""
+        if data_point is None:
+            known = self.ruleset_of(d.device).rules.get(rule)
+            data_point = known.data_point if known is not None else ""
+        return AlarmEvent(alarm_id, transition, d.device, rule, st.kind, st.severity, at, st.raised_at, data_point,
+                          st.value, st.text, raw[0], raw[1], reason, by)  # fmt: skip
+
+    # -------------------------------------------------------------- timers
+
+    def _arm(self, d: DeviceAlarms, name: str, st: RuleState, due: float) -> None:
+        wall = due + st.skew
+        if st.armed is None or wall < st.armed:
+            st.armed = wall
+            heapq.heappush(self._heap, (wall, d.device, name))
+
+    def expire(self, now: float, read_until: Callable[[int], float]) -> list[AlarmEvent]:
+        """Raise every pending condition whose duration passed with no message against it.
+
+        `now` is wall time; a condition's deadline is its device-time end
+        moved by the device's clock offset at its start. A deadline after
+        `read_until(partition)` (the records of the partition applied up to
+        then) is deferred by a second: a message ending the condition may
+        still be in the backlog.
+        """
+        heap, events = self._heap, []
+        while heap and heap[0][0] <= now:
+            wall, device, name = heapq.heappop(heap)
+            d = self.devices.get(device)
+            st = d.rules.get(name) if d is not None else None
+            if d is None or st is None or st.armed != wall:
+                continue  # stale: the device or the rule left, or it has a newer entry
+            st.armed = None
+            rule = self.ruleset_of(device).rules.get(name)
+            if rule is None or st.alarm_id is not None or st.since is None or not st.on or rule.for_s <= 0:
+                continue
+            due = st.since + rule.for_s
+            if due + st.skew > now:
+                self._arm(d, name, st, due)
+            elif due + st.skew > read_until(d.partition):
+                st.armed = now + 1.0
+                heapq.heappush(heap, (st.armed, device, name))
+            else:
+                events.append(self._raise(d, rule, st, due, st.origin, _held(rule) + " (timer)"))
+        return events
+
+    # -------------------------------------------------------------- operators, rules, partitions
+
+    def acknowledge(self, alarm_id: str, by: str, at: float) -> AlarmEvent | None:
+        """An operator's acknowledgement of an active alarm held here; None if it is not (or already acked)."""
+        device, _, rest = alarm_id.partition(":")
+        d = self.devices.get(device)
+        st = d.rules.get(rest.split(":", 1)[0]) if d is not None else None
+        if d is None or st is None or st.alarm_id != alarm_id or st.acked:
+            return None
+        st.acked = True
+        self.dirty.setdefault(d.partition, set()).add(device)
+        return self._event(d, st, "acknowledged", at, st.origin, f"acknowledged by {by}", by=by)
+
+    def reconcile(self, partitions: Iterable[int]) -> list[AlarmEvent]:
+        """After the rules changed: clear the alarms of rules gone (or of another kind now), re-arm the timers."""
+        wanted = set(partitions)
+        events: list[AlarmEvent] = []
+        for d in self.devices.values():
+            if d.partition not in wanted:
+                continue
+            rules = self.ruleset_of(d.device).rules
+            for name, st in list(d.rules.items()):
+                rule = rules.get(name)
+                if rule is None or (st.alarm_id is not None and rule.kind != st.kind):
+                    if st.alarm_id is not None:
+                        reason = "rule removed" if rule is None else "rule changed"
+                        events.append(self._clear(d, st, st.t, st.origin, reason))
+                    del d.rules[name]
+                    self.dirty.setdefault(d.partition, set()).add(d.device)
+                elif st.alarm_id is None and st.since is not None and st.on and rule.for_s > 0:
+                    st.armed = None
+                    self._arm(d, name, st, st.since + rule.for_s)
+        return events
+
+    def load(self, d: DeviceAlarms) -> None:
+        """Take a device's record as restored from the changelog (no transition); re-arm its timers."""
+        old = self.devices.pop(d.device, None)
+        if old is not None:
+            self._count(old, -1)
+        self.devices[d.device] = d
+        self._count(d, 1)
+        rules = self.ruleset_of(d.device).rules
+        for name, st in d.rules.items():
+            rule = rules.get(name)
+            if rule is not None and st.alarm_id is None and st.since is not None and st.on and rule.for_s > 0:
+                self._arm(d, name, st, st.since + rule.for_s)
+
+    def _count(self, d: DeviceAlarms, sign: int) -> None:
+        for st in d.rules.values():
+            if st.alarm_id is not None:
+                key = (st.kind, st.severity)
+                self.active[key] = self.active.get(key, 0) + sign
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget the devices of `partition` (it went to another worker); return how many."""
+        gone = [d for d in self.devices.values() if d.partition == partition]
+        for d in gone:
+            del self.devices[d.device]
+            self._count(d, -1)
+        self.dirty.pop(partition, None)
+        return len(gone)  # their timer entries die lazily
+
+    def take_dirty(self, partitions: Iterable[int]) -> list[DeviceAlarms]:
+        """The changed devices of `partitions`, and forget that they changed (their records are being written)."""
+        out: list[DeviceAlarms] = []
+        for p in partitions:
+            for name in self.dirty.pop(p, ()):
+                d = self.devices.get(name)
+                if d is not None:
+                    out.append(d)
+        return out
+
+    def active_alarms(self) -> Iterator[tuple[DeviceAlarms, str, RuleState]]:
+        """Every active alarm held here (a scan: for views and acknowledgements, never per message)."""
+        for d in self.devices.values():
+            for name, st in d.rules.items():
+                if st.alarm_id is not None:
+                    yield d, name, st
+
+
+def _condition(rule: Rule, value: float | None, text: str | None) -> tuple[bool, bool]:
+    """(the rule's condition holds, an active alarm of it clears) for one value."""
+    if rule.kind == "threshold":
+        return _threshold(rule, value)
+    on = matches(rule.equals, value, text) if rule.kind == "state" else value == 1.0  # doors: open is true
+    return on, not on
+
+
+def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[Point], t: float) -> None:
+    """Note an access grant (a card read, an exit button, the strike unlocked) for the rules it excuses."""
+    for rule, grant in grants:
+        point = _point(points, grant.data_point)
+        if point is None or not matches(grant.equals, point[1], point[2]):
+            continue
+        st = d.rules.get(rule.name)
+        if st is None:
+            st = d.rules[rule.name] = RuleState()
+        if st.grant_t is None or t > st.grant_t:
+            st.grant_t = t
+
+
+def _held(rule: Rule) -> str:
+    if rule.for_s <= 0:
+        return "condition met"
+    return f"condition held for {rule.for_s:g} s"

@@ -127,6 +127,11 @@ class Settings:
     liveness_checkpoint_s: float = 30.0
     # False: no liveness tracking at all (measuring its cost).
     liveness_enabled: bool = True
+    # Alarms (docs/alarms.md): how often the held-open and duration timers are checked, and the
+    # alarm state changelog checkpointed. False: no alarm evaluation at all (measuring its cost).
+    alarms_tick_s: float = 0.5
+    alarms_checkpoint_s: float = 30.0
+    alarms_enabled: bool = True
 
     def __post_init__(self) -> None:
         # The login goes into the DSN itself, so that every connection (pools, checks, commands) uses it.
@@ -185,6 +190,8 @@ class Settings:
             ("F2_LIVENESS_TIMEOUT_S", self.liveness_timeout_s),
             ("F2_LIVENESS_TICK_S", self.liveness_tick_s),
             ("F2_LIVENESS_CHECKPOINT_S", self.liveness_checkpoint_s),
+            ("F2_ALARMS_TICK_S", self.alarms_tick_s),
+            ("F2_ALARMS_CHECKPOINT_S", self.alarms_checkpoint_s),
         ):
             if not seconds > 0:
                 raise ConfigError(name, f"is {seconds}, must be a positive number of seconds")
