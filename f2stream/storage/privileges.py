@@ -43,8 +43,8 @@ _READ: Final = frozenset({"SELECT"})
 
 #: What the pipeline worker does to each table: the parameter sync and liveness read the
 #: parameters database and move the sync cursor; the sink inserts measurements (ON CONFLICT
-#: DO NOTHING), the liveness writer upserts the current state and appends its history, the
-#: web views and /health read.
+#: DO NOTHING), the liveness writer and the alarm loop upsert the current state and append its
+#: history, the web views and /health read.
 PIPELINE_NEEDS: Final[Mapping[Database, Mapping[str, frozenset[str]]]] = {
     "params": {
         "device_parameters": _READ,
@@ -61,6 +61,8 @@ PIPELINE_NEEDS: Final[Mapping[Database, Mapping[str, frozenset[str]]]] = {
         "iot_measurements": frozenset({"SELECT", "INSERT"}),
         "device_status": frozenset({"SELECT", "INSERT", "UPDATE"}),
         "device_status_changes": frozenset({"SELECT", "INSERT"}),
+        "alarms": frozenset({"SELECT", "INSERT", "UPDATE"}),
+        "alarm_transitions": frozenset({"SELECT", "INSERT"}),
     },
 }
 

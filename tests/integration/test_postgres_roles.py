@@ -116,6 +116,11 @@ async def test_the_sinks_role_inserts_and_reads_but_may_not_delete_truncate_or_c
         assert "permission denied for table device_status_changes" in await refused(
             sink, "TRUNCATE device_status_changes"
         )
+        # The alarm loop's tables (docs/alarms.md): the same rights, the same refusals.
+        assert "permission denied for table alarms" in await refused(sink, "DELETE FROM alarms")
+        assert "permission denied for table alarm_transitions" in await refused(
+            sink, "UPDATE alarm_transitions SET reason = ''"
+        )
         # Nothing written: the row, the table and its columns as they were; DELETE still not PUBLIC's.
         assert await rows_of(owner, DEVICE) == before
         assert await owner.fetchval("SELECT to_regclass('iot_measurements_copy')") is None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+from f2stream.storage.migrate import load_migrations
 from f2stream.storage.privileges import PIPELINE_NEEDS, TABLE_PRIVILEGES, RoleRights, excess, lacking
 
 TIMESERIES = PIPELINE_NEEDS["timeseries"]
 EVERYTHING = frozenset(TABLE_PRIVILEGES)
+GRANT = re.compile(r"^GRANT ([A-Z, ]+) ON ([a-z_, ]+) TO (\w+);", re.MULTILINE)
 
 
 def granted() -> dict[str, frozenset[str]]:
@@ -63,3 +67,15 @@ def test_the_needs_are_only_reads_and_appends_where_no_job_changes_rows() -> Non
     assert TIMESERIES["iot_measurements"] == {"SELECT", "INSERT"}
     assert {t for t, ps in PIPELINE_NEEDS["params"].items() if ps != {"SELECT"}} == {"parameter_sync_state"}
     assert not any({"DELETE", "TRUNCATE"} & ps for needs in PIPELINE_NEEDS.values() for ps in needs.values())
+
+
+def test_the_timeseries_migrations_grant_the_pipelines_groups_exactly_its_needs() -> None:
+    granted: dict[str, set[str]] = {}
+    for migration in load_migrations("timeseries"):
+        for privileges, tables, role in GRANT.findall(migration.sql):
+            if role in ("f2_sink", "f2_status", "f2_reader"):  # the pipeline's groups (docs/operations.md)
+                for table in tables.split(","):
+                    granted.setdefault(table.strip(), set()).update(p.strip() for p in privileges.split(","))
+    assert {t: granted.get(t) for t in TIMESERIES} == TIMESERIES
+    assert TIMESERIES["alarms"] == TIMESERIES["device_status"]  # the alarm loop writes as the liveness writer
+    assert TIMESERIES["alarm_transitions"] == TIMESERIES["device_status_changes"]
