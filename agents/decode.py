@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
@@ -22,7 +22,7 @@ from aiokafka import ConsumerRecord
 
 from f2stream.agents.batchloop import Batch
 from f2stream.agents.producer import MAX_RECORD_BYTES, Output, Producer, send_handler_error
-from f2stream.codec.message import CodecSource, decode_points
+from f2stream.codec.message import CodecSource, DecodedMessage, decode_points
 from f2stream.deadletter import dead_letter_headers, header_map, source_of
 from f2stream.errors import BadMessage
 from f2stream.kafka_topics import DEAD_LETTER_TOPIC, DECODED_TOPIC
@@ -50,6 +50,8 @@ class Decoded:
     dead: Counter[str] = field(default_factory=Counter)
     #: Per record, what liveness needs (f2stream.liveness.Seen).
     seen: list[Seen] = field(default_factory=list)
+    #: Per message decoded with values, what the alarm rules read: it, its raw partition and offset, its receipt.
+    messages_read: list[tuple[DecodedMessage, int, int, str]] = field(default_factory=list)
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded) -> None:
@@ -79,6 +81,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
         if not points:
             return
         into.measurements += len(points)
+        into.messages_read.append((message, record.partition, record.offset, received_at))
         info = message.info
         value = encode_points(
             message.time, info.device_id, info.mode, info.connector, info.component, info.topic, received_at,
@@ -138,16 +141,31 @@ class LivenessHook(Protocol):
         """Apply what a batch saw; yield the records to produce with it."""
 
 
+class AlarmHook(Protocol):
+    """What the decode stage needs of the alarm tracker (f2stream.agents.alarms)."""
+
+    def batch(
+        self, decoded: list[tuple[DecodedMessage, int, int, str]], ends: dict[int, int]
+    ) -> AbstractAsyncContextManager[list[Output]]:
+        """Evaluate the batch's decoded messages; yield the transitions to produce with it."""
+
+
 class DecodeStage:
     """The batch handler of the decode loop: decode, produce everything, await every acknowledgement."""
 
     def __init__(
-        self, producer: Producer, params: CodecSource, metrics: Metrics, liveness: LivenessHook | None = None
+        self,
+        producer: Producer,
+        params: CodecSource,
+        metrics: Metrics,
+        liveness: LivenessHook | None = None,
+        alarms: AlarmHook | None = None,
     ) -> None:
         self.producer = producer
         self.params = params
         self.metrics = metrics
         self.liveness = liveness
+        self.alarms = alarms
 
     async def __call__(self, batch: Batch) -> None:
         """Handle one batch; return only when Kafka acknowledged all it became.
@@ -156,11 +174,12 @@ class DecodeStage:
             KafkaError: a record was not acknowledged: the batch must be read again.
         """
         decoded = decode_batch(chain.from_iterable(batch.values()), self.params)
-        if self.liveness is None:
-            await self.producer.send_all(decoded.outputs)  # raises: nothing of the batch is committed
-        else:  # liveness changes go with the batch, acknowledged before its offsets are committed
-            async with self.liveness.batch(decoded.seen) as changes:
-                await self.producer.send_all(decoded.outputs + changes)
+        # Liveness changes and alarm transitions go with the batch, acknowledged before its offsets are committed.
+        liveness = self.liveness.batch(decoded.seen) if self.liveness is not None else nullcontext([])
+        ends = {tp.partition: records[-1].offset + 1 for tp, records in batch.items() if records}
+        alarms = self.alarms.batch(decoded.messages_read, ends) if self.alarms is not None else nullcontext([])
+        async with liveness as changes, alarms as transitions:
+            await self.producer.send_all(decoded.outputs + changes + transitions)  # raises: nothing is committed
         self.metrics.decoded_messages.inc(decoded.messages)
         self.metrics.measurements.inc(decoded.measurements)
         for reason, count in decoded.dead.items():

@@ -9,21 +9,33 @@ stop order is the reverse, so a batch in flight can still produce.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from mode import Service
 
-from f2stream.agents.batchloop import BatchLoop
+from f2stream.agents.alarms import AlarmSink, AlarmTracker
+from f2stream.agents.batchloop import BatchLoop, PartitionHooks
 from f2stream.agents.decode import DecodeStage
 from f2stream.agents.liveness import LivenessTracker, StatusSink
 from f2stream.agents.producer import Producer
 from f2stream.agents.sink import SinkStage
 from f2stream.kafka_client import kafka_options
-from f2stream.kafka_topics import DECODE_GROUP, DECODED_TOPIC, RAW_TOPIC, SINK_GROUP, STATUS_GROUP, STATUS_TOPIC
+from f2stream.kafka_topics import (
+    ALARM_EVENTS_TOPIC,
+    ALARMS_GROUP,
+    DECODE_GROUP,
+    DECODED_TOPIC,
+    RAW_TOPIC,
+    SINK_GROUP,
+    STATUS_GROUP,
+    STATUS_TOPIC,
+)
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
+from f2stream.storage.alarms import AlarmWriter
 from f2stream.storage.status import StatusWriter
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterTable
@@ -53,16 +65,19 @@ class Stages(Service):
             self.liveness = LivenessTracker(
                 settings, self.producer, metrics, has_parameters=lambda device: params.codec(device) is not None
             )
+        self.alarms: AlarmTracker | None = None
+        if settings.alarms_enabled:
+            self.alarms = AlarmTracker(settings, self.producer, metrics, params)
         self.decode = BatchLoop(
             name="decode",
             topic=RAW_TOPIC,
             group_id=DECODE_GROUP,
-            handler=(decode := DecodeStage(self.producer, params, metrics, self.liveness)),
+            handler=(decode := DecodeStage(self.producer, params, metrics, self.liveness, self.alarms)),
             quarantine=decode.quarantine,
             kafka=kafka,
             max_records=_DECODE_BATCH,
             ready=params.wait_ready,
-            hooks=self.liveness,
+            hooks=PartitionHooksOf(self.liveness, self.alarms),
         )
         self.sink = BatchLoop(
             name="sink",
@@ -84,19 +99,33 @@ class Stages(Service):
             kafka=kafka,
             max_records=5000,
         )
+        self.alarm_writer = AlarmWriter(settings)
+        self.alarm_loop = BatchLoop(
+            name="alarms",
+            topic=ALARM_EVENTS_TOPIC,
+            group_id=ALARMS_GROUP,
+            handler=AlarmSink(self.alarm_writer),
+            kafka=kafka,
+            max_records=5000,
+        )
         self.add_dependency(self.producer)  # children stop in reverse: the producer last
         if self.liveness is not None:
             self.liveness.highwater_of = lambda partition: _highwater(self.decode, partition)
             self.liveness.partition_count = lambda: _partitions(self.decode, settings.topic_partitions)
             self.add_dependency(self.liveness)
+        if self.alarms is not None:
+            self.alarms.highwater_of = lambda partition: _highwater(self.decode, partition)
+            self.add_dependency(self.alarms)
         self.add_dependency(self.decode)
         self.add_dependency(self.sink)
         self.add_dependency(self.status)
+        self.add_dependency(self.alarm_loop)
 
     async def on_shutdown(self) -> None:
         """After the loops stopped: close the database pools."""
         await self.writer.close()
         await self.status_writer.close()
+        await self.alarm_writer.close()
 
     @property
     def loops(self) -> tuple[BatchLoop, BatchLoop]:
@@ -110,6 +139,23 @@ class Stages(Service):
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind per assigned partition of raw_iot_data and decoded_iot_data."""
         return {**self.decode.lag(), **self.sink.lag()}
+
+
+class PartitionHooksOf:
+    """The decode loop's rebalances told to each tracker in turn (liveness, then alarms)."""
+
+    def __init__(self, *trackers: PartitionHooks | None) -> None:
+        self.trackers = [t for t in trackers if t is not None]
+
+    async def on_assigned(self, assigned: list[TopicPartition], committed: Mapping[TopicPartition, int]) -> None:
+        """Each tracker restores the assigned partitions before the loop fetches from them."""
+        for tracker in self.trackers:
+            await tracker.on_assigned(assigned, committed)
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Each tracker writes what it holds of the revoked partitions."""
+        for tracker in self.trackers:
+            await tracker.on_revoked(revoked)
 
 
 def _partitions(loop: BatchLoop, default: int) -> int:

@@ -20,7 +20,7 @@ from f2stream.mqtt_client import ingest_connection
 from f2stream.storage.privileges import check_pipeline_rights
 from f2stream.storage.timeseries import MeasurementWriter
 from f2stream.tables.parameters import ParameterSync, ParameterTable
-from f2stream.web import liveness, pages, views
+from f2stream.web import alarms, liveness, pages, views
 
 __all__ = ["PipelineApp", "app", "metrics", "params", "services", "settings", "stages", "sync", "topics", "writer"]
 
@@ -181,4 +181,5 @@ metrics.parameters_synced.set_function(lambda: sync.synced_at or 0.0)
 pages.register(app, metrics, health_checks, services)
 views.register(app, settings, params)
 liveness.register(app, stages.liveness, stages.status_writer)
+alarms.register(app, settings)
 commands.register(app, settings)

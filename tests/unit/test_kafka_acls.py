@@ -30,12 +30,13 @@ def test_the_ingest_principal_writes_its_two_topics_and_reads_none() -> None:
 def test_the_pipeline_principal_reads_and_writes_what_its_stages_use() -> None:
     assert allowed("f2-pipeline", "Read") == {
         "raw_iot_data", "decoded_iot_data", "device_parameters", "device_status", "device_liveness",
+        "alarm_events", "alarm_state",
     }  # fmt: skip
     assert "iot_dead_letter" not in allowed("f2-pipeline", "Read")  # it writes dead letters, never reads them
     assert allowed("f2-pipeline", "Write") == set(PIPELINE_TOPICS) - {"raw_iot_data"}
     assert allowed("f2-pipeline", "Create") == set(PIPELINE_TOPICS)
     groups = {a.name for a in ACLS if a.principal == "f2-pipeline" and a.resource == "group"}
-    assert groups == {"f2stream", "f2stream-decode", "f2stream-sink", "f2stream-status"}
+    assert groups == {"f2stream", "f2stream-decode", "f2stream-sink", "f2stream-status", "f2stream-alarms"}
     # Its prefix f2stream- would cover the ingest app's topics: they are denied.
     assert Acl("f2-pipeline", "topic", "f2stream-ingest", ("All",), prefixed=True, deny=True) in ACLS
 
