@@ -41,10 +41,10 @@ TABLE_PRIVILEGES: Final = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "
 
 _READ: Final = frozenset({"SELECT"})
 
-#: What the pipeline worker does to each table: the parameter sync and liveness read the
-#: parameters database and move the sync cursor; the sink inserts measurements (ON CONFLICT
-#: DO NOTHING), the liveness writer and the alarm loop upsert the current state and append its
-#: history, the web views and /health read.
+#: What the pipeline worker does to each table: the parameter sync, liveness and the alarm
+#: loop (rules, acknowledgements) read the parameters database and move the sync cursor; the
+#: sink inserts measurements (ON CONFLICT DO NOTHING), the liveness writer and the alarm loop
+#: upsert the current state and append its history, the web views and /health read.
 PIPELINE_NEEDS: Final[Mapping[Database, Mapping[str, frozenset[str]]]] = {
     "params": {
         "device_parameters": _READ,
@@ -55,6 +55,9 @@ PIPELINE_NEEDS: Final[Mapping[Database, Mapping[str, frozenset[str]]]] = {
         "device_silence_timeouts": _READ,
         "template_silence_timeouts": _READ,
         "liveness_config_version": _READ,
+        "alarm_rules": _READ,
+        "alarm_acks": _READ,
+        "alarm_config_version": _READ,
         "parameter_sync_state": frozenset({"SELECT", "INSERT", "UPDATE"}),
     },
     "timeseries": {

@@ -139,7 +139,8 @@ async def test_the_pipelines_role_reads_parameters_and_may_not_change_them(secur
     try:
         for table in ("device_parameters", "parameter_templates", "device_templates", "parameter_versions",
                       "device_registry", "device_silence_timeouts", "template_silence_timeouts",
-                      "liveness_config_version", "parameter_sync_state"):  # fmt: skip
+                      "liveness_config_version", "parameter_sync_state", "alarm_rules", "alarm_acks",
+                      "alarm_config_version"):  # fmt: skip
             await conn.fetch(f"SELECT * FROM {table} LIMIT 1")  # our own table names
         for statement in (
             "DELETE FROM device_parameters",
@@ -147,6 +148,8 @@ async def test_the_pipelines_role_reads_parameters_and_may_not_change_them(secur
             "INSERT INTO device_silence_timeouts (device_id, timeout_s) VALUES ('f2-02f2000099a1', 5)",
             "TRUNCATE parameter_versions",
             "DELETE FROM parameter_sync_state",
+            "DELETE FROM alarm_rules",
+            "INSERT INTO alarm_acks (alarm_id, device_id, acked_by) VALUES ('x', 'f2-02f2000099a1', 'pipeline')",
         ):
             assert "permission denied for table" in await refused(conn, statement), statement
     finally:
