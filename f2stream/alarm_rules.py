@@ -130,11 +130,14 @@ class RuleFileError(F2StreamError):
 
     Attributes:
         problems: one line each, naming the rule and what is wrong.
+        rules: the rules found good, which a caller may check further (against the parameters) to say
+            every problem at once.
     """
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], rules: list[Rule] | None = None) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.rules = rules or []
 
 
 def parse_rule_file(name: str, content: bytes) -> list[Rule]:
@@ -167,7 +170,7 @@ def parse_rule_file(name: str, content: bytes) -> list[Rule]:
     if not items:
         problems.append(f"{name} holds no rules")
     if problems:
-        raise RuleFileError(problems)
+        raise RuleFileError(problems, rules)
     return rules
 
 

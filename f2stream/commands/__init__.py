@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import faust
 
-from f2stream.commands import devices, kafka_acls, migrate, params, pki, repair, simulate, tail, verify
+from f2stream.commands import alarms, devices, kafka_acls, migrate, params, pki, repair, simulate, tail, verify
 from f2stream.settings import Settings
 
 __all__ = ["register"]
@@ -19,5 +19,5 @@ __all__ = ["register"]
 
 def register(app: faust.App, settings: Settings) -> None:
     """Attach every command to the pipeline app."""
-    for group in (migrate, tail, simulate, verify, params, pki, devices, repair, kafka_acls):
+    for group in (migrate, tail, simulate, verify, params, pki, devices, repair, kafka_acls, alarms):
         group.register(app, settings)

@@ -24,7 +24,15 @@ from f2stream.alarm_rules import SCOPES, Rule, RuleFileError, rule_as_mapping, r
 from f2stream.codec.message import MAIN_FIELDS
 from f2stream.codec.model import Parameter, effective_parameters
 
-__all__ = ["Produced", "acknowledge", "check_rules", "list_rules", "load_rules", "produced_by"]
+__all__ = [
+    "Produced",
+    "acknowledge",
+    "check_rules",
+    "list_rules",
+    "load_rules",
+    "parameter_problems",
+    "produced_by",
+]
 
 # The columns a parameter row needs to say what it produces (Parameter.from_row reads them).
 _PARAMETER_COLUMNS: Final = "mode, component_type, component_number, encoding, unit, scale_factor, data_point, field"
@@ -140,6 +148,11 @@ def _parameter(row: Mapping[str, Any], owner: str) -> Parameter:
     return Parameter.from_row({**dict(row), "device_id": owner})
 
 
+async def parameter_problems(conn: asyncpg.Connection, rules: list[Rule]) -> list[str]:
+    """:func:`check_rules` against the parameters in the database: a line per problem."""
+    return check_rules(rules, await _scopes(conn, rules))
+
+
 async def load_rules(conn: asyncpg.Connection, rules: list[Rule], *, replace: bool) -> int:
     """Check the rules against the parameters and write them, in one transaction; return how many.
 
@@ -149,7 +162,7 @@ async def load_rules(conn: asyncpg.Connection, rules: list[Rule], *, replace: bo
         RuleFileError: every problem found, one line each; nothing was written.
     """
     async with conn.transaction():
-        problems = check_rules(rules, await _scopes(conn, rules))
+        problems = await parameter_problems(conn, rules)
         if problems:
             raise RuleFileError(problems)
         if replace:
