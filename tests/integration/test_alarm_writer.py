@@ -7,11 +7,14 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import faust
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from harness import Stack
 
 from f2stream.alarms import AlarmEvent
 from f2stream.storage.alarms import AlarmWriter, list_alarms
+from f2stream.web import alarms as alarm_views
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +154,30 @@ async def test_the_listing_pages_by_alarm_id_and_filters_by_state_and_device(sta
         assert [r["device_id"] for r in everyone] == [device] * 3 + [other]
     finally:
         await writer.close()
+
+
+async def test_the_views_page_a_devices_alarms_from_the_database(stack: Stack) -> None:
+    device = "f2-0000001e0001"
+    writer = AlarmWriter(stack.settings)
+    try:
+        await writer.write([events(device, offset=500 + i)[0] for i in range(3)])
+    finally:
+        await writer.close()
+    app = faust.App("f2stream-test-alarm-views", broker="memory://", web_enabled=True)
+    alarm_views.register(app, stack.settings)
+    client = TestClient(TestServer(app.web.web_app))
+    await client.start_server()
+    try:
+        first = await (await client.get("/devices/00:00:00:1E:00:01/alarms?limit=2")).json()
+        assert first["device_id"] == device and len(first["alarms"]) == 2
+        second = await (await client.get(first["next"])).json()
+        assert [a["alarm_id"] for a in first["alarms"] + second["alarms"]] == [
+            f"{device}:door-1-forced:3:{500 + i}" for i in range(3)
+        ]
+        assert "next" not in second
+        listed = await (await client.get(f"/alarms?state=raised&device={device}")).json()
+        assert [a["raised_at"] for a in listed["alarms"]] == ["2030-03-17T17:46:40.250000+00:00"] * 3
+        bad = await client.get("/alarms?state=open")
+        assert bad.status == 400 and "state must be one of" in (await bad.json())["error"]
+    finally:
+        await client.close()
