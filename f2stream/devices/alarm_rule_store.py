@@ -114,7 +114,8 @@ def check_rules(rules: Iterable[Rule], scopes: Mapping[tuple[str, str], Mapping[
             if found is None or not found.has(number):
                 problems.append(f"{where}: {_owner(rule)} no parameters for {of}")
             elif not found.produces(data_point, number):
-                problems.append(f"{where}: data point {data_point!r} of {of} is not produced by its parameters")
+                whose = "any device's or template's" if rule.scope == "fleet" else "its"
+                problems.append(f"{where}: data point {data_point!r} of {of} is not produced by {whose} parameters")
     return problems
 
 
