@@ -62,6 +62,8 @@ from bench.stack import (
     principal,
     read_env_file,
 )
+from f2stream.alarm_rules import parse_rule_file
+from f2stream.devices.alarm_rule_store import load_rules
 from f2stream.kafka_client import kafka_options
 from f2stream.pki import issue_device_certificate
 from f2stream.records import format_time
@@ -725,6 +727,7 @@ async def main_async(bench: Bench) -> None:
     try:
         bench.progress.show(f"bench: registering {len(bench.devices)} devices' parameters", force=True)
         await register_demo_parameters(bench.settings, bench.devices)
+        bench.results["alarm_rules"] = await load_alarm_rules(bench.settings, a.alarm_rules)
         if "ceiling" in a.phases:
             await bench.c_ceiling()
         if "generator" in a.phases:
@@ -784,6 +787,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-option", action="append", default=[], help="more `faust worker` options")
     parser.add_argument("--var-dir", default="", help="use the stack running under this F2_VAR_DIR")
     parser.add_argument(
+        "--alarm-rules", default=str(ROOT / "bench" / "alarm_rules.json"),
+        help="fleet alarm rules every device gets (10 by default); '' for none (F2_ALARMS_ENABLED=false: no alarms)",
+    )  # fmt: skip
+    parser.add_argument(
         "--secure", action="store_true",
         help="a secure stack (F2_STACK_SECURE=1): every hop on TLS, the workers as their own Kafka principals",
     )  # fmt: skip
@@ -794,6 +801,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.phases = set(args.phases.split(","))
     return args
+
+
+async def load_alarm_rules(settings: Settings, path: str) -> int:
+    """Replace the fleet's alarm rules with those of `path` (none for ''); return how many apply to each device."""
+    rules = parse_rule_file(Path(path).name, await asyncio.to_thread(Path(path).read_bytes)) if path else []
+    conn = await connect(settings.params_dsn, settings.params_password)
+    try:
+        await conn.execute("DELETE FROM alarm_rules WHERE scope = 'fleet'")
+        if rules:
+            await load_rules(conn, rules, replace=True)
+    finally:
+        await conn.close()
+    return len(rules)
 
 
 def main(argv: list[str] | None = None) -> None:
