@@ -4,6 +4,11 @@
 on its own mTLS connection (port `F2_MQTT_TLS_PORT`) with its own
 certificate from `F2_PKI_DIR`, and can write a manifest of what it sent,
 which `faust -A f2stream verify` checks against the database.
+
+Alarm drills (:class:`Drill`, `simulate --drill`) replace one device's door
+sensor messages for a while with a scripted episode (a door forced, a door
+held open, a tamper, a door opened after a card read) beside its normal
+traffic; :func:`drill_steps` says what each sends and when, with no I/O.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 import aiomqtt
 import asyncpg
@@ -32,11 +37,21 @@ from f2stream.storage.db import connect
 
 __all__ = [
     "DEMO_PARAMETERS",
+    "DRILL_DEFAULT_S",
+    "DRILL_KINDS",
+    "DRILL_START_S",
     "DeviceLink",
+    "DeviceTimes",
+    "Drill",
+    "DrillKind",
+    "DrillStep",
     "Silence",
     "SimMessage",
+    "Traffic",
     "device_ids",
     "device_tls_context",
+    "drill_starts",
+    "drill_steps",
     "enrol_demo_devices",
     "messages",
     "reconnect_delay",
@@ -92,9 +107,168 @@ class Silence:
         return device == self.device and self.from_s <= elapsed_s < self.from_s + self.seconds
 
 
+DrillKind = Literal["forced-door", "held-door", "tamper", "granted-door"]
+DRILL_KINDS: Final[tuple[DrillKind, ...]] = get_args(DrillKind)
+
+#: SECONDS of each drill when not given: how long the door stays open, or the tamper lasts.
+DRILL_DEFAULT_S: Final[Mapping[DrillKind, float]] = {
+    "forced-door": 10.0,
+    "held-door": 40.0,
+    "tamper": 5.0,
+    "granted-door": 5.0,
+}
+
+#: Seconds after publishing begins at which each device's first drill starts.
+DRILL_START_S: Final = 2.0
+#: A forced door opens this long after its drill starts: no grant (card, exit button, strike) meanwhile.
+_FORCED_QUIET_S: Final = 30.0
+#: A granted (or held) door opens this long after its card read.
+_GRANT_LEAD_S: Final = 2.0
+#: The card a drill reads.
+_DRILL_CARD: Final = "D0D0D0D0"
+
+_DOOR_SENSORS = ("stat", "access-control-mode/1/door-sensors")
+_READER = ("tele", "access-control-mode/1/reader-1")
+_CLOSED: Final[Mapping[str, Any]] = {"door_1": "closed", "door_2": "closed", "tamper": False}
+#: The components that grant access (a card read, an exit button, the strike unlocked).
+_GRANTING = frozenset({"reader-1", "exit-buttons", "strike-1"})
+
+
+@dataclass(frozen=True, slots=True)
+class DrillStep:
+    """One message of a drill: `at_s` seconds after its drill starts (or, from :func:`drill_steps`, after
+    publishing began), its MQTT type and path, its fields (no timestamp) and what it means."""
+
+    at_s: float
+    device: str
+    kind: str
+    path: str
+    fields: Mapping[str, Any]
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drill:
+    """An alarm drill on one device: a scripted episode of its door sensors (`seconds`: open or tampered).
+
+    * `forced-door`: door_2 closed; 30 s later open, with no reader, exit
+      button or strike message in between (no grant); `seconds` later closed.
+    * `held-door`: a card read and door_1 closed; 2 s later door_1 open,
+      with no door sensor message for `seconds`; then closed.
+    * `tamper`: tamper true; `seconds` later false.
+    * `granted-door`: a card read and door_2 closed; 2 s later door_2 open,
+      `seconds` later closed (must raise no forced open).
+    """
+
+    kind: DrillKind
+    device: str
+    seconds: float
+
+    def script(self) -> tuple[DrillStep, ...]:
+        """The drill's messages, `at_s` from its start, in order."""
+        s = self.seconds
+
+        def door(at_s: float, what: str, **changes: Any) -> DrillStep:
+            return DrillStep(at_s, self.device, *_DOOR_SENSORS, {**_CLOSED, **changes}, what)
+
+        card = DrillStep(
+            0.0,
+            self.device,
+            *_READER,
+            {"card_id": _DRILL_CARD, "read_type": "nfc", "signal_strength": 90},
+            f"card {_DRILL_CARD} read",
+        )
+        if self.kind == "forced-door":
+            quiet = _FORCED_QUIET_S
+            return (
+                door(0.0, "doors closed"),
+                door(quiet, "door_2 open (forced)", door_2="open"),
+                door(quiet + s, "door_2 closed"),
+            )
+        if self.kind == "held-door":
+            lead = _GRANT_LEAD_S
+            return (
+                door(0.0, "doors closed"),
+                card,
+                door(lead, "door_1 open (held)", door_1="open"),
+                door(lead + s, "door_1 closed"),
+            )
+        if self.kind == "tamper":
+            return door(0.0, "tamper true", tamper=True), door(s, "tamper false")
+        lead = _GRANT_LEAD_S
+        return (
+            door(0.0, "doors closed"),
+            card,
+            door(lead, "door_2 open (granted)", door_2="open"),
+            door(lead + s, "door_2 closed"),
+        )
+
+    @property
+    def length_s(self) -> float:
+        """Seconds from its start to its last message."""
+        return self.script()[-1].at_s
+
+    @property
+    def withheld(self) -> frozenset[str]:
+        """The device's components whose random messages are not sent during the drill."""
+        if self.kind == "forced-door":
+            return _GRANTING | {"door-sensors"}
+        return frozenset({"door-sensors"})
+
+
+def drill_starts(drills: Sequence[Drill], start_s: float = DRILL_START_S) -> list[float]:
+    """When each drill starts, in seconds after publishing began: one after another per device."""
+    free: dict[str, float] = {}
+    starts = []
+    for drill in drills:
+        at = free.get(drill.device, start_s)
+        starts.append(at)
+        free[drill.device] = at + drill.length_s
+    return starts
+
+
+def drill_steps(drills: Sequence[Drill], start_s: float = DRILL_START_S) -> list[DrillStep]:
+    """Every drill's messages with their times (`at_s`: seconds after publishing began), in time order."""
+    steps = [
+        DrillStep(at + step.at_s, step.device, step.kind, step.path, step.fields, step.what)
+        for drill, at in zip(drills, drill_starts(drills, start_s), strict=True)
+        for step in drill.script()
+    ]
+    return sorted(steps, key=lambda step: step.at_s)  # stable: a drill's steps at one time keep their order
+
+
 def device_ids(count: int, first: int = 1) -> list[str]:
     """Deterministic, locally administered MACs: f2-02f2000000NN."""
     return [f"f2-02f2{n:08x}" for n in range(first, first + count)]
+
+
+class DeviceTimes:
+    """Message times from a clock, strictly increasing per device even when the clock stands still or goes back."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._last: dict[str, datetime] = {}
+
+    def next(self, device: str) -> datetime:
+        """The time of the device's next message."""
+        now = self._clock()
+        last = self._last.get(device)
+        if last is not None and now <= last:
+            now = last + timedelta(microseconds=1)
+        self._last[device] = now
+        return now
+
+
+def _message(device: str, kind: str, path: str, fields: Mapping[str, Any], now: datetime) -> SimMessage:
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return SimMessage(
+        topic=f"{kind}/{device}/{path}",
+        payload=orjson.dumps({"timestamp": stamp, **fields}),
+        device_id=device,
+        component=path.rsplit("/", 1)[1],
+        time=format_time(now),
+        points=len(fields),
+    )
 
 
 def _payload(component: str, rng: random.Random) -> tuple[str, str, dict[str, Any]]:
@@ -168,30 +342,92 @@ def _payload(component: str, rng: random.Random) -> tuple[str, str, dict[str, An
 _COMPONENTS = ("strike", "door-sensors", "reader", "exit-buttons", "motion-sensor", "siren", "sensor")
 
 
-def messages(devices: list[str], rng: random.Random, clock: Callable[[], datetime]) -> Iterator[SimMessage]:
-    """Endless messages, devices and components in turn, each device's times strictly increasing."""
-    step = timedelta(microseconds=1)
-    last: dict[str, datetime] = {}
+def messages(
+    devices: list[str],
+    rng: random.Random,
+    clock: Callable[[], datetime],
+    *,
+    doors_closed: Collection[str] = (),
+    times: DeviceTimes | None = None,
+) -> Iterator[SimMessage]:
+    """Endless messages, devices and components in turn, each device's times strictly increasing.
+
+    Args:
+        doors_closed: devices whose door sensors always say both doors
+            closed and no tamper (the drilled ones: random doors would raise
+            door alarms by themselves); their other values are unchanged.
+        times: the devices' message times, when shared with other messages
+            (drills); by default from `clock`.
+    """
+    times = times or DeviceTimes(clock)
     n = 0
     while True:
         device = devices[n % len(devices)]
         component = _COMPONENTS[(n // len(devices)) % len(_COMPONENTS)]
         kind, path, fields = _payload(component, rng)
-        now = clock()
-        if device in last and now <= last[device]:
-            now = last[device] + step
-        last[device] = now
-        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
-        body = orjson.dumps({"timestamp": stamp, **fields})
-        yield SimMessage(
-            topic=f"{kind}/{device}/{path}",
-            payload=body,
-            device_id=device,
-            component=path.rsplit("/", 1)[1],
-            time=format_time(now),
-            points=len(fields),
-        )
+        if component == "door-sensors" and device in doors_closed:
+            fields = dict(_CLOSED)
+        yield _message(device, kind, path, fields, times.next(device))
         n += 1
+
+
+class Traffic:
+    """What the simulator publishes, in order, without the MQTT: random messages, silences and drills.
+
+    :meth:`due_drills` gives the drill messages due by a moment;
+    :meth:`next_random` the next random message to send, skipping the
+    silenced devices and the components a drill withholds. A silenced device
+    sends no drill message either. Times are the clock's, strictly
+    increasing per device across both kinds.
+    """
+
+    def __init__(
+        self,
+        devices: list[str],
+        rng: random.Random,
+        clock: Callable[[], datetime],
+        *,
+        silences: Sequence[Silence] = (),
+        drills: Sequence[Drill] = (),
+        start_s: float = DRILL_START_S,
+    ) -> None:
+        self._devices = devices
+        self._silences = silences
+        self._times = DeviceTimes(clock)
+        drilled = {drill.device for drill in drills}
+        self._source = messages(devices, rng, clock, doors_closed=drilled, times=self._times)
+        self._steps = drill_steps(drills, start_s)
+        self._next_step = 0
+        self._spans = [
+            (drill.device, at, at + drill.length_s, drill.withheld)
+            for drill, at in zip(drills, drill_starts(drills, start_s), strict=True)
+        ]
+
+    def _silent(self, device: str, elapsed_s: float) -> bool:
+        return any(s.covers(device, elapsed_s) for s in self._silences)
+
+    def _withheld(self, message: SimMessage, elapsed_s: float) -> bool:
+        return any(
+            device == message.device_id and begin <= elapsed_s <= end and message.component in components
+            for device, begin, end, components in self._spans
+        )
+
+    def due_drills(self, elapsed_s: float) -> Iterator[tuple[DrillStep, SimMessage]]:
+        """The drill messages due `elapsed_s` seconds after publishing began, not sent yet, with their steps."""
+        while self._next_step < len(self._steps) and self._steps[self._next_step].at_s <= elapsed_s:
+            step = self._steps[self._next_step]
+            self._next_step += 1
+            if self._silent(step.device, elapsed_s):
+                continue
+            yield step, _message(step.device, step.kind, step.path, step.fields, self._times.next(step.device))
+
+    def next_random(self, elapsed_s: float) -> SimMessage | None:
+        """The next random message to send `elapsed_s` seconds after publishing began; None if none may be."""
+        for _ in range(len(self._devices) * len(_COMPONENTS)):
+            message = next(self._source)
+            if not (self._silent(message.device_id, elapsed_s) or self._withheld(message, elapsed_s)):
+                return message
+        return None
 
 
 async def register_demo_parameters(settings: Settings, devices: list[str]) -> None:
@@ -253,20 +489,22 @@ async def run_simulation(
     manifest: Path | None,
     seed: int,
     silences: Sequence[Silence] = (),
+    drills: Sequence[Drill] = (),
 ) -> int:
     """Publish simulated telemetry from the given devices; return how many messages the broker acknowledged.
 
     A device in `silences` keeps its connection but publishes nothing during
     its silence (its turns go to the other devices); the manifest holds only
-    what was published.
+    what was published. `drills` run from 2 s after publishing begins, one
+    after another per device (:class:`Traffic`); their messages count like
+    the others (`count`, `rate`, the manifest).
 
     Raises:
         PkiError: a device has no certificate.
         aiomqtt.MqttError: the broker refused a device's first connection.
     """
     contexts = {d: device_tls_context(settings, d) for d in ids}
-    rng = random.Random(seed)
-    source = messages(ids, rng, lambda: datetime.now(UTC))
+    traffic = Traffic(ids, random.Random(seed), lambda: datetime.now(UTC), silences=silences, drills=drills)
     sent = 0
     out = manifest.open("ab") if manifest else None
     window = asyncio.Semaphore(500)
@@ -292,15 +530,18 @@ async def run_simulation(
         publishing = time.monotonic()
         async with asyncio.TaskGroup() as tasks:
             while (not count or sent < count) and (not duration_s or time.monotonic() - started < duration_s):
+                for step, drilled in traffic.due_drills(time.monotonic() - publishing):
+                    if count and sent >= count:
+                        break
+                    logger.info("drill on %s: %s", step.device, step.what)
+                    await window.acquire()
+                    tasks.create_task(_publish(links[drilled.device_id], drilled, window, out))
+                    sent += 1
                 due = int((time.monotonic() - started) * rate) + 1 if rate else sent + 100
-                quiet = 0  # devices skipped in a row: all of them silent ends this round
-                while sent < due and (not count or sent < count) and quiet < len(ids):
-                    message = next(source)
-                    elapsed = time.monotonic() - publishing
-                    if any(s.covers(message.device_id, elapsed) for s in silences):
-                        quiet += 1
-                        continue
-                    quiet = 0
+                while sent < due and (not count or sent < count):
+                    message = traffic.next_random(time.monotonic() - publishing)
+                    if message is None:  # every device silent: this round is over
+                        break
                     await window.acquire()
                     tasks.create_task(_publish(links[message.device_id], message, window, out))
                     sent += 1
