@@ -221,9 +221,7 @@ class AlarmTracker(Service):
                 try:
                     await self.producer.send_all(marks)
                 except BaseException:  # their devices are due again at the next checkpoint
-                    for mark in marks:
-                        if mark.key != CHECKPOINT_KEY and mark.partition is not None and mark.key:
-                            self.alarm_state.dirty.setdefault(mark.partition, set()).add(mark.key.decode())
+                    self.alarm_state.mark_dirty(m.key.decode() for m in marks if m.key and m.key != CHECKPOINT_KEY)
                     raise
                 self._last_checkpoint = now
             return events

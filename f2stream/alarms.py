@@ -200,32 +200,49 @@ class RuleState:
         self.armed: float | None = None
 
     def as_list(self) -> list[Any]:
-        """The changelog form (positional: 100,000 devices' records are read at a restore)."""
-        return [None if self.t == -math.inf else self.t, self.on, self.since, *self.origin, self.skew,
-                self.alarm_id, self.kind, self.severity, self.raised_at, self.acked, self.grant_t,
-                self.value, self.text]  # fmt: skip
+        """The changelog form, positional and as short as the state allows: idle, pending, or with an alarm.
+
+        (100,000 devices' records are written every checkpoint and read at a restore.)
+        """
+        t = None if self.t == -math.inf else self.t
+        if self.since is None and self.alarm_id is None and self.grant_t is None:
+            return [t, self.on]
+        pending = [t, self.on, self.since, *self.origin, self.skew, self.grant_t, self.value, self.text]
+        if self.alarm_id is None:
+            return pending
+        return [*pending, self.alarm_id, self.kind, self.severity, self.raised_at, self.acked]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> RuleState:
         """The inverse of :meth:`as_list`."""
         st = cls()
-        t, st.on, st.since, p, o, st.skew, st.alarm_id, st.kind, st.severity, st.raised_at, st.acked, \
-            st.grant_t, st.value, st.text = v  # fmt: skip
+        t, st.on = v[0], v[1]
         st.t = -math.inf if t is None else float(t)
-        st.origin = (int(p), int(o))
+        if len(v) > 2:
+            st.since, p, o, st.skew, st.grant_t, st.value, st.text = v[2:9]
+            st.origin = (int(p), int(o))
+        if len(v) > 9:
+            st.alarm_id, st.kind, st.severity, st.raised_at, st.acked = v[9:14]
         return st
 
 
 class DeviceAlarms:
-    """Every rule state of one device, and the last raw record applied (re-deliveries apply once)."""
+    """Every rule state of one device, and the last raw record applied (re-deliveries apply once).
 
-    __slots__ = ("device", "last_offset", "partition", "rules")
+    `saved` is the last applied offset when its changelog record was last
+    written and `touched` says a timer, an operator or a rule change moved it
+    since: a message marks nothing, so that the per-message path stays short.
+    """
+
+    __slots__ = ("device", "last_offset", "partition", "rules", "saved", "touched")
 
     def __init__(self, device: str, partition: int, last_offset: int = -1) -> None:
         self.device = device
         self.partition = partition
         self.last_offset = last_offset
         self.rules: dict[str, RuleState] = {}
+        self.saved = -2
+        self.touched = False
 
 
 def encode_device(d: DeviceAlarms) -> bytes:
@@ -242,6 +259,24 @@ def decode_device(key: bytes, value: bytes) -> DeviceAlarms | None:
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
         return None
     return d
+
+
+_SECONDS: dict[str, float] = {}
+
+
+def seconds_of(text: str) -> float | None:
+    """A device time as Unix seconds: :func:`~f2stream.records.format_time`'s form fast (each second parsed
+    once), any other ISO 8601 through :func:`~f2stream.liveness.parse_time`.
+    """
+    if len(text) == 32 and text[19] == "." and text.endswith("+00:00"):
+        second = text[:19]
+        base = _SECONDS.get(second)
+        if base is None:
+            if len(_SECONDS) >= 4096:
+                _SECONDS.clear()
+            base = _SECONDS[second] = datetime.fromisoformat(second).replace(tzinfo=UTC).timestamp()
+        return base + int(text[20:26]) / 1_000_000
+    return parse_time(text)
 
 
 def _point(points: Sequence[Point], name: str) -> Point | None:
@@ -282,8 +317,6 @@ class AlarmState:
         self.devices: dict[str, DeviceAlarms] = {}
         #: Active alarms (raised or acknowledged) per (kind, severity).
         self.active: dict[tuple[str, str], int] = {}
-        #: Devices changed since the last checkpoint, per partition.
-        self.dirty: dict[int, set[str]] = {}
         #: Messages older (device time) than the state they would change: ignored.
         self.late = 0
         self._heap: list[tuple[float, str, str]] = []
@@ -309,7 +342,7 @@ class AlarmState:
         component = info.component_type
         if component not in rules.components:
             return
-        t = parse_time(time_text)
+        t = seconds_of(time_text)
         if t is None:
             return
         d = self.devices.get(device)
@@ -318,7 +351,6 @@ class AlarmState:
         elif offset <= d.last_offset and partition == d.partition:
             return  # a re-delivery of a record already applied
         d.partition, d.last_offset = partition, offset
-        self.dirty.setdefault(partition, set()).add(device)
         for rule in rules.by_component.get(component, ()):
             if rule.component_number is not None and rule.component_number != info.component_number:
                 continue
@@ -381,7 +413,7 @@ class AlarmState:
         st.kind, st.severity, st.raised_at, st.acked = rule.kind, rule.severity, at, False
         key = (st.kind, st.severity)
         self.active[key] = self.active.get(key, 0) + 1
-        self.dirty.setdefault(d.partition, set()).add(d.device)
+        d.touched = True
         return self._event(d, st, "raised", at, raw, reason, rule.data_point)
 
     def _clear(self, d: DeviceAlarms, st: RuleState, at: float, raw: tuple[int, int], reason: str) -> AlarmEvent:
@@ -389,7 +421,7 @@ class AlarmState:
         key = (st.kind, st.severity)
         self.active[key] = self.active.get(key, 1) - 1
         st.alarm_id, st.since, st.acked = None, None, False
-        self.dirty.setdefault(d.partition, set()).add(d.device)
+        d.touched = True
         return event
 
     def _event(
@@ -459,7 +491,7 @@ class AlarmState:
         if d is None or st is None or st.alarm_id != alarm_id or st.acked:
             return None
         st.acked = True
-        self.dirty.setdefault(d.partition, set()).add(device)
+        d.touched = True
         return self._event(d, st, "acknowledged", at, st.origin, f"acknowledged by {by}", by=by)
 
     def reconcile(self, partitions: Iterable[int]) -> list[AlarmEvent]:
@@ -477,7 +509,7 @@ class AlarmState:
                         reason = "rule removed" if rule is None else "rule changed"
                         events.append(self._clear(d, st, st.t, st.origin, reason))
                     del d.rules[name]
-                    self.dirty.setdefault(d.partition, set()).add(d.device)
+                    d.touched = True
                 elif st.alarm_id is None and st.since is not None and st.on and rule.for_s > 0:
                     st.armed = None
                     self._arm(d, name, st, st.since + rule.for_s)
@@ -489,6 +521,7 @@ class AlarmState:
         if old is not None:
             self._count(old, -1)
         self.devices[d.device] = d
+        d.saved, d.touched = d.last_offset, False
         self._count(d, 1)
         rules = self.ruleset_of(d.device).rules
         for name, st in d.rules.items():
@@ -508,18 +541,24 @@ class AlarmState:
         for d in gone:
             del self.devices[d.device]
             self._count(d, -1)
-        self.dirty.pop(partition, None)
         return len(gone)  # their timer entries die lazily
 
     def take_dirty(self, partitions: Iterable[int]) -> list[DeviceAlarms]:
-        """The changed devices of `partitions`, and forget that they changed (their records are being written)."""
+        """The devices of `partitions` changed since their record was written, now marked written (a scan)."""
+        wanted = set(partitions)
         out: list[DeviceAlarms] = []
-        for p in partitions:
-            for name in self.dirty.pop(p, ()):
-                d = self.devices.get(name)
-                if d is not None:
-                    out.append(d)
+        for d in self.devices.values():
+            if d.partition in wanted and (d.touched or d.last_offset != d.saved):
+                d.saved, d.touched = d.last_offset, False
+                out.append(d)
         return out
+
+    def mark_dirty(self, devices: Iterable[str]) -> None:
+        """Their records could not be written: due again at the next checkpoint."""
+        for name in devices:
+            d = self.devices.get(name)
+            if d is not None:
+                d.touched = True
 
     def active_alarms(self) -> Iterator[tuple[DeviceAlarms, str, RuleState]]:
         """Every active alarm held here (a scan: for views and acknowledgements, never per message)."""
