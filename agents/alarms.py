@@ -1,9 +1,12 @@
 """The alarm tracker: rules evaluated on the decode stage's batches, durations ended by a timer.
 
-Per batch the decode stage hands over the messages it decoded (with their
-raw partition, offset and receipt); the tracker evaluates the owning
-device's rules (:mod:`f2stream.alarms`) and returns the transitions the
-batch must produce with its decoded records, to `alarm_events`. They are
+Per batch the decode stage hands each message it decodes (with its raw
+partition, offset and receipt) to the batch's :class:`Evaluation` as it
+decodes it (no message object outlives its record's decoding: holding a
+batch of them costs more in garbage collection than the rules do); the
+tracker evaluates the owning device's rules (:mod:`f2stream.alarms`) and
+returns the transitions the batch must produce with its decoded records, to
+`alarm_events`. They are
 acknowledged by Kafka before the batch's offsets are committed, so a
 committed offset never runs ahead of a transition: the batch path's commit
 rule, the one the pipeline's reliability rests on (docs/reliability.md).
@@ -51,12 +54,9 @@ from f2stream.settings import Settings
 from f2stream.storage.alarms import AlarmWriter
 from f2stream.tables.alarms import CHECKPOINT_KEY, AlarmConfig, AlarmTable, Restored, encode_checkpoint
 
-__all__ = ["AlarmInput", "AlarmSink", "AlarmTracker"]
+__all__ = ["AlarmSink", "AlarmTracker", "Evaluation"]
 
 logger = logging.getLogger(__name__)
-
-#: What the decode stage hands over per decoded message: it, its raw partition and offset, its receipt.
-AlarmInput = tuple[DecodedMessage, int, int, str]
 
 #: Margin between a receipt and its record being visible in a fetch's high water.
 _RECEIPT_TO_FETCH_S = 1.0
@@ -110,22 +110,18 @@ class AlarmTracker(Service):
     # ------------------------------------------------------------------ the decode stage's batches
 
     @asynccontextmanager
-    async def batch(self, decoded: Iterable[AlarmInput], ends: Mapping[int, int]) -> AsyncIterator[list[Output]]:
-        """Evaluate a decoded batch; yield the transitions to produce with it. If the block raises, they wait.
+    async def batch(self, ends: Mapping[int, int]) -> AsyncIterator[Evaluation]:
+        """A decode batch's evaluation: the stage observes each message as it decodes it, then produces
+        :meth:`Evaluation.outputs` with the batch. If the block raises, the transitions wait for the next send.
 
         `ends` is, per raw partition, the offset after the batch's last record (decoded or not).
         """
         async with self.lock:
-            events: list[AlarmEvent] = []
-            observe, held = self.alarm_state.observe, self.held
-            for message, partition, offset, received_at in decoded:
-                if partition in held:
-                    observe(message.info, message.time, message.points, partition, offset, received_at, events)
-            outputs = self._take_outbox() + self._emit(events)
+            evaluation = Evaluation(self)
             try:
-                yield outputs
+                yield evaluation
             except BaseException:
-                self.outbox[:0] = outputs
+                self.outbox[:0] = evaluation.taken
                 raise
             for partition, end in ends.items():
                 if end > self.processed_to.get(partition, -1):
@@ -284,6 +280,30 @@ class AlarmTracker(Service):
     async def on_stop(self) -> None:
         """Close the table's consumer."""
         await self.table.close()
+
+
+class Evaluation:
+    """One decode batch's alarm evaluation, under the tracker's lock: messages in, transitions out."""
+
+    __slots__ = ("events", "held", "state", "taken", "tracker")
+
+    def __init__(self, tracker: AlarmTracker) -> None:
+        self.tracker = tracker
+        self.state = tracker.alarm_state
+        self.held = tracker.held
+        self.events: list[AlarmEvent] = []
+        self.taken: list[Output] = []
+
+    def observe(self, message: DecodedMessage, partition: int, offset: int, received_at: str) -> None:
+        """Evaluate one decoded message of the batch (a partition this worker does not hold is skipped)."""
+        if partition in self.held:
+            self.state.observe(message.info, message.time, message.points, partition, offset, received_at,
+                               self.events)  # fmt: skip
+
+    def outputs(self) -> list[Output]:
+        """What to produce with the batch: transitions waiting from before, then this batch's."""
+        self.taken = self.tracker._take_outbox() + self.tracker._emit(self.events)  # noqa: SLF001  # its own tracker
+        return self.taken
 
 
 class AlarmSink:

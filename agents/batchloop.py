@@ -225,6 +225,10 @@ class BatchLoop(Service):
         self.quarantined = 0
         self.restarts = 0
         self._in_flight = asyncio.Lock()
+        #: Clear from a rebalance's revocation until the hooks have taken its assignment: aiokafka makes
+        #: an assignment fetchable before it calls the listener, and no batch may run before the hooks.
+        self._hooks_done = asyncio.Event()
+        self._hooks_done.set()
         self._task: asyncio.Task[None] | None = None
         self._joined = False
 
@@ -317,6 +321,9 @@ class BatchLoop(Service):
                 self._failed("fetching", exc)
                 await asyncio.sleep(backoff.next())
                 continue
+            if batch and not self._hooks_done.is_set():  # fetched while the hooks restore: wait for them
+                await self._hooks_done.wait()
+                batch = {tp: records for tp, records in batch.items() if tp in self.owned}
             if batch and not await self._handle(batch):
                 await asyncio.sleep(backoff.next())
                 continue
@@ -418,6 +425,8 @@ class BatchLoop(Service):
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Before partitions go: let the batch in flight finish, commit what is safe, forget them."""
+        if self.hooks is not None:
+            self._hooks_done.clear()  # set again once the hooks have taken the next assignment
         try:
             await asyncio.wait_for(self._in_flight.acquire(), self.revoke_wait_s)
         except TimeoutError:
@@ -443,6 +452,7 @@ class BatchLoop(Service):
         """
         consumer = self._consumer
         if consumer is None:
+            self._hooks_done.set()
             return
         self.owned = set(assigned)
         self.pending.drop([tp for tp in self.pending.partitions() if tp not in self.owned])
@@ -454,7 +464,10 @@ class BatchLoop(Service):
             if offset is not None:
                 self.committed[tp] = offset
         if self.hooks is not None:
-            await self.hooks.on_assigned(assigned, self.committed)
+            try:
+                await self.hooks.on_assigned(assigned, self.committed)
+            finally:
+                self._hooks_done.set()
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the end of each assigned partition: high water minus committed offset."""

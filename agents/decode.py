@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,12 +50,19 @@ class Decoded:
     dead: Counter[str] = field(default_factory=Counter)
     #: Per record, what liveness needs (f2stream.liveness.Seen).
     seen: list[Seen] = field(default_factory=list)
-    #: Per message decoded with values, what the alarm rules read: it, its raw partition and offset, its receipt.
-    messages_read: list[tuple[DecodedMessage, int, int, str]] = field(default_factory=list)
 
 
-def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded) -> None:
+#: Told of each message decoded with values, as it is decoded: it, its raw partition and offset, its receipt.
+Observer = Callable[[DecodedMessage, int, int, str], None]
+
+
+def decode_record(
+    record: ConsumerRecord[bytes, bytes], params: CodecSource, into: Decoded, observe: Observer | None = None
+) -> None:
     """Decode one raw record into `into`: a decoded record, nothing (no values), or a dead letter.
+
+    `observe` (the alarm rules) sees each message with values at once, so
+    that no message object outlives its record's decoding.
 
     A decoded record that would exceed :data:`MAX_RECORD_BYTES` becomes a
     `too_large` dead letter instead; a dead letter that could not hold its
@@ -81,7 +88,8 @@ def decode_record(record: ConsumerRecord[bytes, bytes], params: CodecSource, int
         if not points:
             return
         into.measurements += len(points)
-        into.messages_read.append((message, record.partition, record.offset, received_at))
+        if observe is not None:
+            observe(message, record.partition, record.offset, received_at)
         info = message.info
         value = encode_points(
             message.time, info.device_id, info.mode, info.connector, info.component, info.topic, received_at,
@@ -126,11 +134,13 @@ def receipt_time(timestamp_ms: int) -> str:
         ) from exc
 
 
-def decode_batch(records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecSource) -> Decoded:
-    """Decode raw records, in order, into the records to produce."""
+def decode_batch(
+    records: Iterable[ConsumerRecord[bytes, bytes]], params: CodecSource, observe: Observer | None = None
+) -> Decoded:
+    """Decode raw records, in order, into the records to produce (`observe`: see :func:`decode_record`)."""
     decoded = Decoded()
     for record in records:
-        decode_record(record, params, decoded)
+        decode_record(record, params, decoded, observe)
     return decoded
 
 
@@ -141,13 +151,21 @@ class LivenessHook(Protocol):
         """Apply what a batch saw; yield the records to produce with it."""
 
 
+class AlarmBatch(Protocol):
+    """One batch's alarm evaluation (f2stream.agents.alarms.Evaluation)."""
+
+    def observe(self, message: DecodedMessage, partition: int, offset: int, received_at: str) -> None:
+        """Evaluate one decoded message."""
+
+    def outputs(self) -> list[Output]:
+        """The transitions to produce with the batch."""
+
+
 class AlarmHook(Protocol):
     """What the decode stage needs of the alarm tracker (f2stream.agents.alarms)."""
 
-    def batch(
-        self, decoded: list[tuple[DecodedMessage, int, int, str]], ends: dict[int, int]
-    ) -> AbstractAsyncContextManager[list[Output]]:
-        """Evaluate the batch's decoded messages; yield the transitions to produce with it."""
+    def batch(self, ends: dict[int, int]) -> AbstractAsyncContextManager[AlarmBatch]:
+        """A batch's evaluation, held until its records are produced (`ends`: per partition, past its last)."""
 
 
 class DecodeStage:
@@ -173,17 +191,29 @@ class DecodeStage:
         Raises:
             KafkaError: a record was not acknowledged: the batch must be read again.
         """
-        decoded = decode_batch(chain.from_iterable(batch.values()), self.params)
-        # Liveness changes and alarm transitions go with the batch, acknowledged before its offsets are committed.
-        liveness = self.liveness.batch(decoded.seen) if self.liveness is not None else nullcontext([])
-        ends = {tp.partition: records[-1].offset + 1 for tp, records in batch.items() if records}
-        alarms = self.alarms.batch(decoded.messages_read, ends) if self.alarms is not None else nullcontext([])
-        async with liveness as changes, alarms as transitions:
-            await self.producer.send_all(decoded.outputs + changes + transitions)  # raises: nothing is committed
+        records = chain.from_iterable(batch.values())
+        if self.alarms is None:
+            decoded = decode_batch(records, self.params)
+            await self._send(decoded, [])
+        else:  # the rules see each message as it is decoded
+            ends = {tp.partition: records[-1].offset + 1 for tp, records in batch.items() if records}
+            async with self.alarms.batch(ends) as evaluation:
+                decoded = decode_batch(records, self.params, evaluation.observe)
+                await self._send(decoded, evaluation.outputs())
         self.metrics.decoded_messages.inc(decoded.messages)
         self.metrics.measurements.inc(decoded.measurements)
         for reason, count in decoded.dead.items():
             self.metrics.dead_letters.labels(reason=reason).inc(count)
+
+    async def _send(self, decoded: Decoded, transitions: list[Output]) -> None:
+        """Produce the batch with its liveness changes and alarm transitions, acknowledged before it is committed.
+
+        Raises:
+            KafkaError: nothing of the batch is committed.
+        """
+        liveness = self.liveness.batch(decoded.seen) if self.liveness is not None else nullcontext([])
+        async with liveness as changes:
+            await self.producer.send_all(decoded.outputs + changes + transitions)
 
     async def quarantine(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """Dead-letter a record that makes this stage fail alone (`handler_error`, with the exception)."""

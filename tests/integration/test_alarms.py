@@ -78,6 +78,15 @@ async def put_rules(stack: Stack, rules: list[Rule], *, replace: bool = False) -
         await conn.close()
 
 
+async def in_alarms(stack: Stack, alarm_id: str) -> bool:
+    settings = stack.settings
+    conn = await connect(settings.timeseries_dsn, settings.timeseries_password)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM alarms WHERE alarm_id = $1", alarm_id))
+    finally:
+        await conn.close()
+
+
 class Transitions:
     """`alarm_events` of some devices, from where the topic ended when the block began."""
 
@@ -185,12 +194,17 @@ async def test_each_rule_kind_on_the_real_stack(stack: Stack, workers: Workers, 
         await publish(stack, [celsius(device, v) for v in (25.0, 31.0, 29.5, 30.5, 29.0, 28.5, 30.2, 27.5)])
         await seen.wait("hot cleared", lambda e: e.rule == "hot" and e.transition == "cleared", 10)
 
-        # State, and a late message: an older "no tamper" clears nothing.
+        # State, acknowledged by an operator, and a late message: an older "no tamper" clears nothing.
         await publish(stack, [door(device, tamper=True)])
-        await seen.wait("tamper raised", lambda e: e.rule == "tamper", 10)
+        _, tamper = await seen.wait("tamper raised", lambda e: e.rule == "tamper", 10)
+        await wait_until(lambda: in_alarms(stack, tamper.alarm_id), 20, "the raised alarm in the alarms table")
+        acked = await asyncio.to_thread(stack.faust, "alarms", "ack", tamper.alarm_id, "--by", "night-shift")
+        assert acked.returncode == 0, acked.stderr
+        _, ack = await seen.wait("tamper acknowledged", lambda e: e.transition == "acknowledged", 10)
+        assert (ack.alarm_id, ack.acknowledged_by) == (tamper.alarm_id, "night-shift")
         await publish(stack, [door(device, at=datetime.now(UTC) - timedelta(seconds=30))])
         await seen.settle(2)
-        assert seen.of(device, "tamper") == ["raised"], seen.names()
+        assert seen.of(device, "tamper") == ["raised", "acknowledged"], seen.names()
         late = workers.pipeline.get("/metrics")[1]
         assert any(line.startswith("f2_alarm_late_messages ") and float(line.split()[1]) >= 1
                    for line in late.splitlines()), "the late message is not counted"  # fmt: skip
@@ -198,6 +212,7 @@ async def test_each_rule_kind_on_the_real_stack(stack: Stack, workers: Workers, 
         await seen.wait("tamper cleared", lambda e: e.rule == "tamper" and e.transition == "cleared", 10)
         await seen.settle(1)
 
+    assert seen.of(device, "tamper") == ["raised", "acknowledged", "cleared"], seen.names()
     assert seen.of(device, "hot") == ["raised", "cleared"], seen.names()
     assert seen.of(device, "held") == ["raised", "cleared"], seen.names()
     code, body = workers.pipeline.get(f"/devices/{device}/alarms?state=all")
