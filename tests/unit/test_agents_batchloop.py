@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -322,6 +322,47 @@ async def test_a_batch_that_ends_after_its_partition_was_revoked_adds_nothing_fo
         await run.until(lambda: run.committed().get(1) == 4, "committing partition 1")
         assert a not in run.loop.pending.partitions()
         assert all(a not in c for c in run.consumers[0].commits)
+    finally:
+        await run.loop.stop()
+
+
+class SlowHooks:
+    """Rebalance hooks whose restore of an assignment waits for `release` (the first one is quick)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.assignments = 0
+        self.restored = 0
+
+    async def on_assigned(self, assigned: list[TopicPartition], committed: Mapping[TopicPartition, int]) -> None:
+        self.assignments += 1
+        if self.assignments > 1:
+            await self.release.wait()
+        self.restored += 1
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+
+async def test_no_batch_runs_before_the_hooks_have_restored_the_assignment() -> None:
+    """aiokafka makes an assignment fetchable before it calls the listener: a batch fetched meanwhile waits."""
+    data, handler, hooks = logs(4, 4), Handler(), SlowHooks()
+    run = Run(data, handler, hooks=hooks)
+    await run.loop.start()
+    try:
+        await run.until(lambda: run.committed() == ends(data), "the first records committed")
+        consumer = run.consumers[0]
+        rebalance = asyncio.create_task(consumer.assign(set(data)))  # the restore of this one waits
+        await run.until(lambda: hooks.assignments == 2, "the second assignment's hooks called")
+        for values in data.values():
+            values.extend([b"new"] * 3)  # fetchable at once
+        handled = len(handler.handled)
+        await asyncio.sleep(0.1)
+        assert len(handler.handled) == handled, "a batch ran while the hooks were restoring its partitions"
+        hooks.release.set()
+        await rebalance
+        await run.until(lambda: run.committed() == ends(data), "the new records committed after the restore")
+        assert hooks.restored == 2
     finally:
         await run.loop.stop()
 
