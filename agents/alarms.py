@@ -47,7 +47,7 @@ from f2stream.alarm_rules import KINDS, SEVERITIES
 from f2stream.alarms import TRANSITIONS, AlarmEvent, encode_device, encode_event
 from f2stream.alarms import decode_event as read_event
 from f2stream.backoff import Backoff
-from f2stream.codec.message import CodecSource, DecodedMessage
+from f2stream.codec.message import CodecSource
 from f2stream.kafka_topics import ALARM_EVENTS_TOPIC, ALARM_STATE_TOPIC
 from f2stream.metrics import Metrics
 from f2stream.settings import Settings
@@ -74,9 +74,11 @@ class AlarmTracker(Service):
         self.add_dependency(self.config)
         self.table = AlarmTable(settings, self.config, params)
         self.alarm_state = self.table.state
+        #: The raw partitions whose state this worker holds (the state's own set: it skips the others).
+        self.held: set[int] = set()
+        self.alarm_state.held = self.held
         self.lock = asyncio.Lock()
         self.outbox: list[Output] = []
-        self.held: set[int] = set()
         self.processed_to: dict[int, int] = {}
         #: Per partition, the transitions found already produced at its restore (not produced again).
         self.emitted: dict[int, set[tuple[str, str]]] = {}
@@ -117,6 +119,8 @@ class AlarmTracker(Service):
         `ends` is, per raw partition, the offset after the batch's last record (decoded or not).
         """
         async with self.lock:
+            fetched_at = time.time()
+            highs = {p: high for p in ends if (high := self.highwater_of(p)) is not None}
             evaluation = Evaluation(self)
             try:
                 yield evaluation
@@ -126,6 +130,10 @@ class AlarmTracker(Service):
             for partition, end in ends.items():
                 if end > self.processed_to.get(partition, -1):
                     self.processed_to[partition] = end
+                if end >= highs.get(partition, end + 1):  # the batch read its partition up to its fetch
+                    read = fetched_at - _RECEIPT_TO_FETCH_S
+                    if read > self._caught_up_at.get(partition, 0.0):
+                        self._caught_up_at[partition] = read
 
     def _take_outbox(self) -> list[Output]:
         outputs, self.outbox = self.outbox, []
@@ -185,6 +193,11 @@ class AlarmTracker(Service):
         return self._caught_up_at.get(partition, 0.0) if partition in self.held else 0.0
 
     def _note_caught_up(self, now: float) -> None:
+        """An idle partition, read up to the high water it last fetched, is read up to about now.
+
+        (Under steady traffic the decode batches say it instead: each batch that read its partition up to
+        the high water of its fetch, read it up to about when it was fetched.)
+        """
         for p in self.held:
             high = self.highwater_of(p)
             if high is not None and self.processed_to.get(p, -1) >= high:
@@ -255,6 +268,7 @@ class AlarmTracker(Service):
             for p in self.held - set(partitions):
                 self.alarm_state.drop_partition(p)
             self.held.clear()
+            self.held.update(partitions)  # the restore's replay evaluates their records
             backoff = Backoff(1.0, 10.0)
             while True:  # the loop must not fetch these partitions before their state is back
                 try:
@@ -263,7 +277,6 @@ class AlarmTracker(Service):
                 except KafkaError as exc:
                     logger.warning("Alarms: restoring partitions %s failed (%s); retrying", partitions, exc)
                     await asyncio.sleep(backoff.next())
-            self.held = set(partitions)
             self.emitted = restored.emitted
             self._events_from = restored.events_start
             self.processed_to = {p: o for p, o in offsets.items() if o is not None}
@@ -285,24 +298,18 @@ class AlarmTracker(Service):
 class Evaluation:
     """One decode batch's alarm evaluation, under the tracker's lock: messages in, transitions out."""
 
-    __slots__ = ("events", "held", "state", "taken", "tracker")
+    __slots__ = ("observe", "taken", "tracker")
 
     def __init__(self, tracker: AlarmTracker) -> None:
         self.tracker = tracker
-        self.state = tracker.alarm_state
-        self.held = tracker.held
-        self.events: list[AlarmEvent] = []
+        #: Evaluate one decoded message of the batch (a partition this worker does not hold is skipped).
+        self.observe = tracker.alarm_state.observe
         self.taken: list[Output] = []
-
-    def observe(self, message: DecodedMessage, partition: int, offset: int, received_at: str) -> None:
-        """Evaluate one decoded message of the batch (a partition this worker does not hold is skipped)."""
-        if partition in self.held:
-            self.state.observe(message.info, message.time, message.points, partition, offset, received_at,
-                               self.events)  # fmt: skip
 
     def outputs(self) -> list[Output]:
         """What to produce with the batch: transitions waiting from before, then this batch's."""
-        self.taken = self.tracker._take_outbox() + self.tracker._emit(self.events)  # noqa: SLF001  # its own tracker
+        tracker = self.tracker
+        self.taken = tracker._take_outbox() + tracker._emit(tracker.alarm_state.take_events())  # noqa: SLF001
         return self.taken
 
 

@@ -70,8 +70,9 @@ def main() -> None:
             for decoded in sample:
                 info = decoded.info._replace(device_id=name)
                 offset += 1
-                state.observe(info, decoded.time, decoded.points, i % 8, offset, decoded.time, events)
+                state.observe(decoded._replace(info=info), i % 8, offset, decoded.time)
     steady = time.perf_counter() - started
+    events += state.take_events()
     after = rss_mb()
     started = time.perf_counter()
     due = state.expire(time.time() - 3600, lambda p: float("inf"))

@@ -35,9 +35,11 @@ __all__ = [
     "AlarmEvent",
     "AlarmState",
     "DeviceAlarms",
+    "Message",
     "RuleSet",
     "RuleState",
     "Transition",
+    "condition_of",
     "decode_device",
     "decode_event",
     "encode_device",
@@ -150,17 +152,42 @@ def decode_event(value: bytes) -> AlarmEvent | None:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
+#: What the alarm rules read of a decoded message (a :class:`~f2stream.codec.message.DecodedMessage`):
+#: its topic, device time, parameter version and values.
+Message = tuple[TopicInfo, str, "int | None", list[Point]]
+
+#: A rule's condition on one value (number, text): whether it holds.
+Holds = Callable[[float | None, str | None], bool]
+
+
+def condition_of(rule: Rule) -> Holds:
+    """The rule's condition as one small function, made once per rule set and called per message."""
+    if rule.kind == "threshold":
+        if rule.above is not None:
+            above = rule.above
+            return lambda value, _: value is not None and value > above
+        below = rule.below if rule.below is not None else -math.inf
+        return lambda value, _: value is not None and value < below
+    if rule.kind == "state":
+        expected = rule.equals
+        if isinstance(expected, str):
+            folded = expected.casefold()
+            return lambda _, text: text is not None and text.casefold() == folded
+        return lambda value, _: expected is None or value == expected
+    return lambda value, _: value == 1.0  # the doors: open is true
+
+
 class RuleSet:
-    """One device's rules, indexed by the component types whose messages they read."""
+    """One device's rules, indexed by the component types whose messages they read, with their conditions."""
 
     __slots__ = ("by_component", "components", "grants_by_component", "rules")
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules: dict[str, Rule] = {r.name: r for r in rules}
-        self.by_component: dict[str, list[Rule]] = {}
+        self.by_component: dict[str, list[tuple[Rule, Holds]]] = {}
         self.grants_by_component: dict[str, list[tuple[Rule, Grant]]] = {}
         for rule in self.rules.values():
-            self.by_component.setdefault(rule.component, []).append(rule)
+            self.by_component.setdefault(rule.component, []).append((rule, condition_of(rule)))
             for grant in rule.grants:
                 self.grants_by_component.setdefault(grant.component, []).append((rule, grant))
         self.components = frozenset(self.by_component) | frozenset(self.grants_by_component)
@@ -184,7 +211,8 @@ class RuleState:
                  "skew", "t", "text", "value")  # fmt: skip
 
     def __init__(self) -> None:
-        self.t: float = -math.inf
+        #: Device time of the last value applied, as the topics spell it (which sorts as time does).
+        self.t = ""
         self.on: bool | None = None
         self.since: float | None = None
         self.origin: tuple[int, int] = (-1, -1)
@@ -194,7 +222,7 @@ class RuleState:
         self.severity: Severity = "warning"
         self.raised_at = 0.0
         self.acked = False
-        self.grant_t: float | None = None
+        self.grant_t: str | None = None
         self.value: float | None = None
         self.text: str | None = None
         self.armed: float | None = None
@@ -204,7 +232,7 @@ class RuleState:
 
         (100,000 devices' records are written every checkpoint and read at a restore.)
         """
-        t = None if self.t == -math.inf else self.t
+        t = self.t
         if self.since is None and self.alarm_id is None and self.grant_t is None:
             return [t, self.on]
         pending = [t, self.on, self.since, *self.origin, self.skew, self.grant_t, self.value, self.text]
@@ -217,7 +245,7 @@ class RuleState:
         """The inverse of :meth:`as_list`."""
         st = cls()
         t, st.on = v[0], v[1]
-        st.t = -math.inf if t is None else float(t)
+        st.t = str(t)
         if len(v) > 2:
             st.since, p, o, st.skew, st.grant_t, st.value, st.text = v[2:9]
             st.origin = (int(p), int(o))
@@ -312,8 +340,12 @@ class AlarmState:
         ruleset_of: a device's rules (read at each message, so a reload applies at once).
     """
 
-    def __init__(self, ruleset_of: Callable[[str], RuleSet]) -> None:
+    def __init__(self, ruleset_of: Callable[[str], RuleSet], held: set[int] | None = None) -> None:
         self.ruleset_of = ruleset_of
+        #: The raw partitions whose messages are evaluated (None: every one); the tracker keeps it.
+        self.held = held
+        #: Transitions the messages made, until the caller takes them (:meth:`take_events`).
+        self.events: list[AlarmEvent] = []
         self.devices: dict[str, DeviceAlarms] = {}
         #: Active alarms (raised or acknowledged) per (kind, severity).
         self.active: dict[tuple[str, str], int] = {}
@@ -326,24 +358,18 @@ class AlarmState:
 
     # -------------------------------------------------------------- messages
 
-    def observe(
-        self,
-        info: TopicInfo,
-        time_text: str,
-        points: Sequence[Point],
-        partition: int,
-        offset: int,
-        received_at: str | None,
-        events: list[AlarmEvent],
-    ) -> None:
-        """Apply one decoded message; append the transitions it makes to `events`."""
+    def observe(self, message: Message, partition: int, offset: int, received_at: str | None) -> None:
+        """Apply one decoded message of a held partition; keep the transitions it makes (:meth:`take_events`).
+
+        Called by the decoder for every message it decodes with values: the common case returns early.
+        """
+        if self.held is not None and partition not in self.held:
+            return
+        info, time_text, _, points = message
         device = info.device_id
         rules = self.ruleset_of(device)
         component = info.component_type
         if component not in rules.components:
-            return
-        t = seconds_of(time_text)
-        if t is None:
             return
         d = self.devices.get(device)
         if d is None:
@@ -351,35 +377,70 @@ class AlarmState:
         elif offset <= d.last_offset and partition == d.partition:
             return  # a re-delivery of a record already applied
         d.partition, d.last_offset = partition, offset
-        for rule in rules.by_component.get(component, ()):
-            if rule.component_number is not None and rule.component_number != info.component_number:
+        self._rules(d, rules.by_component.get(component, ()), info.component_number, points, time_text,
+                    (partition, offset), received_at, self.events)  # fmt: skip
+        grants = rules.grants_by_component.get(component)
+        if grants:
+            _grant(d, grants, points, time_text)
+
+    def take_events(self) -> list[AlarmEvent]:
+        """The transitions messages made since the last call."""
+        events, self.events = self.events, []
+        return events
+
+    def _rules(
+        self,
+        d: DeviceAlarms,
+        rules: Iterable[tuple[Rule, Holds]],
+        number: str | None,
+        points: Sequence[Point],
+        t: str,
+        raw: tuple[int, int],
+        received_at: str | None,
+        events: list[AlarmEvent],
+    ) -> None:
+        """One message's values against the device's rules for its component (the per-message path).
+
+        Times stay text here (the topics' one spelling, which sorts as time does): only a rule whose
+        condition holds, or whose alarm is active, reads them as numbers.
+        """
+        states = d.rules
+        for rule, holds in rules:
+            if rule.component_number is not None and rule.component_number != number:
                 continue
-            point = _point(points, rule.data_point)
-            if point is None:
+            wanted = rule.data_point
+            for point in points:
+                if point[0] == wanted:
+                    break
+            else:
                 continue
-            st = d.rules.get(rule.name)
+            st = states.get(rule.name)
             if st is None:
-                st = d.rules[rule.name] = RuleState()
+                st = states[rule.name] = RuleState()
             elif t < st.t:
                 self.late += 1
                 continue
             st.t = t
-            self._step(d, rule, st, t, point, (partition, offset), received_at, events)
-        grants = rules.grants_by_component.get(component)
-        if grants:
-            _grant(d, grants, points, t)
+            value, text = point[1], point[2]
+            if st.alarm_id is None and not holds(value, text):  # the common case: nothing can change
+                st.on, st.since, st.value, st.text = False, None, value, text
+            else:
+                self._step(d, rule, st, t, point, raw, received_at, events)
 
     def _step(
         self,
         d: DeviceAlarms,
         rule: Rule,
         st: RuleState,
-        t: float,
+        time_text: str,
         point: Point,
         raw: tuple[int, int],
         received_at: str | None,
         events: list[AlarmEvent],
     ) -> None:
+        t = seconds_of(time_text)
+        if t is None:
+            return
         _, value, text, _ = point
         kind = rule.kind
         on, back = _condition(rule, value, text)
@@ -389,7 +450,8 @@ class AlarmState:
                 events.append(self._clear(d, st, t, raw, "condition ended"))
         elif kind == "door_forced_open":
             if on and st.on is False:
-                granted = st.grant_t is not None and 0.0 <= t - st.grant_t <= rule.window_s
+                granted_at = seconds_of(st.grant_t) if st.grant_t is not None else None
+                granted = granted_at is not None and 0.0 <= t - granted_at <= rule.window_s
                 if not granted:
                     st.since, st.origin = t, raw
                     events.append(self._raise(d, rule, st, t, raw, "opened with no access grant before it"))
@@ -507,7 +569,7 @@ class AlarmState:
                 if rule is None or (st.alarm_id is not None and rule.kind != st.kind):
                     if st.alarm_id is not None:
                         reason = "rule removed" if rule is None else "rule changed"
-                        events.append(self._clear(d, st, st.t, st.origin, reason))
+                        events.append(self._clear(d, st, seconds_of(st.t) or st.raised_at, st.origin, reason))
                     del d.rules[name]
                     d.touched = True
                 elif st.alarm_id is None and st.since is not None and st.on and rule.for_s > 0:
@@ -576,7 +638,7 @@ def _condition(rule: Rule, value: float | None, text: str | None) -> tuple[bool,
     return on, not on
 
 
-def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[Point], t: float) -> None:
+def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[Point], t: str) -> None:
     """Note an access grant (a card read, an exit button, the strike unlocked) for the rules it excuses."""
     for rule, grant in grants:
         point = _point(points, grant.data_point)

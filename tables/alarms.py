@@ -306,6 +306,7 @@ class AlarmTable:
         raw = {TopicPartition(RAW_TOPIC, p): checkpoints[p][0] for p in partitions if p in checkpoints}
         ends = {p: end for p in partitions if (end := committed.get(p)) is not None}
         await _read(consumer, raw, lambda record: self._replay(record, result), ends)
+        result.events = self.state.take_events()
         result.seconds = time.monotonic() - started
         return result
 
@@ -319,8 +320,7 @@ class AlarmTable:
             logger.exception("Alarm replay: decoding %s/%d failed", record.partition, record.offset)
             return
         if message.points:
-            self.state.observe(message.info, message.time, message.points, record.partition, record.offset,
-                               headers.get("received_at"), result.events)  # fmt: skip
+            self.state.observe(message, record.partition, record.offset, headers.get("received_at"))
         result.replayed += 1
 
 

@@ -45,12 +45,11 @@ class Feed:
         self.offset = 0
 
     def send(self, info: object, at: float, *points: Point, offset: int | None = None) -> list[AlarmEvent]:
-        events: list[AlarmEvent] = []
         if offset is None:
             self.offset += 1
             offset = self.offset
-        self.state.observe(info, iso(at) or "", list(points), 0, offset, iso(at), events)  # type: ignore[arg-type]
-        return events
+        self.state.observe((info, iso(at) or "", None, list(points)), 0, offset, iso(at))  # type: ignore[arg-type]
+        return self.state.take_events()
 
 
 def temp(value: float) -> Point:
