@@ -121,6 +121,19 @@ async def _loops() -> Check:
     return Check("loops", "ok", f"decode and sink running; {quarantined} records dead-lettered as handler_error")
 
 
+async def _alarms() -> Check:
+    tracker = stages.alarms
+    if tracker is None:
+        return Check("alarms", "ok", "alarm evaluation is off (F2_ALARMS_ENABLED=false)")
+    state = tracker.alarm_state
+    detail = (f"{tracker.config.rules_loaded} rules loaded; {len(state)} devices' alarm state held, "
+              f"{sum(state.active.values())} alarms active")  # fmt: skip
+    errors = [e for e in (tracker.config.last_error, tracker.last_error) if e]
+    if errors:  # evaluation goes on with the rules held; transitions not produced wait in the outbox
+        return Check("alarms", "degraded", f"{'; '.join(errors)}; {detail}")
+    return Check("alarms", "ok", detail)
+
+
 async def _lag() -> Check:
     return health.lag_check(consumer_lag, degraded_above=LAG_DEGRADED_ABOVE)
 
@@ -136,6 +149,7 @@ health_checks = HealthChecks(
         "timeseries": _timeseries,
         "timescaledb": _timescaledb,
         "loops": _loops,
+        "alarms": _alarms,
         "consumer_lag": _lag,
         "rows": _rows,
     }
