@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.liveness import rss_mb
 from f2stream.alarm_rules import parse_rule_file
 from f2stream.alarms import AlarmEvent, AlarmState, RuleSet, encode_device
 from f2stream.codec.message import decode_points
@@ -25,15 +26,6 @@ from f2stream.codec.model import Parameter, ParameterIndex
 from f2stream.simulator import DEMO_PARAMETERS, device_ids, messages
 
 RULES = Path(__file__).with_name("alarm_rules.json")
-
-
-def rss_mb() -> float:
-    """Resident set size of this process."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:

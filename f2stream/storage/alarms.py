@@ -18,8 +18,7 @@ import asyncpg
 
 from f2stream.alarms import AlarmEvent
 from f2stream.records import format_time
-from f2stream.settings import Settings
-from f2stream.storage.db import create_pool
+from f2stream.storage.db import TimeseriesPool
 
 __all__ = ["LIST_STATES", "AlarmWriter", "ListState", "alarm_answer", "list_alarms", "transition_columns"]
 
@@ -141,28 +140,13 @@ async def list_alarms(
     return [alarm_answer(r) for r in rows]
 
 
-class AlarmWriter:
+class AlarmWriter(TimeseriesPool):
     """Writes alarm transitions and the alarms' rows.
 
     Failures are the database's own (`f2stream.storage.db.is_transient` tells
     a passing one from one that needs a fix): the caller retries the batch,
     which lands once however often it is written.
     """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._pool: asyncpg.Pool | None = None
-
-    async def close(self) -> None:
-        """Close the pool; safe to call twice."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await create_pool(self.settings.timeseries_dsn, self.settings.timeseries_password, size=1)
-        return self._pool
 
     async def write(self, events: Sequence[AlarmEvent]) -> None:
         """In one transaction: each new transition into the history, each touched alarm's row made from it."""

@@ -9,9 +9,18 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg.exceptions._base import DataError as ClientDataError  # not re-exported: the server's DataError shadows it
 
-from f2stream.settings import Secret
+from f2stream.settings import Secret, Settings
 
-__all__ = ["DB_ERRORS", "RECORD_FAULTS", "connect", "create_pool", "describe_dsn", "failure", "is_transient"]
+__all__ = [
+    "DB_ERRORS",
+    "RECORD_FAULTS",
+    "TimeseriesPool",
+    "connect",
+    "create_pool",
+    "describe_dsn",
+    "failure",
+    "is_transient",
+]
 
 #: What a database call can raise: the server's errors, the client's, the network's.
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -125,3 +134,22 @@ def describe_dsn(dsn: str) -> str:
 
 def _reveal(password: Secret | None) -> str | None:
     return None if password is None else password.reveal()
+
+
+class TimeseriesPool:
+    """A pool of one connection to the time-series database, made on first use (the pipeline's writers)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+
+    async def close(self) -> None:
+        """Close the pool; safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await create_pool(self.settings.timeseries_dsn, self.settings.timeseries_password, size=1)
+        return self._pool

@@ -8,8 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from f2stream.settings import Settings
-from f2stream.storage.db import create_pool
+from f2stream.storage.db import TimeseriesPool
 
 __all__ = ["StatusWriter", "status_rows"]
 
@@ -55,23 +54,8 @@ def status_rows(events: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     return columns
 
 
-class StatusWriter:
+class StatusWriter(TimeseriesPool):
     """Writes liveness changes; answers the views that list devices by state."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._pool: asyncpg.Pool | None = None
-
-    async def close(self) -> None:
-        """Close the pool; safe to call twice."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await create_pool(self.settings.timeseries_dsn, self.settings.timeseries_password, size=1)
-        return self._pool
 
     async def write(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Insert the changes and move each device's current row to its newest; return the changes written."""
