@@ -323,14 +323,14 @@ def matches(expected: Comparand | None, value: float | None, text: str | None) -
     return value == expected
 
 
-def _threshold(rule: Rule, value: float | None) -> tuple[bool, bool]:
-    """(beyond the limit, back at or beyond the clear level) for a threshold rule; a text value: neither."""
+def _cleared(rule: Rule, value: float | None) -> bool:
+    """Whether a threshold rule's value is back at or beyond its clear level (hysteresis); a text value: no."""
     if value is None:
-        return False, False
+        return False
     if rule.above is not None:
-        return value > rule.above, value <= (rule.above if rule.clear is None else rule.clear)
+        return value <= (rule.above if rule.clear is None else rule.clear)
     below = rule.below if rule.below is not None else -math.inf
-    return value < below, value >= (below if rule.clear is None else rule.clear)
+    return value >= (below if rule.clear is None else rule.clear)
 
 
 class AlarmState:
@@ -425,12 +425,13 @@ class AlarmState:
             if st.alarm_id is None and not holds(value, text):  # the common case: nothing can change
                 st.on, st.since, st.value, st.text = False, None, value, text
             else:
-                self._step(d, rule, st, t, point, raw, received_at, events)
+                self._step(d, rule, holds, st, t, point, raw, received_at, events)
 
     def _step(
         self,
         d: DeviceAlarms,
         rule: Rule,
+        holds: Holds,
         st: RuleState,
         time_text: str,
         point: Point,
@@ -443,7 +444,8 @@ class AlarmState:
             return
         _, value, text, _ = point
         kind = rule.kind
-        on, back = _condition(rule, value, text)
+        on = holds(value, text)
+        back = _cleared(rule, value) if kind == "threshold" else not on
         st.value, st.text = value, text
         if st.alarm_id is not None:
             if back:
@@ -628,14 +630,6 @@ class AlarmState:
             for name, st in d.rules.items():
                 if st.alarm_id is not None:
                     yield d, name, st
-
-
-def _condition(rule: Rule, value: float | None, text: str | None) -> tuple[bool, bool]:
-    """(the rule's condition holds, an active alarm of it clears) for one value."""
-    if rule.kind == "threshold":
-        return _threshold(rule, value)
-    on = matches(rule.equals, value, text) if rule.kind == "state" else value == 1.0  # doors: open is true
-    return on, not on
 
 
 def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[Point], t: str) -> None:
