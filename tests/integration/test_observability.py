@@ -175,6 +175,7 @@ async def test_counters_hold_the_known_numbers_after_known_traffic(observed: Obs
     pipeline = wait_for(
         lambda: (
             (m := scrape(workers.pipeline.web_port)).get("f2_rows_written_total", 0) >= rows
+            and m.get('f2_dead_letters_total{reason="bad_json"}', 0) >= BAD_JSON
             and m.get('f2_dead_letters_total{reason="unknown_device"}', 0) >= UNKNOWN
             and m
         ),
