@@ -177,20 +177,32 @@ def condition_of(rule: Rule) -> Holds:
     return lambda value, _: value == 1.0  # the doors: open is true
 
 
+#: What the per-message path reads of one rule, in one tuple: its name, component number (None: any),
+#: data point, condition, and the rule.
+Check = tuple[str, "str | None", str, Holds, Rule]
+
+
 class RuleSet:
     """One device's rules, indexed by the component types whose messages they read, with their conditions."""
 
-    __slots__ = ("by_component", "components", "grants_by_component", "rules")
+    __slots__ = ("by_component", "grants_by_component", "rules")
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules: dict[str, Rule] = {r.name: r for r in rules}
-        self.by_component: dict[str, list[tuple[Rule, Holds]]] = {}
-        self.grants_by_component: dict[str, list[tuple[Rule, Grant]]] = {}
+        by_component: dict[str, list[Check]] = {}
+        grants: dict[str, list[tuple[Rule, Grant]]] = {}
         for rule in self.rules.values():
-            self.by_component.setdefault(rule.component, []).append((rule, condition_of(rule)))
+            by_component.setdefault(rule.component, []).append(
+                (rule.name, rule.component_number, rule.data_point, condition_of(rule), rule)
+            )
             for grant in rule.grants:
-                self.grants_by_component.setdefault(grant.component, []).append((rule, grant))
-        self.components = frozenset(self.by_component) | frozenset(self.grants_by_component)
+                grants.setdefault(grant.component, []).append((rule, grant))
+        #: The component types read, each with its checks (none: only grants) and grants (None: none).
+        self.by_component: dict[str, tuple[tuple[Check, ...], list[tuple[Rule, Grant]] | None]] = {
+            component: (tuple(by_component.get(component, ())), grants.get(component))
+            for component in by_component.keys() | grants.keys()
+        }
+        self.grants_by_component = grants
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -361,15 +373,18 @@ class AlarmState:
     def observe(self, message: Message, partition: int, offset: int, received_at: str | None) -> None:
         """Apply one decoded message of a held partition; keep the transitions it makes (:meth:`take_events`).
 
-        Called by the decoder for every message it decodes with values: the common case returns early.
+        Called by the decoder for every message it decodes with values: the per-message path, kept short.
+        Times stay text here (the topics' one spelling, which sorts as time does): only a rule whose
+        condition holds, or whose alarm is active, reads them as numbers (:meth:`_step`). An idle rule
+        keeps only its last time and that its condition is off.
         """
-        if self.held is not None and partition not in self.held:
+        held = self.held
+        if held is not None and partition not in held:
             return
-        info, time_text, _, points = message
+        info, t, _, points = message
         device = info.device_id
-        rules = self.ruleset_of(device)
-        component = info.component_type
-        if component not in rules.components:
+        entry = self.ruleset_of(device).by_component.get(info.component_type)
+        if entry is None:
             return
         d = self.devices.get(device)
         if d is None:
@@ -377,55 +392,37 @@ class AlarmState:
         elif offset <= d.last_offset and partition == d.partition:
             return  # a re-delivery of a record already applied
         d.partition, d.last_offset = partition, offset
-        self._rules(d, rules.by_component.get(component, ()), info.component_number, points, time_text,
-                    (partition, offset), received_at, self.events)  # fmt: skip
-        grants = rules.grants_by_component.get(component)
-        if grants:
-            _grant(d, grants, points, time_text)
-
-    def take_events(self) -> list[AlarmEvent]:
-        """The transitions messages made since the last call."""
-        events, self.events = self.events, []
-        return events
-
-    def _rules(
-        self,
-        d: DeviceAlarms,
-        rules: Iterable[tuple[Rule, Holds]],
-        number: str | None,
-        points: Sequence[Point],
-        t: str,
-        raw: tuple[int, int],
-        received_at: str | None,
-        events: list[AlarmEvent],
-    ) -> None:
-        """One message's values against the device's rules for its component (the per-message path).
-
-        Times stay text here (the topics' one spelling, which sorts as time does): only a rule whose
-        condition holds, or whose alarm is active, reads them as numbers.
-        """
+        checks, grants = entry
         states = d.rules
-        for rule, holds in rules:
-            if rule.component_number is not None and rule.component_number != number:
+        number = info.component_number
+        for name, wanted_number, wanted, holds, rule in checks:
+            if wanted_number is not None and wanted_number != number:
                 continue
-            wanted = rule.data_point
             for point in points:
                 if point[0] == wanted:
                     break
             else:
                 continue
-            st = states.get(rule.name)
+            st = states.get(name)
             if st is None:
-                st = states[rule.name] = RuleState()
+                st = states[name] = RuleState()
             elif t < st.t:
                 self.late += 1
                 continue
             st.t = t
-            value, text = point[1], point[2]
-            if st.alarm_id is None and not holds(value, text):  # the common case: nothing can change
-                st.on, st.since, st.value, st.text = False, None, value, text
+            if st.alarm_id is None and not holds(point[1], point[2]):  # the common case: nothing can change
+                st.on = False
+                if st.since is not None:
+                    st.since = None
             else:
-                self._step(d, rule, holds, st, t, point, raw, received_at, events)
+                self._step(d, rule, holds, st, t, point, (partition, offset), received_at, self.events)
+        if grants is not None:
+            _grant(d, grants, points, t)
+
+    def take_events(self) -> list[AlarmEvent]:
+        """The transitions messages made since the last call."""
+        events, self.events = self.events, []
+        return events
 
     def _step(
         self,
