@@ -31,6 +31,7 @@ from f2stream.records import Point
 
 __all__ = [
     "NO_RULES",
+    "OFF",
     "TRANSITIONS",
     "AlarmEvent",
     "AlarmState",
@@ -217,13 +218,14 @@ class RuleState:
     `since` is the device time the condition began (pending, or raised) and
     `origin` the raw record that began it; `armed` the wall time of the
     rule's live timer entry (not kept in the changelog: re-armed on load).
+    An idle rule has no object of its own: it is :data:`OFF`.
     """
 
     __slots__ = ("acked", "alarm_id", "armed", "grant_t", "kind", "on", "origin", "raised_at", "severity", "since",
                  "skew", "t", "text", "value")  # fmt: skip
 
     def __init__(self) -> None:
-        #: Device time of the last value applied, as the topics spell it (which sorts as time does).
+        #: Device time of the last value that moved the state, as the topics spell it (which sorts as time does).
         self.t = ""
         self.on: bool | None = None
         self.since: float | None = None
@@ -266,28 +268,38 @@ class RuleState:
         return st
 
 
+#: Every idle rule of every device: its condition seen off, nothing pending, no alarm, no grant. Shared, never
+#: changed: a rule that leaves it gets an object of its own, and one that comes back to it drops it (an object
+#: per rule per device made most of the state's memory, and the memory was most of the per-message cost).
+OFF: Final = RuleState()
+OFF.on = False
+
+
 class DeviceAlarms:
-    """Every rule state of one device, and the last raw record applied (re-deliveries apply once).
+    """Every rule state of one device, the last raw record applied (re-deliveries apply once), and the device
+    time of the last message of each of its components (`strike-1`; an older message is late and ignored).
 
     `saved` is the last applied offset when its changelog record was last
     written and `touched` says a timer, an operator or a rule change moved it
     since: a message marks nothing, so that the per-message path stays short.
     """
 
-    __slots__ = ("device", "last_offset", "partition", "rules", "saved", "touched")
+    __slots__ = ("device", "last_offset", "partition", "rules", "saved", "times", "touched")
 
     def __init__(self, device: str, partition: int, last_offset: int = -1) -> None:
         self.device = device
         self.partition = partition
         self.last_offset = last_offset
         self.rules: dict[str, RuleState] = {}
+        self.times: dict[str, str] = {}
         self.saved = -2
         self.touched = False
 
 
 def encode_device(d: DeviceAlarms) -> bytes:
     """The `alarm_state` value of one device."""
-    return orjson.dumps({"p": d.partition, "o": d.last_offset, "r": {n: s.as_list() for n, s in d.rules.items()}})
+    rules = {n: 0 if s is OFF else s.as_list() for n, s in d.rules.items()}
+    return orjson.dumps({"p": d.partition, "o": d.last_offset, "t": d.times, "r": rules})
 
 
 def decode_device(key: bytes, value: bytes) -> DeviceAlarms | None:
@@ -295,7 +307,8 @@ def decode_device(key: bytes, value: bytes) -> DeviceAlarms | None:
     try:
         v = orjson.loads(value)
         d = DeviceAlarms(key.decode(), int(v["p"]), int(v["o"]))
-        d.rules = {str(name): RuleState.from_list(state) for name, state in v["r"].items()}
+        d.rules = {str(name): OFF if state == 0 else RuleState.from_list(state) for name, state in v["r"].items()}
+        d.times = {str(component): str(t) for component, t in v["t"].items()}
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError):
         return None
     return d
@@ -375,8 +388,8 @@ class AlarmState:
 
         Called by the decoder for every message it decodes with values: the per-message path, kept short.
         Times stay text here (the topics' one spelling, which sorts as time does): only a rule whose
-        condition holds, or whose alarm is active, reads them as numbers (:meth:`_step`). An idle rule
-        keeps only its last time and that its condition is off.
+        condition holds, or whose alarm is active, reads them as numbers (:meth:`_step`). A message
+        older than the last of its component (`strike-1`) is late: counted, and it changes nothing.
         """
         held = self.held
         if held is not None and partition not in held:
@@ -392,9 +405,33 @@ class AlarmState:
         elif offset <= d.last_offset and partition == d.partition:
             return  # a re-delivery of a record already applied
         d.partition, d.last_offset = partition, offset
+        times, component = d.times, info.component
+        last = times.get(component)
+        if last is not None and t < last:
+            self.late += 1
+            return
+        times[component] = t
         checks, grants = entry
+        if checks:
+            self._evaluate(d, checks, info.component_number, points, t, partition, offset, received_at)
+        if grants is not None:
+            _grant(d, grants, points, t)
+
+    def _evaluate(
+        self,
+        d: DeviceAlarms,
+        checks: tuple[Check, ...],
+        number: str | None,
+        points: Sequence[Point],
+        t: str,
+        partition: int,
+        offset: int,
+        received_at: str | None,
+    ) -> None:
+        """One message's values against the rules of its component: an idle rule whose condition stays off
+        is left :data:`OFF` (the common case); any other goes through :meth:`_step`.
+        """
         states = d.rules
-        number = info.component_number
         for name, wanted_number, wanted, holds, rule in checks:
             if wanted_number is not None and wanted_number != number:
                 continue
@@ -404,20 +441,21 @@ class AlarmState:
             else:
                 continue
             st = states.get(name)
-            if st is None:
-                st = states[name] = RuleState()
-            elif t < st.t:
-                self.late += 1
+            if st is OFF or st is None:
+                if not holds(point[1], point[2]):  # the common case: an idle rule stays idle
+                    if st is None:
+                        states[name] = OFF
+                    continue
+                fresh = states[name] = RuleState()
+                fresh.on = None if st is None else False
+                st = fresh
+            elif st.alarm_id is None and not holds(point[1], point[2]):
+                if st.grant_t is None:
+                    states[name] = OFF
+                else:
+                    st.on, st.since = False, None
                 continue
-            st.t = t
-            if st.alarm_id is None and not holds(point[1], point[2]):  # the common case: nothing can change
-                st.on = False
-                if st.since is not None:
-                    st.since = None
-            else:
-                self._step(d, rule, holds, st, t, point, (partition, offset), received_at, self.events)
-        if grants is not None:
-            _grant(d, grants, points, t)
+            self._step(d, rule, holds, st, t, point, (partition, offset), received_at, self.events)
 
     def take_events(self) -> list[AlarmEvent]:
         """The transitions messages made since the last call."""
@@ -436,6 +474,7 @@ class AlarmState:
         received_at: str | None,
         events: list[AlarmEvent],
     ) -> None:
+        st.t = time_text
         t = seconds_of(time_text)
         if t is None:
             return
@@ -636,8 +675,10 @@ def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[P
         if point is None or not matches(grant.equals, point[1], point[2]):
             continue
         st = d.rules.get(rule.name)
-        if st is None:
-            st = d.rules[rule.name] = RuleState()
+        if st is OFF or st is None:
+            fresh = d.rules[rule.name] = RuleState()
+            fresh.on = None if st is None else False
+            st = fresh
         if st.grant_t is None or t > st.grant_t:
             st.grant_t = t
 

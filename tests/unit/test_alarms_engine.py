@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from f2stream.alarm_rules import Grant, Rule
 from f2stream.alarms import (
+    OFF,
     AlarmEvent,
     AlarmState,
     RuleSet,
@@ -132,6 +133,21 @@ def test_late_messages_and_redeliveries_change_nothing() -> None:
     assert feed.state.late == 1
     assert feed.send(DOOR, T0 + 20, *doors(), offset=1) == []  # a re-delivery of an applied record
     assert kinds(feed.send(DOOR, T0 + 21, *doors())) == ["tamper:cleared"]
+
+
+def test_an_idle_rule_holds_no_object_of_its_own_and_a_pending_one_gives_it_back() -> None:
+    feed = Feed(HOT, TAMPER, HELD, FORCED)
+    feed.send(DOOR, T0, *doors())
+    feed.send(SENSOR, T0, temp(20))
+    states = feed.state.devices[DEVICE].rules
+    assert all(s is OFF for s in states.values()) and len(states) == 4
+    feed.send(DOOR, T0 + 1, *doors(door_1=True))
+    assert states["held"] is not OFF and states["held"].since == T0 + 1
+    feed.send(DOOR, T0 + 2, *doors())
+    assert states["held"] is OFF and OFF.since is None and OFF.on is False and OFF.alarm_id is None
+    assert feed.state.expire(T0 + 100, lambda p: T0 + 100) == []  # the dropped state's timer is stale
+    feed.send(READER, T0 + 3, ("card_id", None, "X", None))
+    assert states["forced"] is not OFF and states["forced"].on is False  # a grant is state
 
 
 def test_acknowledgement_once_and_only_of_an_active_alarm() -> None:
