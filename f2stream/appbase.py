@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from f2stream import logging_limits
+from f2stream import collector, logging_limits
 from f2stream.errors import ERROR_EXIT, ConfigError, F2StreamError
 from f2stream.kafka_client import faust_credentials
 from f2stream.kafka_topics import PARAMETERS_TOPIC, ensure_topics
@@ -80,6 +80,7 @@ class F2App(faust.App):
             **options,
         )
         self.settings = settings
+        collector.tune_collector(settings.gc_young_threshold)
 
     def changelog_topics(self) -> tuple[str, ...]:
         """The changelog topics of this app's tables."""

@@ -132,6 +132,9 @@ class Settings:
     alarms_tick_s: float = 0.5
     alarms_checkpoint_s: float = 30.0
     alarms_enabled: bool = True
+    # Net allocations of container objects between two young garbage collections (f2stream.collector):
+    # Python's 700 made the pipeline worker spend a fifth of its CPU in the collector. 0: Python's thresholds.
+    gc_young_threshold: int = 100_000
 
     def __post_init__(self) -> None:
         # The login goes into the DSN itself, so that every connection (pools, checks, commands) uses it.
@@ -184,6 +187,8 @@ class Settings:
         ):
             if number < 1:
                 raise ConfigError(name, f"is {number}, must be at least 1")
+        if self.gc_young_threshold < 0:
+            raise ConfigError("F2_GC_YOUNG_THRESHOLD", f"is {self.gc_young_threshold}: 0 (Python's thresholds) or more")
         if self.raw_retention_hours <= 0:
             raise ConfigError("F2_RAW_RETENTION_HOURS", f"is {self.raw_retention_hours}, must be more than 0")
         for name, seconds in (
