@@ -102,8 +102,8 @@ class AlarmTracker(Service):
         for kind in KINDS:
             for transition in TRANSITIONS:
                 self.transitions.labels(kind=kind, transition=transition)
-        self.late = Gauge("f2_alarm_late_messages", "Messages older (device time) than the alarm state they would "
-                          "change, ignored, since this worker started", registry=registry)  # fmt: skip
+        self.late = Gauge("f2_alarm_late_messages", "Messages older (device time) than the last of their "
+                          "device's component, ignored, since this worker started", registry=registry)  # fmt: skip
         self.late.set_function(lambda: self.alarm_state.late)
 
     def _active(self, kind: str, severity: str) -> float:

@@ -129,7 +129,7 @@ def test_an_open_door_never_seen_closed_is_no_opening() -> None:
 def test_late_messages_and_redeliveries_change_nothing() -> None:
     feed = Feed(TAMPER)
     feed.send(DOOR, T0 + 10, *doors(tamper=True))
-    assert feed.send(DOOR, T0 + 5, *doors()) == []  # older than the state: ignored, counted
+    assert feed.send(DOOR, T0 + 5, *doors()) == []  # older than the component's last: ignored, counted
     assert feed.state.late == 1
     assert feed.send(DOOR, T0 + 20, *doors(), offset=1) == []  # a re-delivery of an applied record
     assert kinds(feed.send(DOOR, T0 + 21, *doors())) == ["tamper:cleared"]
