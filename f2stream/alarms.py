@@ -186,7 +186,7 @@ Check = tuple[str, "str | None", str, Holds, Rule]
 class RuleSet:
     """One device's rules, indexed by the component types whose messages they read, with their conditions."""
 
-    __slots__ = ("by_component", "grants_by_component", "rules")
+    __slots__ = ("by_component", "rules")
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules: dict[str, Rule] = {r.name: r for r in rules}
@@ -203,7 +203,6 @@ class RuleSet:
             component: (tuple(by_component.get(component, ())), grants.get(component))
             for component in by_component.keys() | grants.keys()
         }
-        self.grants_by_component = grants
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -446,9 +445,7 @@ class AlarmState:
                     if st is None:
                         states[name] = OFF
                     continue
-                fresh = states[name] = RuleState()
-                fresh.on = None if st is None else False
-                st = fresh
+                st = _own_state(states, name, st)
             elif st.alarm_id is None and not holds(point[1], point[2]):
                 if st.grant_t is None:
                     states[name] = OFF
@@ -676,11 +673,16 @@ def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[P
             continue
         st = d.rules.get(rule.name)
         if st is OFF or st is None:
-            fresh = d.rules[rule.name] = RuleState()
-            fresh.on = None if st is None else False
-            st = fresh
+            st = _own_state(d.rules, rule.name, st)
         if st.grant_t is None or t > st.grant_t:
             st.grant_t = t
+
+
+def _own_state(states: dict[str, RuleState], name: str, st: RuleState | None) -> RuleState:
+    """A state of its own for a rule leaving :data:`OFF` (its condition seen off) or never seen (None)."""
+    own = states[name] = RuleState()
+    own.on = None if st is None else False
+    return own
 
 
 def _held(rule: Rule) -> str:
