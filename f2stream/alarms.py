@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, get_args
 
 import orjson
 
-from f2stream.alarm_rules import Comparand, Grant, Kind, Rule, Severity
+from f2stream.alarm_rules import Comparand, Kind, Rule, Severity
 from f2stream.liveness import parse_time
 from f2stream.mqtt_topics import TopicInfo
 from f2stream.records import Point
@@ -45,8 +45,8 @@ __all__ = [
     "decode_event",
     "encode_device",
     "encode_event",
+    "equals",
     "iso",
-    "matches",
 ]
 
 Transition = Literal["raised", "acknowledged", "cleared"]
@@ -170,17 +170,28 @@ def condition_of(rule: Rule) -> Holds:
         below = rule.below if rule.below is not None else -math.inf
         return lambda value, _: value is not None and value < below
     if rule.kind == "state":
-        expected = rule.equals
-        if isinstance(expected, str):
-            folded = expected.casefold()
-            return lambda _, text: text is not None and text.casefold() == folded
-        return lambda value, _: expected is None or value == expected
+        return equals(rule.equals)
     return lambda value, _: value == 1.0  # the doors: open is true
+
+
+def equals(expected: Comparand | None) -> Holds:
+    """Whether a value is `expected` (None: any value; a text is compared without case), as one small function:
+    a state rule's condition, and what makes a data point a grant.
+    """
+    if expected is None:
+        return lambda value, text: True
+    if isinstance(expected, str):
+        folded = expected.casefold()
+        return lambda _, text: text is not None and text.casefold() == folded
+    return lambda value, _: value == expected
 
 
 #: What the per-message path reads of one rule, in one tuple: its name, component number (None: any),
 #: data point, condition, and the rule.
 Check = tuple[str, "str | None", str, Holds, Rule]
+
+#: What makes a message an access grant for a rule: the rule's name, the data point, and its condition.
+GrantCheck = tuple[str, str, Holds]
 
 
 class RuleSet:
@@ -191,15 +202,15 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules: dict[str, Rule] = {r.name: r for r in rules}
         by_component: dict[str, list[Check]] = {}
-        grants: dict[str, list[tuple[Rule, Grant]]] = {}
+        grants: dict[str, list[GrantCheck]] = {}
         for rule in self.rules.values():
             by_component.setdefault(rule.component, []).append(
                 (rule.name, rule.component_number, rule.data_point, condition_of(rule), rule)
             )
             for grant in rule.grants:
-                grants.setdefault(grant.component, []).append((rule, grant))
+                grants.setdefault(grant.component, []).append((rule.name, grant.data_point, equals(grant.equals)))
         #: The component types read, each with its checks (none: only grants) and grants (None: none).
-        self.by_component: dict[str, tuple[tuple[Check, ...], list[tuple[Rule, Grant]] | None]] = {
+        self.by_component: dict[str, tuple[tuple[Check, ...], list[GrantCheck] | None]] = {
             component: (tuple(by_component.get(component, ())), grants.get(component))
             for component in by_component.keys() | grants.keys()
         }
@@ -336,15 +347,6 @@ def _point(points: Sequence[Point], name: str) -> Point | None:
         if point[0] == name:
             return point
     return None
-
-
-def matches(expected: Comparand | None, value: float | None, text: str | None) -> bool:
-    """Whether a point's value is `expected` (None: any value; a text is compared without case)."""
-    if expected is None:
-        return True
-    if isinstance(expected, str):
-        return text is not None and text.casefold() == expected.casefold()
-    return value == expected
 
 
 def _cleared(rule: Rule, value: float | None) -> bool:
@@ -665,15 +667,15 @@ class AlarmState:
                     yield d, name, st
 
 
-def _grant(d: DeviceAlarms, grants: list[tuple[Rule, Grant]], points: Sequence[Point], t: str) -> None:
+def _grant(d: DeviceAlarms, grants: list[GrantCheck], points: Sequence[Point], t: str) -> None:
     """Note an access grant (a card read, an exit button, the strike unlocked) for the rules it excuses."""
-    for rule, grant in grants:
-        point = _point(points, grant.data_point)
-        if point is None or not matches(grant.equals, point[1], point[2]):
+    for name, data_point, holds in grants:
+        point = _point(points, data_point)
+        if point is None or not holds(point[1], point[2]):
             continue
-        st = d.rules.get(rule.name)
+        st = d.rules.get(name)
         if st is OFF or st is None:
-            st = _own_state(d.rules, rule.name, st)
+            st = _own_state(d.rules, name, st)
         if st.grant_t is None or t > st.grant_t:
             st.grant_t = t
 
