@@ -220,7 +220,9 @@ class BatchLoop(Service):
         self.committed: dict[TopicPartition, int] = {}
         #: The partitions this member owns: set on assignment, emptied of revoked ones at once.
         self.owned: set[TopicPartition] = set()
+        #: What failed last and why, until it works again (`/health`'s loops entry).
         self.last_error: str | None = None
+        self._failing: str | None = None  # the step that failed: fetching, committing, ...
         #: Records dead-lettered because they failed alone, and loop restarts, since start.
         self.quarantined = 0
         self.restarts = 0
@@ -282,7 +284,7 @@ class BatchLoop(Service):
                 return
             except Exception as exc:  # whatever ended the loop: a fresh consumer starts over
                 self.restarts += 1
-                self.last_error = f"the loop stopped: {exc.__class__.__name__}: {exc}"
+                self.last_error, self._failing = f"the loop stopped: {exc.__class__.__name__}: {exc}", "running"
                 logger.exception("%s: the loop stopped; a fresh consumer rejoins at the committed offsets", self.name)
                 await self._close_consumer()
                 await asyncio.sleep(backoff.next())
@@ -309,6 +311,7 @@ class BatchLoop(Service):
             try:
                 await self.consumer.start()
                 self._joined = True
+                self._recovered("joining", "running")
             except KafkaError as exc:  # Kafka not up yet: keep trying, the worker serves /health meanwhile
                 self._failed("joining", exc)
                 await asyncio.sleep(backoff.next())
@@ -321,6 +324,7 @@ class BatchLoop(Service):
                 self._failed("fetching", exc)
                 await asyncio.sleep(backoff.next())
                 continue
+            self._recovered("fetching")
             if batch and not self._hooks_done.is_set():  # fetched while the hooks restore: wait for them
                 await self._hooks_done.wait()
                 batch = {tp: records for tp, records in batch.items() if tp in self.owned}
@@ -342,12 +346,12 @@ class BatchLoop(Service):
                 self._rewind(first_offsets(batch))
                 if not isinstance(exc, Exception):
                     raise
-                self._failed(f"handling {sum(map(len, batch.values()))} records", exc)
+                self._failed("handling", exc, f"handling {sum(map(len, batch.values()))} records")
                 return False
             # A partition revoked meanwhile has a new owner, who reads it again
             # from the committed offset: nothing to commit for it here.
             self.pending.add({tp: offset for tp, offset in next_offsets(batch).items() if tp in self.owned})
-            self.last_error = None
+            self.last_error = self._failing = None  # a batch went through: nothing stands in the way
             return True
 
     async def _process(self, batch: Batch) -> None:
@@ -418,10 +422,16 @@ class BatchLoop(Service):
         else:
             self.pending.committed(offsets)
             self.committed.update(offsets)
+            self._recovered("committing")
 
-    def _failed(self, what: str, exc: BaseException) -> None:
-        self.last_error = f"{what} failed: {exc.__class__.__name__}: {exc}"
+    def _failed(self, step: str, exc: BaseException, what: str = "") -> None:
+        self.last_error, self._failing = f"{what or step} failed: {exc.__class__.__name__}: {exc}", step
         logger.warning("%s: %s", self.name, self.last_error)
+
+    def _recovered(self, *steps: str) -> None:
+        """One of `steps` worked again: the failure it left no longer stands (another step's does)."""
+        if self._failing in steps:
+            self.last_error = self._failing = None
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Before partitions go: let the batch in flight finish, commit what is safe, forget them."""

@@ -165,9 +165,11 @@ class AlarmConfig(Service):
         conn = await connect(self.settings.params_dsn, self.settings.params_password)
         try:
             await conn.add_listener(CHANNEL, lambda *_: woken.set())
+            conn.add_termination_listener(lambda _: woken.set())  # a lost connection is found at once
             while not self.should_stop:
                 woken.clear()
                 version = await conn.fetchval(_VERSION)
+                self.last_error = None  # the database answers, whether or not the rules changed
                 if version != self.version:
                     rows = [tuple(r) for r in await conn.fetch(_RULES)] + [
                         ("", *r) for r in await conn.fetch(_TEMPLATES)
@@ -180,7 +182,6 @@ class AlarmConfig(Service):
                         self.acked[alarm_id] = ack
                         self._ack_seq = max(self._ack_seq, seq)
                     self.version = version
-                    self.last_error = None
                     self._loaded.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), self.settings.params_refresh_s)

@@ -125,9 +125,11 @@ class LivenessConfig(Service):
         conn = await connect(self.settings.params_dsn, self.settings.params_password)
         try:
             await conn.add_listener(CHANNEL, lambda *_: woken.set())
+            conn.add_termination_listener(lambda _: woken.set())  # a lost connection is found at once
             while not self.should_stop:
                 woken.clear()
                 version = await conn.fetchval(_VERSION)
+                self.last_error = None  # the database answers, whether or not the settings changed
                 if version != self.snapshot.version:
                     self.snapshot = ConfigSnapshot(
                         version=version,
@@ -136,7 +138,6 @@ class LivenessConfig(Service):
                         template_of={r[0]: r[1] for r in await conn.fetch(_TEMPLATES)},
                         template_timeouts={r[0]: r[1] for r in await conn.fetch(_TEMPLATE_TIMEOUTS)},
                     )
-                    self.last_error = None
                     self.changed.set()
                     # The first load once at INFO; reloads follow every registration, so at DEBUG.
                     logger.log(logging.DEBUG if self._loaded.is_set() else logging.INFO,

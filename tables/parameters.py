@@ -136,6 +136,7 @@ class ParameterSync(Service):
         conn = await connect(self.settings.params_dsn, self.settings.params_password)
         try:
             await conn.add_listener(CHANNEL, lambda *_: changed.set())
+            conn.add_termination_listener(lambda _: changed.set())  # a lost connection is found at once
             while not self.should_stop:
                 changed.clear()
                 if self.app.is_leader():

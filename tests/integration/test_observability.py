@@ -264,6 +264,22 @@ def entry(answer: tuple[int, dict[str, Any]], name: str) -> tuple[int, str, str]
     return status, body["status"], body["checks"][name]["status"]
 
 
+def wait_health(worker: Worker, check: str, expected: tuple[int, str, str], timeout_s: float, what: str) -> None:
+    """Wait for `check`'s entry of the worker's /health; a timeout names the checks not ok and ends with its log."""
+    last: list[dict[str, Any]] = [{}]
+
+    def reached() -> bool:
+        answer = health(worker.web_port)
+        last[0] = answer[1]
+        return entry(answer, check) == expected
+
+    try:
+        wait_for(reached, timeout_s, what)
+    except AssertionError as exc:
+        not_ok = {name: c for name, c in last[0].get("checks", {}).items() if c["status"] != "ok"}
+        raise AssertionError(f"{exc}; checks not ok at the end: {json.dumps(not_ok)}\n{worker.log_tail()}") from None
+
+
 @pytest.mark.parametrize(
     ("service", "worker", "check", "expected"),
     [
@@ -276,18 +292,18 @@ def entry(answer: tuple[int, dict[str, Any]], name: str) -> tuple[int, str, str]
 def test_health_flips_when_a_dependency_stops_and_recovers(
     observed: Observed, service: str, worker: str, check: str, expected: tuple[int, str, str]
 ) -> None:
-    port = getattr(observed.workers, worker).web_port
-    wait_for(lambda: entry(health(port), check) == (200, "ok", "ok"), 90, f"{worker} healthy before stopping {service}")
+    watched: Worker = getattr(observed.workers, worker)
+    port = watched.web_port
+    wait_health(watched, check, (200, "ok", "ok"), 90, f"{worker} healthy before stopping {service}")
     observed.control.stop(service)
     try:
-        wait_for(lambda: entry(health(port), check) == expected, 30, f"{check} of {worker} to show {expected}")
+        wait_health(watched, check, expected, 30, f"{check} of {worker} to show {expected}")
         if service == "kafka":  # the ingest worker needs Kafka too
-            ingest = observed.workers.ingest.web_port
-            wait_for(lambda: entry(health(ingest), "kafka") == expected, 30, "ingest's kafka entry to fail")
+            wait_health(observed.workers.ingest, "kafka", expected, 30, "ingest's kafka entry to fail")
         body = json.dumps(health(port)[1])
         assert "password" not in body.lower() and "postgresql://" not in body
     finally:
         observed.control.up()
-    wait_for(lambda: entry(health(port), check) == (200, "ok", "ok"), 90, f"{worker} to recover after {service}")
+    wait_health(watched, check, (200, "ok", "ok"), 90, f"{worker} to recover after {service}")
     # /livez stays cheap and answers throughout
     assert health(port)[0] == 200

@@ -297,6 +297,49 @@ async def test_a_failed_commit_stays_pending_and_is_retried() -> None:
     assert handler.handled == [(0, o) for o in range(4)]
 
 
+async def test_a_failed_commit_no_longer_stands_once_the_retry_commits() -> None:
+    # The only batch went through before the commit failed: no batch after it may be what clears /health.
+    data, handler = logs(4), Handler()
+    run = Run(data, handler)
+    run.prepare.append(lambda c: c.fail_commit.extend([KafkaConnectionError(), KafkaConnectionError()]))
+    await run.loop.start()
+    try:
+        await run.until(lambda: run.committed() == ends(data), "committing the end")
+        await run.until(lambda: run.loop.last_error is None, "the commit failure to be cleared")
+    finally:
+        await run.loop.stop()
+    assert (run.consumers[0].fail_commit, run.consumers[0].commits, run.loop.restarts) == (
+        [],
+        [{TopicPartition("raw_iot_data", 0): 4}],
+        0,
+    )
+
+
+async def test_a_failed_fetch_after_the_last_record_no_longer_stands_once_a_fetch_works() -> None:
+    data, handler = logs(4), Handler()
+    run = Run(data, handler)
+    await run.loop.start()
+    try:
+        await run.until(lambda: run.committed() == ends(data), "committing the end")
+        run.consumers[0].fail_fetch.extend([KafkaConnectionError(), KafkaConnectionError()])
+        await run.until(lambda: not run.consumers[0].fail_fetch, "both failed fetches")
+        await run.until(lambda: run.loop.last_error is None, "the fetch failure to be cleared")
+    finally:
+        await run.loop.stop()
+    assert (handler.handled, run.loop.restarts) == ([(0, o) for o in range(4)], 0)
+
+
+async def test_a_handling_failure_is_not_cleared_by_a_fetch_that_works() -> None:
+    handler = Handler(outages=[KafkaConnectionError() for _ in range(50)])
+    run = Run(logs(4), handler)
+    await run.loop.start()
+    try:
+        await run.until(lambda: handler.calls >= 10, "ten attempts")
+        assert "handling 4 records failed" in (run.loop.last_error or "")
+    finally:
+        await run.loop.stop()
+
+
 async def test_a_commit_refused_after_a_rebalance_forgets_the_partitions_gone() -> None:
     loop = Run(logs(4, 4), Handler()).loop
     consumer = FakeConsumer(logs(4, 4))
