@@ -31,28 +31,25 @@ of `alarm_config_version`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from mode import Service
 
 from f2stream.alarm_rules import Rule, rule_from_mapping
 from f2stream.alarms import AlarmEvent, AlarmState, RuleSet, decode_device, decode_event
-from f2stream.backoff import Backoff
 from f2stream.codec.message import CodecSource, decode_points
 from f2stream.deadletter import header_map
 from f2stream.errors import BadMessage
 from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import ALARM_EVENTS_TOPIC, ALARM_STATE_TOPIC, RAW_TOPIC
 from f2stream.settings import Settings
-from f2stream.storage.db import DB_ERRORS, connect, failure
+from f2stream.tables.config import DatabaseConfig
 
 __all__ = ["CHANNEL", "CHECKPOINT_KEY", "Ack", "AlarmConfig", "AlarmTable", "Restored", "decode_checkpoint",
            "encode_checkpoint"]  # fmt: skip
@@ -71,7 +68,6 @@ SELECT seq, alarm_id, acked_by, extract(epoch FROM acked_at) AS at FROM alarm_ac
 WHERE seq > $1 AND acked_at > now() - interval '30 days' ORDER BY seq
 """
 _FETCH_MS = 500
-_COALESCE_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +94,20 @@ def decode_checkpoint(value: bytes) -> tuple[int, int] | None:
     return (raw, events) if isinstance(raw, int) and isinstance(events, int) else None
 
 
-class AlarmConfig(Service):
+class AlarmConfig(DatabaseConfig):
     """The rules of every device and the operators' acknowledgements, reloaded when the database says so."""
 
+    channel = CHANNEL
+    version_query = _VERSION
+    what = "Alarm rules"
+
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settings = settings
-        self.version: int | None = None
-        self.last_error: str | None = None
+        super().__init__(settings, **kwargs)
         self.rules_loaded = 0
-        #: Set when the rules changed; the tracker clears it when it applied them.
-        self.changed = asyncio.Event()
         #: Acknowledgements not yet applied by the tracker (it takes them).
         self.acks: list[Ack] = []
         #: Every acknowledgement read, for alarms restored later.
         self.acked: dict[str, Ack] = {}
-        self._loaded = asyncio.Event()
         self._rows: list[Any] | None = None
         self._fleet: dict[str, Rule] = {}
         self._by_template: dict[str, dict[str, Rule]] = {}
@@ -141,53 +135,16 @@ class AlarmConfig(Service):
             return shared
         return RuleSet({**self._fleet, **self._by_template.get(template or "", {}), **own}.values())
 
-    async def wait_loaded(self, timeout_s: float = 10.0) -> bool:
-        """Wait for the first load; False when the database did not answer in time (no rules apply yet)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), timeout_s)
-        return self._loaded.is_set()
-
-    @Service.task
-    async def _follow(self) -> None:
-        backoff = Backoff(1.0, 10.0)
-        while not self.should_stop:
-            try:
-                await self._listen()
-            except DB_ERRORS as exc:
-                self.last_error = failure(exc)
-                logger.warning("Alarm rules: %s; the rules held stay in force", self.last_error)
-            except Exception:  # a bug must not end the reloads (and with them the worker): start over
-                logger.exception("Alarm rules reload failed; starting over")
-            await self.sleep(backoff.next())
-
-    async def _listen(self) -> None:
-        woken = asyncio.Event()
-        conn = await connect(self.settings.params_dsn, self.settings.params_password)
-        try:
-            await conn.add_listener(CHANNEL, lambda *_: woken.set())
-            conn.add_termination_listener(lambda _: woken.set())  # a lost connection is found at once
-            while not self.should_stop:
-                woken.clear()
-                version = await conn.fetchval(_VERSION)
-                self.last_error = None  # the database answers, whether or not the rules changed
-                if version != self.version:
-                    rows = [tuple(r) for r in await conn.fetch(_RULES)] + [
-                        ("", *r) for r in await conn.fetch(_TEMPLATES)
-                    ]
-                    if rows != self._rows:
-                        self._apply(rows)
-                    for seq, alarm_id, by, at in await conn.fetch(_ACKS, self._ack_seq):
-                        ack = Ack(alarm_id, by, float(at))
-                        self.acks.append(ack)
-                        self.acked[alarm_id] = ack
-                        self._ack_seq = max(self._ack_seq, seq)
-                    self.version = version
-                    self._loaded.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), self.settings.params_refresh_s)
-                    await asyncio.sleep(_COALESCE_S)
-        finally:
-            await conn.close()
+    async def load(self, conn: asyncpg.Connection, version: int) -> None:
+        """The rules (compiled again only when their rows changed) and the acknowledgements since the last."""
+        rows = [tuple(r) for r in await conn.fetch(_RULES)] + [("", *r) for r in await conn.fetch(_TEMPLATES)]
+        if rows != self._rows:
+            self._apply(rows)
+        for seq, alarm_id, by, at in await conn.fetch(_ACKS, self._ack_seq):
+            ack = Ack(alarm_id, by, float(at))
+            self.acks.append(ack)
+            self.acked[alarm_id] = ack
+            self._ack_seq = max(self._ack_seq, seq)
 
     def _apply(self, rows: list[Any]) -> None:
         """Compile the rules rows and the template memberships; a row that no longer parses is skipped, loudly."""

@@ -22,20 +22,17 @@ of `liveness_config_version`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
-from mode import Service
 
-from f2stream.backoff import Backoff
 from f2stream.deadletter import header_map
 from f2stream.kafka_client import kafka_options
 from f2stream.kafka_topics import LIVENESS_TOPIC, RAW_TOPIC
@@ -49,7 +46,7 @@ from f2stream.liveness import (
     resolve_timeout,
 )
 from f2stream.settings import Settings
-from f2stream.storage.db import DB_ERRORS, connect, failure
+from f2stream.tables.config import DatabaseConfig
 
 __all__ = ["CHANNEL", "LivenessConfig", "LivenessTable", "partition_of"]
 
@@ -62,7 +59,6 @@ _DEVICE_TIMEOUTS = "SELECT device_id, timeout_s FROM device_silence_timeouts"
 _TEMPLATES = "SELECT device_id, template FROM device_templates"
 _TEMPLATE_TIMEOUTS = "SELECT template, timeout_s FROM template_silence_timeouts"
 _FETCH_MS = 500
-_COALESCE_S = 0.2  # after a change is announced, changes arriving this soon join its reload
 
 
 def partition_of(device: str, partitions: int) -> int:
@@ -82,17 +78,17 @@ class ConfigSnapshot:
     template_timeouts: dict[str, float] = field(default_factory=dict)
 
 
-class LivenessConfig(Service):
+class LivenessConfig(DatabaseConfig):
     """The registry and silence timeouts, reloaded when the parameters database says they changed."""
 
+    channel = CHANNEL
+    version_query = _VERSION
+    what = "Liveness settings"
+    coalesce_s = 0.2
+
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settings = settings
+        super().__init__(settings, **kwargs)
         self.snapshot = ConfigSnapshot()
-        self.last_error: str | None = None
-        #: Set after each reload that changed something; the tracker clears it when it applied it.
-        self.changed = asyncio.Event()
-        self._loaded = asyncio.Event()
 
     def timeout_of(self, device: str) -> float:
         """The device's silence timeout in seconds."""
@@ -101,56 +97,21 @@ class LivenessConfig(Service):
             device, self.settings.liveness_timeout_s, s.device_timeouts, s.template_of, s.template_timeouts
         )
 
-    async def wait_loaded(self, timeout_s: float = 10.0) -> bool:
-        """Wait for the first load; False when the database did not answer in time (the defaults apply)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), timeout_s)
-        return self._loaded.is_set()
-
-    @Service.task
-    async def _follow(self) -> None:
-        backoff = Backoff(1.0, 10.0)
-        while not self.should_stop:
-            try:
-                await self._listen()
-            except DB_ERRORS as exc:
-                self.last_error = failure(exc)
-                logger.warning("Liveness settings: %s; the timeouts and registry held stay in force", self.last_error)
-            except Exception:  # a bug must not end the reloads (and with them the worker): start over
-                logger.exception("Liveness settings reload failed; starting over")
-            await self.sleep(backoff.next())
-
-    async def _listen(self) -> None:
-        woken = asyncio.Event()
-        conn = await connect(self.settings.params_dsn, self.settings.params_password)
-        try:
-            await conn.add_listener(CHANNEL, lambda *_: woken.set())
-            conn.add_termination_listener(lambda _: woken.set())  # a lost connection is found at once
-            while not self.should_stop:
-                woken.clear()
-                version = await conn.fetchval(_VERSION)
-                self.last_error = None  # the database answers, whether or not the settings changed
-                if version != self.snapshot.version:
-                    self.snapshot = ConfigSnapshot(
-                        version=version,
-                        registry={r["device_id"]: r["status"] == "revoked" for r in await conn.fetch(_REGISTRY)},
-                        device_timeouts={r[0]: r[1] for r in await conn.fetch(_DEVICE_TIMEOUTS)},
-                        template_of={r[0]: r[1] for r in await conn.fetch(_TEMPLATES)},
-                        template_timeouts={r[0]: r[1] for r in await conn.fetch(_TEMPLATE_TIMEOUTS)},
-                    )
-                    self.changed.set()
-                    # The first load once at INFO; reloads follow every registration, so at DEBUG.
-                    logger.log(logging.DEBUG if self._loaded.is_set() else logging.INFO,
-                               "Liveness settings loaded: %d registered devices, %d device and %d template "
-                               "timeouts", len(self.snapshot.registry), len(self.snapshot.device_timeouts),
-                               len(self.snapshot.template_timeouts))  # fmt: skip
-                    self._loaded.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), self.settings.params_refresh_s)
-                    # A burst of registrations (a fleet enrolled) is one reload, not one per device.
-                    await asyncio.sleep(_COALESCE_S)
-        finally:
-            await conn.close()
+    async def load(self, conn: asyncpg.Connection, version: int) -> None:
+        """The registry and every timeout at `version`."""
+        self.snapshot = ConfigSnapshot(
+            version=version,
+            registry={r["device_id"]: r["status"] == "revoked" for r in await conn.fetch(_REGISTRY)},
+            device_timeouts={r[0]: r[1] for r in await conn.fetch(_DEVICE_TIMEOUTS)},
+            template_of={r[0]: r[1] for r in await conn.fetch(_TEMPLATES)},
+            template_timeouts={r[0]: r[1] for r in await conn.fetch(_TEMPLATE_TIMEOUTS)},
+        )
+        self.changed.set()
+        # The first load once at INFO; reloads follow every registration, so at DEBUG.
+        logger.log(logging.DEBUG if self._loaded.is_set() else logging.INFO,
+                   "Liveness settings loaded: %d registered devices, %d device and %d template timeouts",
+                   len(self.snapshot.registry), len(self.snapshot.device_timeouts),
+                   len(self.snapshot.template_timeouts))  # fmt: skip
 
 
 @dataclass(slots=True)
