@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final, get_type_hints
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
+from f2stream.collector import YOUNG_THRESHOLD
 from f2stream.errors import ConfigError
 
 __all__ = ["KAFKA_SASL_MECHANISMS", "KAFKA_SECURITY_PROTOCOLS", "Secret", "Settings", "dsn_with_user"]
@@ -134,7 +135,7 @@ class Settings:
     alarms_enabled: bool = True
     # Net allocations of container objects between two young garbage collections (f2stream.collector):
     # Python's 700 made the pipeline worker spend a fifth of its CPU in the collector. 0: Python's thresholds.
-    gc_young_threshold: int = 100_000
+    gc_young_threshold: int = YOUNG_THRESHOLD
 
     def __post_init__(self) -> None:
         # The login goes into the DSN itself, so that every connection (pools, checks, commands) uses it.
